@@ -1,0 +1,47 @@
+/* Instance lists and the meaning of status words. */
+#include "instance.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void instance_list_free(struct instance_list *l)
+{
+	free(l->items);
+	l->items = NULL;
+	l->count = 0;
+}
+
+int instance_list_push(struct instance_list *l, const struct instance *inst)
+{
+	struct instance *p;
+
+	/* One realloc per push: lists are short, and this stays correct
+	 * whoever allocated items before. */
+	p = realloc(l->items, (l->count + 1) * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	l->items = p;
+	l->items[l->count++] = *inst;
+	return 0;
+}
+
+bool instance_status_settled(const char *status)
+{
+	/* Transitional states: `wait` keeps waiting. Everything else, including
+	 * statuses we have never seen, ends the wait (the CLI stops at available
+	 * or backing-up; an unknown word should not hang a reader forever). */
+	static const char *const transitional[] = {
+	    "provisioning", "starting", "restarting", "deleting", "restoring",
+	    "creating",     "pending",  "stopping",   "updating", "modifying",
+	};
+
+	/* No status yet (just created, not refreshed) is not settled. */
+	if (!status || !*status)
+		return false;
+	for (size_t i = 0; i < sizeof(transitional) / sizeof(transitional[0]); i++)
+		if (strcasecmp(status, transitional[i]) == 0)
+			return false;
+	return true;
+}
