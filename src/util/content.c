@@ -142,12 +142,12 @@ static int put_percent(struct buf *out, const char *s)
 	return 0;
 }
 
-/* Host names keep ':' (IPv6 inside brackets); the rest as put_percent. */
+/* Host names keep ':' and brackets (IPv6 literals); the rest as put_percent. */
 static int put_percent_host(struct buf *out, const char *host)
 {
 	for (const char *p = host; *p; p++) {
 		char one[2] = {*p, '\0'};
-		int rc = *p == ':' ? buf_append(out, ":", 1) : put_percent(out, one);
+		int rc = strchr(":[]", *p) ? buf_append(out, p, 1) : put_percent(out, one);
 		if (rc)
 			return rc;
 	}

@@ -43,6 +43,10 @@ static const char *describe_char(unsigned char c, char *out, size_t outsz)
 		snprintf(out, outsz, "a tab");
 	else if (c == '\n' || c == '\r')
 		snprintf(out, outsz, "a line break");
+	else if (c == '\'')
+		snprintf(out, outsz, "a single quote (')");
+	else if (c == '"')
+		snprintf(out, outsz, "a double quote (\")");
 	else if (c > 0x20 && c < 0x7f)
 		snprintf(out, outsz, "'%c'", c);
 	else
@@ -165,7 +169,8 @@ int control_value(const char *data, size_t len, char *out, size_t outsz, struct 
 		return errmsg_set(e, -EINVAL,
 		                  "the written value is too long (%zu bytes, at most %zu)", len,
 		                  outsz ? outsz - 1 : 0);
-	memcpy(out, data, len);
+	if (len)
+		memcpy(out, data, len);
 	out[len] = '\0';
 	return 0;
 }
