@@ -212,11 +212,13 @@ static void test_statuses(void)
 
 	struct instance_list l = {0};
 	struct instance in = {0};
+	int failed = 0;
 	for (int k = 0; k < 100; k++) {
 		snprintf(in.name, sizeof(in.name), "db%03d", k);
 		in.port = 5000 + k;
-		CHECK(instance_list_push(&l, &in) == 0);
+		failed += instance_list_push(&l, &in) != 0;
 	}
+	CHECK(failed == 0);
 	CHECK(l.count == 100);
 	CHECK(strcmp(l.items[0].name, "db000") == 0 && l.items[99].port == 5099);
 	instance_list_free(&l);
