@@ -1,0 +1,435 @@
+/* HTTPS transport for the DBOS Cloud API: a small pool of libcurl easy
+ * handles (each keeps its connections alive for reuse), bounded bodies,
+ * timeouts, Ctrl-C, the 401 → refresh → retry-once rule, and error bodies
+ * turned into messages. The token never reaches a log or a message. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cloud_private.h"
+#include "log.h"
+
+void http_result_free(struct http_result *r)
+{
+	buf_free(&r->body);
+	r->status = 0;
+}
+
+static CURL *pool_get(struct cloud *c)
+{
+	CURL *h = NULL;
+
+	pthread_mutex_lock(&c->pool_lock);
+	if (c->pool_len)
+		h = c->pool[--c->pool_len];
+	pthread_mutex_unlock(&c->pool_lock);
+	if (h)
+		curl_easy_reset(h); /* keeps the connection cache */
+	else
+		h = curl_easy_init();
+	return h;
+}
+
+static void pool_put(struct cloud *c, CURL *h)
+{
+	pthread_mutex_lock(&c->pool_lock);
+	if (c->pool_len < CLOUD_POOL_MAX) {
+		c->pool[c->pool_len++] = h;
+		h = NULL;
+	}
+	pthread_mutex_unlock(&c->pool_lock);
+	if (h)
+		curl_easy_cleanup(h);
+}
+
+void cloud_http_pool_drain(struct cloud *c)
+{
+	pthread_mutex_lock(&c->pool_lock);
+	while (c->pool_len)
+		curl_easy_cleanup(c->pool[--c->pool_len]);
+	pthread_mutex_unlock(&c->pool_lock);
+}
+
+struct xfer {
+	struct buf *body;
+	bool too_big;
+	bool nomem;
+};
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct xfer *x = arg;
+	size_t n = size * nmemb;
+
+	if (x->body->len + n > CLOUD_MAX_BODY) {
+		x->too_big = true;
+		return 0; /* aborts the transfer */
+	}
+	if (buf_append(x->body, data, n) < 0) {
+		x->nomem = true;
+		return 0;
+	}
+	return n;
+}
+
+/* Polled by libcurl several times a second: a Ctrl-C'd caller is freed. */
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	return op_interrupted() ? 1 : 0;
+}
+
+static int read_file_into(const char *path, struct buf *out)
+{
+	char chunk[65536];
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 || out->len + (size_t)n > 64u * 1024 * 1024 ||
+		    buf_append(out, chunk, (size_t)n) < 0) {
+			int err = n < 0 ? -errno : -EFBIG;
+
+			close(fd);
+			return err;
+		}
+	}
+	close(fd);
+	return 0;
+}
+
+int cloud_http_load_cas(struct cloud *c, const char *cafile, struct errmsg *e)
+{
+	static const char *const fallbacks[] = {
+	    "/etc/ssl/certs/ca-certificates.crt",
+	    "/etc/pki/tls/certs/ca-bundle.crt",
+	    "/etc/ssl/cert.pem",
+	};
+	struct buf extra = BUF_INIT, all = BUF_INIT;
+	const char *sys = NULL;
+	char *sysdup = NULL;
+	CURL *h;
+	int rc;
+
+	if (!cafile || !*cafile)
+		return 0; /* libcurl's own default store */
+	rc = read_file_into(cafile, &extra);
+	if (rc < 0) {
+		buf_free(&extra);
+		return errmsg_set(e, rc, "cannot read cafile %s: %s", cafile, strerror(-rc));
+	}
+	if (!extra.data || !strstr(extra.data, "-----BEGIN CERTIFICATE-----")) {
+		buf_free(&extra);
+		return errmsg_set(e, -EINVAL, "cafile %s holds no PEM certificate", cafile);
+	}
+	/* A CA blob replaces libcurl's default file, so put the system CAs in
+	 * it too: the extra CA adds trust, it does not take any away. */
+	h = curl_easy_init();
+	if (h && curl_easy_getinfo(h, CURLINFO_CAINFO, &sys) == CURLE_OK && sys)
+		sysdup = strdup(sys);
+	if (h)
+		curl_easy_cleanup(h);
+	if (!sysdup || read_file_into(sysdup, &all) < 0) {
+		buf_reset(&all);
+		for (size_t i = 0; i < sizeof(fallbacks) / sizeof(fallbacks[0]); i++)
+			if (read_file_into(fallbacks[i], &all) == 0)
+				break;
+			else
+				buf_reset(&all);
+	}
+	free(sysdup);
+	if (buf_puts(&all, "\n") < 0 || buf_append(&all, extra.data, extra.len) < 0) {
+		buf_free(&extra);
+		buf_free(&all);
+		return errmsg_set(e, -ENOMEM, "out of memory");
+	}
+	buf_free(&extra);
+	c->ca_blob_len = all.len;
+	c->ca_blob = buf_steal(&all);
+	return 0;
+}
+
+static int transfer_error(CURLcode cc, const struct xfer *x, const char *errbuf, const char *url,
+                          long timeout_ms, const char *label, struct errmsg *e)
+{
+	const char *why = errbuf[0] ? errbuf : curl_easy_strerror(cc);
+	int err = errno_from_curl((int)cc);
+
+	if (x->too_big)
+		return errmsg_set(e, -EIO, "%s: the answer from %s is larger than %u MiB; refused",
+		                  label, url, CLOUD_MAX_BODY / (1024 * 1024));
+	if (x->nomem)
+		return errmsg_set(e, -ENOMEM, "%s: out of memory", label);
+	switch (cc) {
+	case CURLE_ABORTED_BY_CALLBACK:
+		return errmsg_set(e, -EINTR, "%s: interrupted", label);
+	case CURLE_OPERATION_TIMEDOUT:
+		return errmsg_set(e, -ETIMEDOUT, "%s: no answer from %s within %ld s (%s)", label,
+		                  url, timeout_ms / 1000, why);
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return errmsg_set(e, err, "%s: cannot connect to %s (%s)", label, url, why);
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+		return errmsg_set(e, err,
+		                  "%s: the TLS certificate of %s is not trusted (%s); for a "
+		                  "private CA pass -o cafile=FILE",
+		                  label, url, why);
+	default:
+		return errmsg_set(e, err, "%s: request to %s failed: %s", label, url, why);
+	}
+}
+
+int cloud_http_perform(struct cloud *c, enum http_method m, const char *url,
+                       const char *content_type, const char *body, const char *bearer,
+                       long timeout_ms, struct http_result *res, const char *label,
+                       struct errmsg *e)
+{
+	char errbuf[CURL_ERROR_SIZE] = "";
+	struct curl_slist *hdrs = NULL, *tmp;
+	struct xfer x = {.body = &res->body};
+	struct buf line = BUF_INIT;
+	CURLcode cc;
+	CURL *h;
+	int rc = 0;
+
+	res->status = 0;
+	buf_reset(&res->body);
+	h = pool_get(c);
+	if (!h)
+		return errmsg_set(e, -ENOMEM, "%s: cannot create an HTTP handle", label);
+
+	if (content_type) {
+		buf_printf(&line, "Content-Type: %s", content_type);
+		tmp = curl_slist_append(hdrs, line.data ? line.data : "");
+		hdrs = tmp ? tmp : hdrs;
+	}
+	if (bearer) {
+		buf_reset(&line);
+		buf_printf(&line, "Authorization: Bearer %s", bearer);
+		tmp = curl_slist_append(hdrs, line.data ? line.data : "");
+		hdrs = tmp ? tmp : hdrs;
+	}
+	buf_free_secret(&line);
+	/* No "Expect: 100-continue" round trip for small POSTs. */
+	tmp = curl_slist_append(hdrs, "Expect:");
+	hdrs = tmp ? tmp : hdrs;
+
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (c->ca_blob) {
+		struct curl_blob blob = {
+		    .data = c->ca_blob, .len = c->ca_blob_len, .flags = CURL_BLOB_NOCOPY};
+
+		curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
+	}
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, CLOUD_CONNECT_TIMEOUT_MS);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "dbosfs/" DBOSFS_VERSION);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	switch (m) {
+	case HTTP_GET:
+		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+		break;
+	case HTTP_POST:
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
+		break;
+	case HTTP_DELETE:
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
+		break;
+	}
+
+	cc = curl_easy_perform(h);
+	if (cc == CURLE_OK)
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
+	else
+		rc = transfer_error(cc, &x, errbuf, url, timeout_ms, label, e);
+	/* The handle keeps pointers to hdrs and the body: drop them first. */
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+	curl_slist_free_all(hdrs);
+	if (cc == CURLE_OK || cc == CURLE_HTTP_RETURNED_ERROR)
+		pool_put(c, h);
+	else
+		curl_easy_cleanup(h); /* its connection may be half-used */
+	if (rc < 0)
+		buf_reset(&res->body);
+	return rc;
+}
+
+int cloud_http_error(const struct http_result *res, enum request_kind kind, const char *label,
+                     struct errmsg *e)
+{
+	char msg[1024], rid[128];
+	int err = errno_from_http(res->status, kind);
+
+	if (err == 0)
+		err = -EIO; /* a 2xx is not an error: callers never get here with one */
+	if (cloud_parse_error_body(res->body.data, res->body.len, msg, sizeof(msg), rid,
+	                           sizeof(rid)) == 0) {
+		for (char *p = msg; *p; p++)
+			if ((unsigned char)*p < 0x20)
+				*p = ' ';
+		if (rid[0])
+			return errmsg_set(e, err, "[%s] %s: %s (HTTP %ld)", rid, label, msg,
+			                  res->status);
+		return errmsg_set(e, err, "%s: %s (HTTP %ld)", label, msg, res->status);
+	}
+	return errmsg_set(e, err, "%s: HTTP %ld with no error message", label, res->status);
+}
+
+static int auth_failure(struct cloud *c, const char *label, const char *why, struct errmsg *e)
+{
+	return errmsg_set(e, -EACCES,
+	                  "%s: DBOS Cloud credentials rejected (HTTP 401)%s%s; run `npx dbos-cloud "
+	                  "login` to log in again",
+	                  label, why ? " and refreshing them failed: " : "", why ? why : "");
+}
+
+int cloud_refresh_token_locked(struct cloud *c, struct errmsg *e)
+{
+	struct http_result res = {0};
+	struct buf form = BUF_INIT;
+	char *url = NULL, *esc_rt = NULL, *esc_id = NULL, *token = NULL;
+	struct errmsg werr;
+	long long exp = 0;
+	int rc;
+
+	if (!c->creds.refresh_token)
+		return errmsg_set(e, -EACCES,
+		                  "the access token in %s has expired or was rejected, and the "
+		                  "file has no refreshToken",
+		                  c->creds.path);
+	esc_rt = curl_easy_escape(NULL, c->creds.refresh_token, 0);
+	esc_id = curl_easy_escape(NULL, c->client_id, 0);
+	if (!esc_rt || !esc_id || asprintf(&url, "https://%s/oauth/token", c->auth_domain) < 0 ||
+	    buf_printf(&form, "grant_type=refresh_token&client_id=%s&refresh_token=%s", esc_id,
+	               esc_rt) < 0) {
+		url = NULL;
+		rc = errmsg_set(e, -ENOMEM, "out of memory");
+		goto out;
+	}
+	rc = cloud_http_perform(c, HTTP_POST, url, "application/x-www-form-urlencoded", form.data,
+	                        NULL, c->timeout_ms, &res, "refreshing the DBOS Cloud token", e);
+	if (rc < 0)
+		goto out;
+	if (res.status < 200 || res.status >= 300) {
+		cloud_http_error(&res, REQ_READ, "refreshing the DBOS Cloud token", e);
+		rc = -EACCES;
+		goto out;
+	}
+	rc = cloud_parse_token_response(res.body.data, res.body.len, &token, e);
+	if (rc < 0)
+		goto out;
+	jwt_exp(token, &exp);
+	secret_wipe_str(c->creds.token);
+	free(c->creds.token);
+	c->creds.token = token;
+	c->token_exp = exp;
+	c->token_generation++;
+	/* Keep the mount working even if the file cannot be rewritten. */
+	if (cloud_credentials_write_token(c->creds.path, token, &werr) < 0)
+		log_error("refreshed the DBOS Cloud access token but could not save it: %s",
+		          werr.text);
+	else
+		log_event("refreshed the DBOS Cloud access token and saved it to %s",
+		          c->creds.path);
+	rc = 0;
+out:
+	if (esc_rt) {
+		secret_wipe_str(esc_rt);
+		curl_free(esc_rt);
+	}
+	curl_free(esc_id);
+	free(url);
+	buf_free_secret(&form);
+	buf_free_secret(&res.body);
+	return rc;
+}
+
+/* A copy of the current token, refreshed first if its exp has passed. */
+static char *token_snapshot(struct cloud *c, unsigned *generation)
+{
+	char *t;
+
+	pthread_mutex_lock(&c->token_lock);
+	if (c->token_exp && c->creds.refresh_token && (long long)time(NULL) >= c->token_exp - 10) {
+		struct errmsg ignored;
+
+		/* On failure the old token is tried: a 401 then explains. */
+		if (cloud_refresh_token_locked(c, &ignored) < 0)
+			log_error("refreshing the expired DBOS Cloud token failed: %s",
+			          ignored.text);
+	}
+	t = strdup(c->creds.token);
+	*generation = c->token_generation;
+	pthread_mutex_unlock(&c->token_lock);
+	return t;
+}
+
+int cloud_api_call(struct cloud *c, enum http_method m, const char *path, bool with_org,
+                   const char *json_body, enum request_kind kind, long timeout_ms,
+                   struct http_result *res, const char *label, struct errmsg *e)
+{
+	char *url = NULL, *token = NULL;
+	unsigned gen;
+	int rc;
+
+	if (asprintf(&url, "%s%s", with_org ? c->base_url : c->api_root, path) < 0)
+		return errmsg_set(e, -ENOMEM, "out of memory");
+	for (int attempt = 0; attempt < 2; attempt++) {
+		token = token_snapshot(c, &gen);
+		if (!token) {
+			rc = errmsg_set(e, -ENOMEM, "out of memory");
+			break;
+		}
+		rc = cloud_http_perform(c, m, url, "application/json", json_body, token, timeout_ms,
+		                        res, label, e);
+		secret_wipe_str(token);
+		free(token);
+		if (rc < 0)
+			break;
+		if (res->status == 401 && attempt == 0) {
+			struct errmsg why;
+
+			pthread_mutex_lock(&c->token_lock);
+			/* Another thread may have refreshed while we were waiting. */
+			rc = gen == c->token_generation ? cloud_refresh_token_locked(c, &why) : 0;
+			pthread_mutex_unlock(&c->token_lock);
+			if (rc < 0) {
+				rc = auth_failure(c, label, why.text, e);
+				break;
+			}
+			continue;
+		}
+		if (res->status == 401) {
+			rc = auth_failure(c, label, NULL, e);
+			break;
+		}
+		if (res->status < 200 || res->status >= 300)
+			rc = cloud_http_error(res, kind, label, e);
+		break;
+	}
+	free(url);
+	return rc;
+}

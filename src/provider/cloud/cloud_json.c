@@ -1,0 +1,222 @@
+/* The DBOS Cloud API's JSON: instance objects, error bodies, the user
+ * profile and OAuth token answers (spec/dbos-cloud-api.md). Servers differ
+ * in which optional fields they send, so everything but the name is
+ * optional and unknown fields are ignored. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloud_private.h"
+
+static void copy_str(char *dst, size_t dstsz, const json_t *v)
+{
+	const char *s = json_is_string(v) ? json_string_value(v) : "";
+
+	snprintf(dst, dstsz, "%s", s);
+	/* Values end up in one-line files: no control characters. */
+	for (char *p = dst; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+}
+
+int cloud_instance_from_json(const json_t *obj, struct instance *out)
+{
+	const json_t *v;
+	const char *name;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(obj))
+		return -EINVAL;
+	v = json_object_get(obj, "PostgresInstanceName");
+	if (!json_is_string(v))
+		return -EINVAL;
+	name = json_string_value(v);
+	/* A name that does not fit would be silently renamed: skip it. */
+	if (!*name || strlen(name) >= sizeof(out->name) || strchr(name, '/'))
+		return -EINVAL;
+	snprintf(out->name, sizeof(out->name), "%s", name);
+	copy_str(out->status, sizeof(out->status), json_object_get(obj, "Status"));
+	copy_str(out->host, sizeof(out->host), json_object_get(obj, "HostName"));
+
+	v = json_object_get(obj, "Port");
+	if (json_is_integer(v))
+		out->port = (int)json_integer_value(v);
+	else if (json_is_real(v))
+		out->port = (int)json_real_value(v);
+	else if (json_is_string(v))
+		out->port = atoi(json_string_value(v));
+	if (out->port < 0 || out->port > 65535)
+		out->port = 0;
+
+	/* Old servers called the user AdminUsername. */
+	v = json_object_get(obj, "DatabaseUsername");
+	if (!json_is_string(v))
+		v = json_object_get(obj, "AdminUsername");
+	copy_str(out->username, sizeof(out->username), v);
+	copy_str(out->admin_name, sizeof(out->admin_name), json_object_get(obj, "DBOSAdminName"));
+	out->linked = json_is_true(json_object_get(obj, "IsLinked"));
+	copy_str(out->supabase_ref, sizeof(out->supabase_ref),
+	         json_object_get(obj, "SupabaseReference"));
+	return 0;
+}
+
+static json_t *parse_body(const char *body, size_t len, const char *what, struct errmsg *e)
+{
+	json_error_t jerr;
+	json_t *root;
+
+	if (!body || len == 0) {
+		errmsg_set(e, -EIO, "malformed response to %s: empty body", what);
+		return NULL;
+	}
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		errmsg_set(e, -EIO, "malformed response to %s: invalid JSON at byte %d: %s", what,
+		           jerr.position, jerr.text);
+	return root;
+}
+
+int cloud_parse_instance_list(const char *body, size_t len, struct instance_list *out,
+                              struct errmsg *e)
+{
+	struct instance inst;
+	json_t *root, *item;
+	size_t i;
+	int rc = 0;
+
+	out->items = NULL;
+	out->count = 0;
+	root = parse_body(body, len, "the database list", e);
+	if (!root)
+		return -EIO;
+	if (!json_is_array(root)) {
+		json_decref(root);
+		return errmsg_set(e, -EIO,
+		                  "malformed response to the database list: expected a JSON array");
+	}
+	json_array_foreach(root, i, item)
+	{
+		if (cloud_instance_from_json(item, &inst) < 0)
+			continue;
+		rc = instance_list_push(out, &inst);
+		if (rc < 0) {
+			instance_list_free(out);
+			errmsg_set(e, rc, "out of memory");
+			break;
+		}
+	}
+	json_decref(root);
+	return rc;
+}
+
+int cloud_parse_instance(const char *body, size_t len, struct instance *out, struct errmsg *e)
+{
+	json_t *root = parse_body(body, len, "the database status", e);
+	int rc;
+
+	if (!root)
+		return -EIO;
+	rc = cloud_instance_from_json(root, out);
+	json_decref(root);
+	if (rc < 0)
+		return errmsg_set(e, -EIO,
+		                  "malformed response to the database status: "
+		                  "no PostgresInstanceName");
+	return 0;
+}
+
+int cloud_parse_error_body(const char *body, size_t len, char *message, size_t msgsz,
+                           char *request_id, size_t ridsz)
+{
+	json_t *root, *v;
+	int rc = -EINVAL;
+
+	message[0] = '\0';
+	request_id[0] = '\0';
+	if (!body || !len)
+		return -EINVAL;
+	root = json_loadb(body, len, 0, NULL);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return -EINVAL;
+	}
+	v = json_object_get(root, "message");
+	/* OAuth servers answer {"error","error_description"} instead. */
+	if (!json_is_string(v))
+		v = json_object_get(root, "error_description");
+	if (!json_is_string(v))
+		v = json_object_get(root, "error");
+	if (json_is_string(v)) {
+		snprintf(message, msgsz, "%s", json_string_value(v));
+		rc = 0;
+	}
+	v = json_object_get(root, "requestID");
+	if (json_is_string(v))
+		snprintf(request_id, ridsz, "%s", json_string_value(v));
+	json_decref(root);
+	return rc;
+}
+
+int cloud_parse_profile(const char *body, size_t len, char *name, size_t namesz, char *org,
+                        size_t orgsz, struct errmsg *e)
+{
+	json_t *root = parse_body(body, len, "the user profile", e);
+	int rc = 0;
+
+	if (!root)
+		return -EIO;
+	if (!json_is_object(root) || !json_is_string(json_object_get(root, "Name")))
+		rc = errmsg_set(e, -EIO, "malformed response to the user profile: no Name");
+	else {
+		copy_str(name, namesz, json_object_get(root, "Name"));
+		copy_str(org, orgsz, json_object_get(root, "Organization"));
+	}
+	json_decref(root);
+	return rc;
+}
+
+int cloud_parse_token_response(const char *body, size_t len, char **token, struct errmsg *e)
+{
+	json_t *root = parse_body(body, len, "the token refresh", e);
+	const json_t *v;
+	char *t;
+	int rc = 0;
+
+	*token = NULL;
+	if (!root)
+		return -EIO;
+	v = json_object_get(root, "access_token");
+	if (!json_is_string(v) || !*json_string_value(v)) {
+		rc =
+		    errmsg_set(e, -EIO, "malformed response to the token refresh: no access_token");
+	} else {
+		t = strdup(json_string_value(v));
+		if (!t) {
+			rc = errmsg_set(e, -ENOMEM, "out of memory");
+		} else {
+			/* The CLI trims stray line ends the same way. */
+			t[strcspn(t, "\r\n")] = '\0';
+			*token = t;
+		}
+	}
+	json_decref(root);
+	return rc;
+}
+
+void cloud_sanitize_scope(const char *in, char *out, size_t outsz)
+{
+	size_t i = 0;
+
+	if (!outsz)
+		return;
+	for (; *in && i + 1 < outsz; in++, i++) {
+		char ch = *in;
+		bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		          (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+
+		out[i] = ok ? ch : '_';
+	}
+	out[i] = '\0';
+}

@@ -1,0 +1,151 @@
+/* Internals of the DBOS Cloud provider, shared by its source files and its
+ * unit tests. Nothing outside src/provider/cloud includes this. */
+#ifndef DBOSFS_CLOUD_PRIVATE_H
+#define DBOSFS_CLOUD_PRIVATE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "buf.h"
+#include "common.h"
+#include "errmap.h"
+#include "instance.h"
+#include "secrets.h"
+
+/* Overwrites a NUL-terminated secret in place. */
+static inline void secret_wipe_str(char *s)
+{
+	if (s)
+		secret_wipe(s, strlen(s));
+}
+
+/* Responses larger than this are refused: a list of thousands of instances
+ * is a few hundred KiB, so anything bigger is a broken or hostile server. */
+#define CLOUD_MAX_BODY           (4u * 1024 * 1024)
+#define CLOUD_CONNECT_TIMEOUT_MS 5000L
+#define CLOUD_TIMEOUT_MS         30000L
+#define CLOUD_LIST_TIMEOUT_MS    15000L
+/* Easy handles kept for reuse (each keeps its live connections). */
+#define CLOUD_POOL_MAX 8
+
+#define CLOUD_PROD_DOMAIN      "cloud.dbos.dev"
+#define CLOUD_PROD_AUTH_DOMAIN "login.dbos.dev"
+#define CLOUD_DEV_AUTH_DOMAIN  "dbos-inc.us.auth0.com"
+#define CLOUD_PROD_CLIENT_ID   "6p7Sjxf13cyLMkdwn14MxlH7JdhILled"
+#define CLOUD_DEV_CLIENT_ID    "G38fLmVErczEo9ioCFjVIHea6yd0qMZu"
+
+/* ---- cloud_credentials.c ------------------------------------------------ */
+
+/* The credentials file written by `npx dbos-cloud login`. */
+struct cloud_credentials {
+	char *path;          /* absolute, so write-back works after chdir("/") */
+	char *token;         /* JWT access token */
+	char *refresh_token; /* NULL when absent */
+	char *user_name;
+	char *organization;
+};
+
+/* Picks the file: explicit path, else ./.dbos/credentials, else
+ * ~USER/.dbos/credentials of uid. Result is absolute; caller frees. */
+int cloud_credentials_locate(const char *explicit_path, uid_t uid, char **out, struct errmsg *e);
+int cloud_credentials_load(const char *path, struct cloud_credentials *c, struct errmsg *e);
+/* Parses the file's JSON text (for tests and load). */
+int cloud_credentials_parse(const char *text, size_t len, const char *path,
+                            struct cloud_credentials *c, struct errmsg *e);
+void cloud_credentials_free(struct cloud_credentials *c);
+/* Replaces "token" in the file, keeping every other field, its mode and its
+ * owner; written to a temporary file and renamed over the original. */
+int cloud_credentials_write_token(const char *path, const char *token, struct errmsg *e);
+
+/* Decodes base64url (padding optional) into out (NUL-terminated). */
+int base64url_decode(const char *in, size_t len, struct buf *out);
+/* The JWT's exp claim in seconds. 0 and *exp = 0 when the token has no exp;
+ * -EINVAL when it is not a decodable JWT. */
+int jwt_exp(const char *token, long long *exp);
+
+/* ---- cloud_json.c ------------------------------------------------------- */
+
+/* One instance object; -EINVAL when it has no usable PostgresInstanceName. */
+struct json_t;
+int cloud_instance_from_json(const struct json_t *obj, struct instance *out);
+/* A JSON array of instances. Entries without a usable name are skipped;
+ * anything that is not a JSON array is -EIO with a message. */
+int cloud_parse_instance_list(const char *body, size_t len, struct instance_list *out,
+                              struct errmsg *e);
+int cloud_parse_instance(const char *body, size_t len, struct instance *out, struct errmsg *e);
+/* {"message","statusCode","requestID"}: fills what is there (may be "").
+ * Returns 0 if at least a message was found, else -EINVAL. */
+int cloud_parse_error_body(const char *body, size_t len, char *message, size_t msgsz,
+                           char *request_id, size_t ridsz);
+/* {"Name","Organization",...} of GET /user/profile. */
+int cloud_parse_profile(const char *body, size_t len, char *name, size_t namesz, char *org,
+                        size_t orgsz, struct errmsg *e);
+/* {"access_token",...} of POST /oauth/token; *token is malloc'd. */
+int cloud_parse_token_response(const char *body, size_t len, char **token, struct errmsg *e);
+/* Replaces every byte outside [A-Za-z0-9._-] with '_'. */
+void cloud_sanitize_scope(const char *in, char *out, size_t outsz);
+
+/* ---- cloud_http.c ------------------------------------------------------- */
+
+struct cloud {
+	char *domain;      /* API host[:port] */
+	char *auth_domain; /* OAuth host[:port] */
+	const char *client_id;
+	char *api_root; /* https://DOMAIN/v1alpha1 */
+	char *base_url; /* https://DOMAIN/v1alpha1/ORG */
+	char *org;
+	char *user;
+	long timeout_ms;
+	long list_timeout_ms;
+
+	/* Trusted CAs: system bundle plus the cafile, handed to every handle. */
+	char *ca_blob;
+	size_t ca_blob_len;
+
+	pthread_mutex_t token_lock;
+	struct cloud_credentials creds; /* token guarded by token_lock */
+	long long token_exp;            /* seconds; 0 unknown */
+	unsigned token_generation;      /* bumped by every refresh */
+
+	pthread_mutex_t pool_lock;
+	void *pool[CLOUD_POOL_MAX]; /* idle CURL easy handles */
+	size_t pool_len;
+};
+
+struct http_result {
+	long status;
+	struct buf body;
+};
+
+enum http_method { HTTP_GET, HTTP_POST, HTTP_DELETE };
+
+/* One transfer. 0 when an HTTP answer arrived (any status, in res->status);
+ * a negative errno with a message (prefixed by label) when it did not.
+ * bearer and body may be NULL. */
+int cloud_http_perform(struct cloud *c, enum http_method m, const char *url,
+                       const char *content_type, const char *body, const char *bearer,
+                       long timeout_ms, struct http_result *res, const char *label,
+                       struct errmsg *e);
+void http_result_free(struct http_result *r);
+/* Frees idle handles (before fork, on stop). */
+void cloud_http_pool_drain(struct cloud *c);
+/* Loads system CAs + cafile into c->ca_blob (cafile may be NULL). */
+int cloud_http_load_cas(struct cloud *c, const char *cafile, struct errmsg *e);
+
+/* An authenticated API call with the 401 → refresh → retry-once rule and
+ * the error-body formatting. path is appended to base (after the org when
+ * with_org). On success res holds the 2xx answer. */
+int cloud_api_call(struct cloud *c, enum http_method m, const char *path, bool with_org,
+                   const char *json_body, enum request_kind kind, long timeout_ms,
+                   struct http_result *res, const char *label, struct errmsg *e);
+/* Exchanges the refresh token for a new access token and writes it back.
+ * Called with token_lock held. */
+int cloud_refresh_token_locked(struct cloud *c, struct errmsg *e);
+/* Formats a non-2xx answer into e and returns its errno. */
+int cloud_http_error(const struct http_result *res, enum request_kind kind, const char *label,
+                     struct errmsg *e);
+
+#endif

@@ -1,0 +1,386 @@
+/* The DBOS Cloud provider: instances live in DBOS Cloud and are reached
+ * over its HTTPS API (spec/dbos-cloud-api.md). create() checks the
+ * credentials and the API in the foreground; afterwards every operation is
+ * one API request (plus one token refresh and retry on a 401). */
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cloud_private.h"
+#include "log.h"
+#include "options.h"
+#include "provider.h"
+
+static struct cloud *cloud_of(struct provider *p)
+{
+	return p->priv;
+}
+
+/* Appends s as a JSON string literal. Written by hand so a password never
+ * sits in a JSON library's buffers we cannot wipe. */
+static int json_quote(struct buf *b, const char *s)
+{
+	int rc = buf_puts(b, "\"");
+
+	for (; *s && rc == 0; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			rc = buf_printf(b, "\\%c", ch);
+		else if (ch < 0x20)
+			rc = buf_printf(b, "\\u%04x", ch);
+		else
+			rc = buf_append(b, s, 1);
+	}
+	return rc ? rc : buf_puts(b, "\"");
+}
+
+static int cloud_list(struct provider *p, struct instance_list *out, struct errmsg *e)
+{
+	struct cloud *c = cloud_of(p);
+	struct http_result res = {0};
+	int rc;
+
+	out->items = NULL;
+	out->count = 0;
+	rc = cloud_api_call(c, HTTP_GET, "/databases", true, NULL, REQ_READ, c->list_timeout_ms,
+	                    &res, "Failed to list databases", e);
+	if (rc == 0) {
+		rc = cloud_parse_instance_list(res.body.data, res.body.len, out, e);
+		if (rc < 0)
+			errmsg_set(e, rc, "Failed to list databases: %.1900s", e ? e->text : "");
+	}
+	http_result_free(&res);
+	return rc;
+}
+
+static int cloud_get(struct provider *p, const char *name, struct instance *out, struct errmsg *e)
+{
+	struct cloud *c = cloud_of(p);
+	struct http_result res = {0};
+	char path[128], label[128];
+	int rc;
+
+	snprintf(path, sizeof(path), "/databases/userdb/info/%s", name);
+	snprintf(label, sizeof(label), "Failed to retrieve database record %s", name);
+	rc = cloud_api_call(c, HTTP_GET, path, true, NULL, REQ_READ, c->timeout_ms, &res, label, e);
+	if (rc == 0) {
+		rc = cloud_parse_instance(res.body.data, res.body.len, out, e);
+		if (rc < 0)
+			errmsg_set(e, rc, "%s: %.1900s", label, e ? e->text : "");
+	}
+	http_result_free(&res);
+	return rc;
+}
+
+static int cloud_provision(struct provider *p, const char *name, const char *username,
+                           const char *password, struct instance *out, struct errmsg *e)
+{
+	struct cloud *c = cloud_of(p);
+	struct http_result res = {0};
+	struct buf body = BUF_INIT;
+	char label[128];
+	int rc;
+
+	snprintf(label, sizeof(label), "Failed to provision %s", name);
+	if (buf_puts(&body, "{\"Name\":") || json_quote(&body, name) ||
+	    buf_puts(&body, ",\"AdminName\":") || json_quote(&body, username) ||
+	    buf_puts(&body, ",\"AdminPassword\":") || json_quote(&body, password) ||
+	    buf_puts(&body, "}")) {
+		buf_free_secret(&body);
+		return errmsg_set(e, -ENOMEM, "%s: out of memory", label);
+	}
+	rc = cloud_api_call(c, HTTP_POST, "/databases/userdb", true, body.data, REQ_CREATE,
+	                    c->timeout_ms, &res, label, e);
+	buf_free_secret(&body);
+	http_result_free(&res);
+	if (rc < 0)
+		return rc;
+	/* Provisioning is asynchronous: the refresher will see it settle. */
+	memset(out, 0, sizeof(*out));
+	snprintf(out->name, sizeof(out->name), "%s", name);
+	snprintf(out->status, sizeof(out->status), "provisioning");
+	snprintf(out->username, sizeof(out->username), "%s", username);
+	log_event("DBOS Cloud accepted database %s for provisioning", name);
+	return 0;
+}
+
+static int cloud_destroy(struct provider *p, const struct instance *inst, struct errmsg *e)
+{
+	struct cloud *c = cloud_of(p);
+	struct http_result res = {0};
+	char path[128], label[128];
+	int rc;
+
+	/* A linked database is the user's own server: unlinking leaves it be. */
+	snprintf(path, sizeof(path), "/databases/%s/%s", inst->linked ? "byod" : "userdb",
+	         inst->name);
+	snprintf(label, sizeof(label), "Failed to %s %s", inst->linked ? "unlink" : "destroy",
+	         inst->name);
+	rc = cloud_api_call(c, HTTP_DELETE, path, true, NULL, REQ_MUTATE, c->timeout_ms, &res,
+	                    label, e);
+	http_result_free(&res);
+	if (rc == 0)
+		log_event("DBOS Cloud database %s %s", inst->name,
+		          inst->linked ? "unlinked" : "destroyed");
+	return rc;
+}
+
+static int cloud_reset_password(struct provider *p, const struct instance *inst,
+                                const char *password, struct errmsg *e)
+{
+	struct cloud *c = cloud_of(p);
+	struct http_result res = {0};
+	struct buf body = BUF_INIT;
+	char path[128], label[128];
+	int rc;
+
+	snprintf(label, sizeof(label), "Failed to reset the password of %s", inst->name);
+	if (inst->linked)
+		return errmsg_set(e, -EPERM,
+		                  "%s: it is a linked database; reset its password where it is "
+		                  "hosted%s",
+		                  label, inst->supabase_ref[0] ? " (the Supabase dashboard)" : "");
+	snprintf(path, sizeof(path), "/databases/userdb/%s/credentials", inst->name);
+	if (buf_puts(&body, "{\"Password\":") || json_quote(&body, password) ||
+	    buf_puts(&body, "}")) {
+		buf_free_secret(&body);
+		return errmsg_set(e, -ENOMEM, "%s: out of memory", label);
+	}
+	rc = cloud_api_call(c, HTTP_POST, path, true, body.data, REQ_MUTATE, c->timeout_ms, &res,
+	                    label, e);
+	buf_free_secret(&body);
+	http_result_free(&res);
+	if (rc == 0)
+		log_event("password of DBOS Cloud database %s reset", inst->name);
+	return rc;
+}
+
+/* Handles are made lazily by the first request after detaching. */
+static int cloud_start(struct provider *p, struct errmsg *e)
+{
+	return 0;
+}
+
+static void cloud_stop(struct provider *p)
+{
+	cloud_http_pool_drain(cloud_of(p));
+}
+
+static void cloud_destroy_priv(struct cloud *c)
+{
+	if (!c)
+		return;
+	cloud_http_pool_drain(c);
+	cloud_credentials_free(&c->creds);
+	free(c->domain);
+	free(c->auth_domain);
+	free(c->api_root);
+	free(c->base_url);
+	free(c->org);
+	free(c->user);
+	free(c->ca_blob);
+	pthread_mutex_destroy(&c->token_lock);
+	pthread_mutex_destroy(&c->pool_lock);
+	free(c);
+}
+
+static void cloud_free(struct provider *p)
+{
+	if (!p)
+		return;
+	cloud_destroy_priv(cloud_of(p));
+	free(p);
+	curl_global_cleanup();
+}
+
+static const struct provider_ops cloud_ops = {
+    .kind = "cloud",
+    .start = cloud_start,
+    .stop = cloud_stop,
+    .free = cloud_free,
+    .list = cloud_list,
+    .get = cloud_get,
+    .provision = cloud_provision,
+    .destroy = cloud_destroy,
+    .reset_password = cloud_reset_password,
+};
+
+static bool domain_ok(const char *d)
+{
+	if (!*d || strlen(d) > 200)
+		return false;
+	for (; *d; d++)
+		if (!((*d >= 'a' && *d <= 'z') || (*d >= 'A' && *d <= 'Z') ||
+		      (*d >= '0' && *d <= '9') || strchr(".-:[]_", *d)))
+			return false;
+	return true;
+}
+
+/* Seconds from DBOSFS_CLOUD_TIMEOUT (tests shorten the 30 s default). */
+static long timeout_from_env(void)
+{
+	const char *s = getenv("DBOSFS_CLOUD_TIMEOUT");
+	char *end;
+	long v;
+
+	if (!s || !*s)
+		return CLOUD_TIMEOUT_MS;
+	v = strtol(s, &end, 10);
+	if (*end || v < 1 || v > 600)
+		return CLOUD_TIMEOUT_MS;
+	return v * 1000;
+}
+
+/* Makes sure the token is usable before the first request: an expired
+ * one is refreshed (and written back) now, in the foreground. */
+static int check_token(struct cloud *c, struct errmsg *e)
+{
+	long long exp = 0;
+	bool decodable = jwt_exp(c->creds.token, &exp) == 0;
+	struct errmsg why;
+	int rc;
+
+	c->token_exp = exp;
+	if (decodable && (exp == 0 || (long long)time(NULL) < exp))
+		return 0;
+	if (!c->creds.refresh_token) {
+		if (!decodable)
+			return 0; /* let the server judge it */
+		return errmsg_set(e, -EACCES,
+		                  "the DBOS Cloud credentials in %s have expired and hold no "
+		                  "refreshToken; run `npx dbos-cloud login`",
+		                  c->creds.path);
+	}
+	pthread_mutex_lock(&c->token_lock);
+	rc = cloud_refresh_token_locked(c, &why);
+	pthread_mutex_unlock(&c->token_lock);
+	if (rc < 0)
+		return errmsg_set(e, -EACCES,
+		                  "the DBOS Cloud credentials in %s have expired and refreshing "
+		                  "them failed: %.1500s; run `npx dbos-cloud login`",
+		                  c->creds.path, why.text);
+	return 0;
+}
+
+static int fetch_profile(struct cloud *c, struct errmsg *e)
+{
+	struct http_result res = {0};
+	char label[300], name[128], org[128];
+	int rc;
+
+	snprintf(label, sizeof(label), "Cannot use DBOS Cloud at %s", c->domain);
+	rc = cloud_api_call(c, HTTP_GET, "/user/profile", false, NULL, REQ_READ, c->timeout_ms,
+	                    &res, label, e);
+	if (rc == 0) {
+		rc = cloud_parse_profile(res.body.data, res.body.len, name, sizeof(name), org,
+		                         sizeof(org), e);
+		if (rc < 0)
+			errmsg_set(e, rc, "%s: %.1700s", label, e ? e->text : "");
+	}
+	http_result_free(&res);
+	if (rc < 0)
+		return rc;
+	/* The CLI trusts the profile's organization over the file's. */
+	if (!org[0] && c->creds.organization)
+		snprintf(org, sizeof(org), "%s", c->creds.organization);
+	if (!org[0])
+		return errmsg_set(e, -EINVAL,
+		                  "%s: neither the user profile nor %s names an organization",
+		                  label, c->creds.path);
+	c->user = strdup(name);
+	c->org = strdup(org);
+	return c->user && c->org ? 0 : errmsg_set(e, -ENOMEM, "out of memory");
+}
+
+int cloud_provider_create(const struct dbosfs_options *opt, struct provider **out, struct errmsg *e)
+{
+	struct provider *p = NULL;
+	struct cloud *c = NULL;
+	const char *domain, *auth;
+	char *cred_path = NULL, *esc_org = NULL, scope[300];
+	int rc;
+
+	*out = NULL;
+	domain = opt->domain && *opt->domain ? opt->domain : getenv("DBOS_DOMAIN");
+	if (!domain || !*domain)
+		domain = CLOUD_PROD_DOMAIN;
+	if (!domain_ok(domain))
+		return errmsg_set(e, -EINVAL, "invalid domain=%s: expected HOST or HOST:PORT",
+		                  domain);
+	auth = opt->auth_domain && *opt->auth_domain    ? opt->auth_domain
+	       : strcmp(domain, CLOUD_PROD_DOMAIN) == 0 ? CLOUD_PROD_AUTH_DOMAIN
+	                                                : CLOUD_DEV_AUTH_DOMAIN;
+	if (!domain_ok(auth))
+		return errmsg_set(e, -EINVAL, "invalid auth_domain=%s", auth);
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return errmsg_set(e, -EIO, "cannot initialise libcurl");
+	p = calloc(1, sizeof(*p));
+	c = calloc(1, sizeof(*c));
+	if (!p || !c) {
+		free(p);
+		free(c);
+		curl_global_cleanup();
+		return errmsg_set(e, -ENOMEM, "out of memory");
+	}
+	pthread_mutex_init(&c->token_lock, NULL);
+	pthread_mutex_init(&c->pool_lock, NULL);
+	p->ops = &cloud_ops;
+	p->priv = c;
+	c->domain = strdup(domain);
+	c->auth_domain = strdup(auth);
+	c->client_id =
+	    strcmp(domain, CLOUD_PROD_DOMAIN) == 0 ? CLOUD_PROD_CLIENT_ID : CLOUD_DEV_CLIENT_ID;
+	c->timeout_ms = timeout_from_env();
+	c->list_timeout_ms =
+	    c->timeout_ms < CLOUD_LIST_TIMEOUT_MS ? c->timeout_ms : CLOUD_LIST_TIMEOUT_MS;
+	if (!c->domain || !c->auth_domain ||
+	    asprintf(&c->api_root, "https://%s/v1alpha1", domain) < 0) {
+		c->api_root = NULL;
+		rc = errmsg_set(e, -ENOMEM, "out of memory");
+		goto fail;
+	}
+
+	rc = cloud_credentials_locate(opt->credentials, opt->owner_uid, &cred_path, e);
+	if (rc < 0)
+		goto fail;
+	rc = cloud_credentials_load(cred_path, &c->creds, e);
+	if (rc < 0)
+		goto fail;
+	rc = cloud_http_load_cas(c, opt->cafile, e);
+	if (rc < 0)
+		goto fail;
+	rc = check_token(c, e);
+	if (rc < 0)
+		goto fail;
+	rc = fetch_profile(c, e);
+	if (rc < 0)
+		goto fail;
+
+	esc_org = curl_easy_escape(NULL, c->org, 0);
+	if (!esc_org || asprintf(&c->base_url, "%s/%s", c->api_root, esc_org) < 0) {
+		c->base_url = NULL;
+		rc = errmsg_set(e, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	snprintf(p->provider_line, sizeof(p->provider_line), "cloud %s", domain);
+	snprintf(p->account, sizeof(p->account), "%s (organization %s)", c->user, c->org);
+	snprintf(scope, sizeof(scope), "cloud-%s-%s", domain, c->org);
+	cloud_sanitize_scope(scope, p->secret_scope, sizeof(p->secret_scope));
+
+	/* No live handles or sockets across the daemonizing fork. */
+	cloud_http_pool_drain(c);
+	curl_free(esc_org);
+	free(cred_path);
+	*out = p;
+	return 0;
+fail:
+	curl_free(esc_org);
+	free(cred_path);
+	cloud_free(p);
+	return rc;
+}
