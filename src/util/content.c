@@ -50,7 +50,7 @@ int content_info(const struct instance *i, const char *provider_kind, struct buf
 		snprintf(port, sizeof(port), "%d", i->port);
 	rc = put_line(out, "name", i->name);
 	if (!rc)
-		rc = put_line(out, "status", i->status);
+		rc = put_line(out, "status", i->status[0] ? i->status : "unknown");
 	if (!rc)
 		rc = put_line(out, "host", i->host);
 	if (!rc)

@@ -141,9 +141,10 @@ int validate_password(const char *pw, struct errmsg *e)
 			                  "password must be printable ASCII (found a control or "
 			                  "non-ASCII byte)");
 		if (c == '/' || c == '"' || c == '@' || c == '\'')
-			return errmsg_set(e, -EINVAL,
-			                  "password must not contain %s (/ \" @ ' are not allowed)",
-			                  describe_char(c, d, sizeof(d)));
+			return errmsg_set(
+			    e, -EINVAL,
+			    "password must not contain %s; / \" @ and ' are not allowed",
+			    describe_char(c, d, sizeof(d)));
 	}
 	if (len < PASSWORD_MIN)
 		return errmsg_set(e, -EINVAL,

@@ -1,0 +1,22 @@
+/* What the read-only per-instance files contain. Pure functions, so they
+ * have unit tests. Each appends to out and returns 0 or -ENOMEM. */
+#ifndef DBOSFS_CONTENT_H
+#define DBOSFS_CONTENT_H
+
+#include "buf.h"
+#include "instance.h"
+
+/* "status\n" */
+int content_status(const struct instance *i, struct buf *out);
+/* "name: ...\nstatus: ...\nhost: ...\nport: ...\nusername: ...\nlinked: yes|no\n..." */
+int content_info(const struct instance *i, const char *provider_kind, struct buf *out);
+/* One JSON object with the API's field names, newline-terminated. */
+int content_info_json(const struct instance *i, struct buf *out);
+/* "postgresql://USER@HOST:PORT/postgres\n" (never a password) */
+int content_url(const struct instance *i, struct buf *out);
+/* PGHOST=, PGPORT=, PGUSER=, PGDATABASE=postgres lines */
+int content_env(const struct instance *i, struct buf *out);
+/* "HOST:PORT:*:USER:PASSWORD\n" with ':' and '\' escaped as .pgpass wants */
+int content_pgpass(const struct instance *i, const char *password, struct buf *out);
+
+#endif

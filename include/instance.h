@@ -1,0 +1,33 @@
+/* One database instance as every provider describes it. Field names follow
+ * the DBOS Cloud API's instance object (spec/dbos-cloud-api.md). */
+#ifndef DBOSFS_INSTANCE_H
+#define DBOSFS_INSTANCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct instance {
+	char name[32];         /* PostgresInstanceName */
+	char status[32];       /* Status: provisioning, available, ... */
+	char host[256];        /* HostName ("" while unknown) */
+	int port;              /* Port (0 while unknown) */
+	char username[64];     /* DatabaseUsername (or AdminUsername) */
+	char admin_name[64];   /* DBOSAdminName, "" if absent */
+	bool linked;           /* IsLinked: a user's own Postgres (byod) */
+	char supabase_ref[64]; /* SupabaseReference, "" for null */
+};
+
+struct instance_list {
+	struct instance *items;
+	size_t count;
+};
+
+void instance_list_free(struct instance_list *l);
+/* Appends a copy; 0 or -ENOMEM. */
+int instance_list_push(struct instance_list *l, const struct instance *inst);
+
+/* A status from which `wait` returns: anything but the transitional ones
+ * (provisioning, starting, restarting, deleting, restoring, ...). */
+bool instance_status_settled(const char *status);
+
+#endif

@@ -1,0 +1,69 @@
+/* The interface between the filesystem and where instances live. The
+ * filesystem layer only ever talks to a struct provider; it never knows
+ * whether it is the local PostgreSQL supervisor or DBOS Cloud.
+ *
+ * Every operation returns 0 or a negative errno and, on failure, fills the
+ * errmsg with the full message (it ends up in NAME/last_error). Operations
+ * may block (HTTP, starting a server) but must give up with -EINTR when
+ * op_interrupted() turns true, and must never take minutes: asynchronous
+ * work (cloud provisioning) returns once accepted.
+ *
+ * Life cycle:
+ *   X_provider_create()  in the foreground, before daemonizing: validate
+ *                        options, binaries, credentials, reachability. No
+ *                        threads, no child processes yet (fork drops them).
+ *   ops->start()         after daemonizing, before serving: threads, servers.
+ *   ops->stop()          on unmount / SIGTERM: stop servers, join threads.
+ *   ops->free()          release memory.
+ * list/get/provision/destroy/reset_password may be called from many threads
+ * at once; the provider does its own locking. */
+#ifndef DBOSFS_PROVIDER_H
+#define DBOSFS_PROVIDER_H
+
+#include "common.h"
+#include "instance.h"
+
+struct provider;
+struct dbosfs_options;
+
+struct provider_ops {
+	const char *kind; /* "local" or "cloud" */
+	int (*start)(struct provider *p, struct errmsg *e);
+	void (*stop)(struct provider *p);
+	void (*free)(struct provider *p);
+
+	/* Every instance, in one call (cloud: one GET /databases). */
+	int (*list)(struct provider *p, struct instance_list *out, struct errmsg *e);
+	/* One instance; -ENOENT if there is none. */
+	int (*get)(struct provider *p, const char *name, struct instance *out, struct errmsg *e);
+	/* Create an instance with this admin user and password. Inputs are
+	 * already validated. On success *out describes it (status may be
+	 * "provisioning" for the cloud; "available" for local). -EEXIST if the
+	 * name is taken. On failure nothing is left behind. */
+	int (*provision)(struct provider *p, const char *name, const char *username,
+			 const char *password, struct instance *out, struct errmsg *e);
+	/* Destroy (or, for a linked instance, unlink) irreversibly. */
+	int (*destroy)(struct provider *p, const struct instance *inst, struct errmsg *e);
+	/* -EPERM for linked instances. */
+	int (*reset_password)(struct provider *p, const struct instance *inst,
+			      const char *password, struct errmsg *e);
+};
+
+struct provider {
+	const struct provider_ops *ops;
+	void *priv;
+	/* Filled by create(), served as .dbosfs/provider and .dbosfs/account
+	 * (one line each, no trailing newline). Never network at read time. */
+	char provider_line[512];
+	char account[512];
+	/* Subdirectory of state_dir/passwords/ where this provider's instance
+	 * passwords are saved: "local", or "cloud-HOST-ORG" (safe characters). */
+	char secret_scope[256];
+};
+
+int local_provider_create(const struct dbosfs_options *opt, struct provider **out,
+			  struct errmsg *e);
+int cloud_provider_create(const struct dbosfs_options *opt, struct provider **out,
+			  struct errmsg *e);
+
+#endif

@@ -1,0 +1,73 @@
+/* The in-memory state cache: what getattr, readdir, open and read serve.
+ * The background refresher fills it from one provider list per period;
+ * mutations made through the mount update it at once. Nothing here blocks
+ * on a provider. Times are now_ms() values passed in, so expiry is testable. */
+#ifndef DBOSFS_STATE_H
+#define DBOSFS_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "common.h"
+#include "instance.h"
+
+struct state_cache;
+
+/* How long an instance created through the mount is kept although the
+ * provider's list does not show it yet (the cloud may lag), and how long a
+ * destroyed one stays hidden although the list still shows it. */
+#define STATE_PIN_MS (60 * 1000LL)
+#define STATE_TOMBSTONE_MS (10 * 60 * 1000LL)
+
+struct state_cache *state_new(void);
+void state_free(struct state_cache *c);
+
+/* The mutation counter: the refresher reads it before listing and passes it
+ * to state_apply_list, which discards the list if a mutation happened in
+ * between (the list may predate it). */
+unsigned long state_generation(struct state_cache *c);
+/* Returns true if applied, false if discarded as stale. */
+bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsigned long gen,
+		      long long now);
+
+/* Copies a visible instance; false if there is none. */
+bool state_get(struct state_cache *c, const char *name, struct instance *out);
+/* Visible names, sorted; the caller frees each and the array. */
+int state_names(struct state_cache *c, char ***names, size_t *n);
+size_t state_count(struct state_cache *c);
+
+/* A mutation through the mount: insert or replace, visible at once. */
+void state_put(struct state_cache *c, const struct instance *inst, long long now);
+/* Sets just the status (e.g. "deleting"); false if no such instance. */
+bool state_set_status(struct state_cache *c, const char *name, const char *status);
+/* Destroyed through the mount: hide it (tombstone) until the provider's
+ * list no longer shows it, or STATE_TOMBSTONE_MS passed. */
+void state_remove(struct state_cache *c, const char *name, long long now);
+
+/* last_error of an instance; "" when none. */
+void state_set_error(struct state_cache *c, const char *name, const char *msg);
+void state_get_error(struct state_cache *c, const char *name, char *out, size_t outsz);
+
+/* Destroy confirmation: armed until deadline (ms). */
+void state_confirm_arm(struct state_cache *c, const char *name, long long deadline);
+/* Remaining ms of a live confirmation, or 0 if none/expired. */
+long long state_confirm_left(struct state_cache *c, const char *name, long long now);
+void state_confirm_clear(struct state_cache *c, const char *name);
+
+/* One operation at a time per instance (migrate, rollback, destroy, reset):
+ * -EBUSY with a message naming the running one. */
+int state_begin_op(struct state_cache *c, const char *name, const char *op, struct errmsg *e);
+void state_end_op(struct state_cache *c, const char *name);
+
+/* The record of the last migrate (kind 0) / rollback (kind 1) run. */
+void state_set_report(struct state_cache *c, const char *name, int kind, const char *text);
+/* Appends the report to out; false if none. */
+bool state_get_report(struct state_cache *c, const char *name, int kind, struct buf *out);
+
+/* Blocks until the instance is visible with a settled status (copied to
+ * out), polling op_interrupted() every 100 ms. 0, -ENOENT (gone), -EINTR. */
+int state_wait_settled(struct state_cache *c, const char *name, struct instance *out);
+
+
+#endif

@@ -1,0 +1,27 @@
+/* Rules for what users may type (spec/filesystem.md). Each returns 0 or
+ * -EINVAL with a message that says which rule was broken. */
+#ifndef DBOSFS_VALIDATE_H
+#define DBOSFS_VALIDATE_H
+
+#include "common.h"
+
+#define INSTANCE_NAME_MIN 3
+#define INSTANCE_NAME_MAX 16
+#define USERNAME_MAX 16
+#define PASSWORD_MIN 8
+#define PASSWORD_MAX 128
+
+/* 3..16 of [a-z0-9_]. */
+int validate_instance_name(const char *name, struct errmsg *e);
+/* Same alphabet and length, starts with a letter, not a reserved name
+ * (dbosadmin, dbos, postgres, admin). */
+int validate_username(const char *user, struct errmsg *e);
+/* 8..128 bytes, none of / " @ ' or whitespace, printable ASCII only. */
+int validate_password(const char *pw, struct errmsg *e);
+
+/* Strips exactly one trailing "\n" (what echo adds) from a written value of
+ * len bytes into out (size outsz, NUL-terminated). -EINVAL if the value has
+ * a NUL byte, another newline, or does not fit. */
+int control_value(const char *data, size_t len, char *out, size_t outsz, struct errmsg *e);
+
+#endif

@@ -1,0 +1,376 @@
+/* dbosfs: database instances as a filesystem.
+ *
+ * Start-up order matters: the provider is created (options, binaries,
+ * credentials checked) and the filesystem mounted in the foreground, so a
+ * bad configuration fails with a message and a non-zero exit. Only then do
+ * we detach, and the provider starts its threads and servers in the
+ * detached process, which must be the parent of every server it runs. The
+ * detached child reports success or failure to the waiting parent over a
+ * pipe before the parent exits. */
+#define FUSE_USE_VERSION 314
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs/fs.h"
+#include "log.h"
+
+extern const struct fuse_operations dbosfs_operations;
+
+#define FUSE_THREADS 64
+
+struct cli {
+	struct dbosfs_options opt;
+	int refresh_set;
+};
+
+#define OPT(t, p) {t, offsetof(struct dbosfs_options, p), 1}
+static const struct fuse_opt dbosfs_opts[] = {
+	OPT("provider=%s", provider),
+	OPT("state_dir=%s", state_dir),
+	OPT("pg_bindir=%s", pg_bindir),
+	OPT("pg_user=%s", pg_user),
+	OPT("db_username=%s", db_username),
+	OPT("credentials=%s", credentials),
+	OPT("domain=%s", domain),
+	OPT("auth_domain=%s", auth_domain),
+	OPT("cafile=%s", cafile),
+	OPT("refresh=%d", refresh),
+	OPT("confirm_ttl=%d", confirm_ttl),
+	FUSE_OPT_END,
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [-f] [-d] [-o OPTION[,OPTION...]] MOUNTPOINT\n"
+	       "       fusermount3 -u MOUNTPOINT      (unmount)\n"
+	       "\n"
+	       "Database instances as a filesystem: mkdir provisions, cat NAME/status reads\n"
+	       "live state, echo NAME > NAME/confirm then rmdir destroys, echo /app/dir >\n"
+	       "NAME/migrate runs the schema migrations of its dbos-config.yaml.\n"
+	       "\n"
+	       "dbosfs options:\n"
+	       "    -o provider=local|cloud  where instances live (default: local)\n"
+	       "    -o state_dir=DIR         dbosfs state (default: $XDG_DATA_HOME/dbosfs,\n"
+	       "                             ~/.local/share/dbosfs; /var/lib/dbosfs as root)\n"
+	       "    -o pg_bindir=DIR         PostgreSQL server binaries (initdb, postgres)\n"
+	       "    -o pg_user=USER          as root: the account that runs the servers\n"
+	       "                             (default: postgres)\n"
+	       "    -o db_username=NAME      admin user of instances made by mkdir\n"
+	       "                             (default: dbos_user)\n"
+	       "    -o credentials=FILE      cloud: credentials from npx dbos-cloud login\n"
+	       "                             (default: ./.dbos/credentials, ~/.dbos/credentials)\n"
+	       "    -o domain=HOST           cloud: API host (default: $DBOS_DOMAIN or\n"
+	       "                             cloud.dbos.dev)\n"
+	       "    -o auth_domain=HOST      cloud: token refresh host (default: by domain)\n"
+	       "    -o cafile=FILE           cloud: extra CA bundle (TLS is always verified)\n"
+	       "    -o refresh=SECONDS       background refresh period (default: 2)\n"
+	       "    -o confirm_ttl=SECONDS   how long a destroy confirmation lasts (default: 60)\n"
+	       "\n"
+	       "    -f                       stay in the foreground\n"
+	       "    -d                       debug output (implies -f)\n"
+	       "    -h, --help               this help, then the FUSE options\n"
+	       "    -V, --version            print the version\n"
+	       "\n",
+	       prog);
+}
+
+static char *home_dir(void)
+{
+	const char *h = getenv("HOME");
+	if (h && *h)
+		return strdup(h);
+	struct passwd *pw = getpwuid(getuid());
+	return strdup(pw && pw->pw_dir ? pw->pw_dir : "/");
+}
+
+static int set_default(char **field, const char *value)
+{
+	if (*field)
+		return 0;
+	*field = strdup(value);
+	return *field ? 0 : -ENOMEM;
+}
+
+static int apply_defaults(struct dbosfs_options *o)
+{
+	int rc = set_default(&o->provider, "local");
+	if (!o->state_dir) {
+		char path[PATH_MAX];
+		const char *xdg = getenv("XDG_DATA_HOME");
+		if (geteuid() == 0) {
+			snprintf(path, sizeof(path), "/var/lib/dbosfs");
+		} else if (xdg && xdg[0] == '/') {
+			snprintf(path, sizeof(path), "%s/dbosfs", xdg);
+		} else {
+			char *home = home_dir();
+			snprintf(path, sizeof(path), "%s/.local/share/dbosfs", home ? home : "/");
+			free(home);
+		}
+		rc = rc ? rc : set_default(&o->state_dir, path);
+	}
+	rc = rc ? rc : set_default(&o->pg_user, "postgres");
+	rc = rc ? rc : set_default(&o->db_username, "dbos_user");
+	const char *dom = getenv("DBOS_DOMAIN");
+	rc = rc ? rc : set_default(&o->domain, dom && *dom ? dom : "cloud.dbos.dev");
+	if (o->refresh <= 0)
+		o->refresh = 2;
+	if (o->confirm_ttl <= 0)
+		o->confirm_ttl = 60;
+	o->owner_uid = getuid();
+	o->owner_gid = getgid();
+	return rc;
+}
+
+/* state_dir must be absolute: the daemon changes directory to / and must
+ * never resolve a path inside its own mountpoint. Created 0700 if missing. */
+static int prepare_state_dir(struct dbosfs_options *o, struct errmsg *e)
+{
+	if (o->state_dir[0] != '/') {
+		char *abs = realpath(o->state_dir, NULL);
+		if (!abs && mkdir(o->state_dir, 0700) == 0)
+			abs = realpath(o->state_dir, NULL);
+		if (!abs)
+			return errmsg_set(e, -errno, "state_dir %s: %s", o->state_dir,
+					  strerror(errno));
+		free(o->state_dir);
+		o->state_dir = abs;
+	}
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s", o->state_dir);
+	for (char *p = path + 1;; p++) {
+		if (*p == '/' || *p == '\0') {
+			char saved = *p;
+			*p = '\0';
+			if (mkdir(path, 0700) != 0 && errno != EEXIST)
+				return errmsg_set(e, -errno, "cannot create state_dir %s: %s",
+						  path, strerror(errno));
+			*p = saved;
+			if (!saved)
+				break;
+		}
+	}
+	struct stat st;
+	if (stat(o->state_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+		return errmsg_set(e, -ENOTDIR, "state_dir %s is not a directory", o->state_dir);
+	return 0;
+}
+
+static void free_options(struct dbosfs_options *o)
+{
+	free(o->provider);
+	free(o->state_dir);
+	free(o->pg_bindir);
+	free(o->pg_user);
+	free(o->db_username);
+	free(o->credentials);
+	free(o->domain);
+	free(o->auth_domain);
+	free(o->cafile);
+}
+
+/* Detach: the parent waits for the child's verdict on a pipe ("" = ok,
+ * else an error message) and exits with it. Returns the write end in the
+ * child, or -1 in the foreground. */
+static int detach(void)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) != 0) {
+		perror("dbosfs: pipe");
+		exit(1);
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		perror("dbosfs: fork");
+		exit(1);
+	}
+	if (pid > 0) {
+		close(p[1]);
+		char msg[ERRMSG_MAX];
+		ssize_t n, total = 0;
+		while ((n = read(p[0], msg + total, sizeof(msg) - 1 - (size_t)total)) > 0)
+			total += n;
+		msg[total] = '\0';
+		if (total == 0) {
+			fprintf(stderr, "dbosfs: the daemon died while starting\n");
+			_exit(1);
+		}
+		if (strcmp(msg, "ok") != 0) {
+			fprintf(stderr, "dbosfs: %s\n", msg);
+			_exit(1);
+		}
+		_exit(0);
+	}
+	close(p[0]);
+	setsid();
+	return p[1];
+}
+
+static void report_start(int fd, const char *msg)
+{
+	if (fd < 0) {
+		if (strcmp(msg, "ok") != 0)
+			fprintf(stderr, "dbosfs: %s\n", msg);
+		return;
+	}
+	ssize_t w = write(fd, msg, strlen(msg));
+	(void)w;
+	close(fd);
+}
+
+static void quiet_stdio(void)
+{
+	int fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+}
+
+static int fuse_interrupted_hook(void)
+{
+	return fuse_interrupted();
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct dbosfs_options opt = {0};
+	struct fuse_cmdline_opts cl = {0};
+	struct errmsg e = {{0}};
+	int status = 1;
+
+	if (fuse_opt_parse(&args, &opt, dbosfs_opts, NULL) != 0 ||
+	    fuse_parse_cmdline(&args, &cl) != 0) {
+		fprintf(stderr, "dbosfs: bad arguments; try dbosfs --help\n");
+		return 2;
+	}
+	if (cl.show_version) {
+		printf("dbosfs %s\n", DBOSFS_VERSION);
+		printf("FUSE library version %s\n", fuse_pkgversion());
+		fuse_opt_free_args(&args);
+		return 0;
+	}
+	if (cl.show_help) {
+		usage(argv[0]);
+		fuse_lib_help(&args);
+		fuse_opt_free_args(&args);
+		return 0;
+	}
+	if (!cl.mountpoint) {
+		fprintf(stderr, "usage: %s [-f] [-d] [-o OPTION[,OPTION...]] MOUNTPOINT\n"
+				"try '%s --help' for more information\n",
+			argv[0], argv[0]);
+		fuse_opt_free_args(&args);
+		return 2;
+	}
+	opt.foreground = cl.foreground;
+	opt.debug = cl.debug;
+	if (apply_defaults(&opt) != 0) {
+		fprintf(stderr, "dbosfs: out of memory\n");
+		return 1;
+	}
+	log_init(opt.foreground);
+
+	struct dbosfs fs = {0};
+	fs.opt = &opt;
+	pthread_mutex_init(&fs.lock, NULL);
+	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
+
+	int rc = prepare_state_dir(&opt, &e);
+	if (rc == 0) {
+		if (strcmp(opt.provider, "local") == 0)
+			rc = local_provider_create(&opt, &fs.provider, &e);
+		else if (strcmp(opt.provider, "cloud") == 0)
+			rc = cloud_provider_create(&opt, &fs.provider, &e);
+		else
+			rc = errmsg_set(&e, -EINVAL, "unknown provider '%s' (local or cloud)",
+					opt.provider);
+	}
+	if (rc == 0)
+		rc = secret_store_open(&fs.secrets, opt.state_dir, fs.provider->secret_scope, &e);
+	fs.cache = rc == 0 ? state_new() : NULL;
+	if (rc == 0 && !fs.cache)
+		rc = errmsg_set(&e, -ENOMEM, "out of memory");
+	if (rc) {
+		fprintf(stderr, "dbosfs: %s\n", e.text);
+		goto out_provider;
+	}
+
+	struct fuse *fuse = fuse_new(&args, &dbosfs_operations, sizeof(dbosfs_operations), &fs);
+	if (!fuse)
+		goto out_provider;
+	if (fuse_mount(fuse, cl.mountpoint) != 0)
+		goto out_fuse;
+
+	int verdict_fd = opt.foreground ? -1 : detach();
+	rc = fs.provider->ops->start(fs.provider, &e);
+	if (rc) {
+		report_start(verdict_fd, e.text);
+		goto out_unmount;
+	}
+	/* Serve the current instances from the first ls on. A failure here is
+	 * not fatal: the refresher keeps trying and the log says why. */
+	if (refresher_refresh_once(fs.provider, fs.cache, &e) != 0)
+		log_error("first refresh failed: %s", e.text);
+	if (refresher_start(&fs.refresher, fs.provider, fs.cache, opt.refresh) != 0) {
+		report_start(verdict_fd, "cannot start the refresher thread");
+		goto out_stop;
+	}
+	op_interrupted_hook = fuse_interrupted_hook;
+	struct fuse_session *se = fuse_get_session(fuse);
+	if (fuse_set_signal_handlers(se) != 0) {
+		report_start(verdict_fd, "cannot set signal handlers");
+		goto out_refresher;
+	}
+	log_event("mounted %s (%s), state in %s", cl.mountpoint, fs.provider->provider_line,
+		  opt.state_dir);
+	report_start(verdict_fd, "ok");
+	if (verdict_fd >= 0) {
+		quiet_stdio();
+		if (chdir("/") != 0)
+			log_error("chdir /: %m");
+	}
+
+	struct fuse_loop_config *lc = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_max_threads(lc, FUSE_THREADS);
+	fuse_loop_cfg_set_idle_threads(lc, 8);
+	fuse_loop_cfg_set_clone_fd(lc, cl.clone_fd);
+	status = fuse_loop_mt(fuse, lc) == 0 ? 0 : 1;
+	fuse_loop_cfg_destroy(lc);
+	log_event("unmounting %s", cl.mountpoint);
+
+	fuse_remove_signal_handlers(se);
+out_refresher:
+	refresher_stop(fs.refresher);
+out_stop:
+	fs.provider->ops->stop(fs.provider);
+out_unmount:
+	fuse_unmount(fuse);
+out_fuse:
+	fuse_destroy(fuse);
+out_provider:
+	if (fs.provider)
+		fs.provider->ops->free(fs.provider);
+	state_free(fs.cache);
+	log_shutdown();
+	free(cl.mountpoint);
+	fuse_opt_free_args(&args);
+	free_options(&opt);
+	pthread_mutex_destroy(&fs.lock);
+	return status;
+}

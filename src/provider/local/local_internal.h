@@ -1,0 +1,216 @@
+/* The local provider's private pieces: each instance is a PostgreSQL
+ * cluster under STATE_DIR/local/instances/NAME/ whose postmaster is a child
+ * of dbosfs.
+ *
+ * Layout of STATE_DIR/local/ (root-owned 0711 when we run as root, so the
+ * server account can reach its own directories and nothing else):
+ *   templates/USER/        initdb output for admin USER (server account, 0700)
+ *   spares/USER.N/data     a ready copy of the template, not running
+ *   instances/NAME/        meta (port, username), server.log, data/
+ *   trash/                 instances being removed
+ *   run/NAME/              Unix-socket directory (0700, server account);
+ *                          a short /tmp directory instead when the path
+ *                          would exceed the 107-byte socket path limit
+ */
+#ifndef DBOSFS_LOCAL_INTERNAL_H
+#define DBOSFS_LOCAL_INTERNAL_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "common.h"
+
+#define LOCAL_PORT_MIN        25432
+#define LOCAL_PORT_MAX        29999
+#define LOCAL_SPARES          1     /* warm copies kept per default username */
+#define LOCAL_MAX_FAILURES    5     /* consecutive crashes/failed starts before "failed" */
+#define LOCAL_STOP_TIMEOUT_MS 10000 /* SIGINT, then SIGKILL after this */
+#define LOCAL_READY_TIMEOUT_MS 60000 /* crash recovery can replay WAL for a while */
+
+/* Who runs the servers and helper commands. */
+struct local_account {
+	bool drop; /* we are root: children switch to uid/gid/groups */
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;
+	int ngroups;
+	char name[64];
+};
+
+/* One instance, in memory. Fields are guarded by local_provider.lock; an
+ * operation that runs long (start, stop, destroy) sets busy and then owns
+ * the entry alone until it clears busy again. */
+struct local_instance {
+	char name[32];
+	char username[64];
+	char status[32];
+	int port;
+	pid_t pid;         /* our postmaster child, 0 when not running */
+	bool hidden;       /* being provisioned: not listed yet */
+	bool busy;         /* an operation owns it (supervisor leaves it alone) */
+	bool want_running; /* restart it when it dies */
+	int failures;      /* consecutive crashes or failed starts */
+	long long next_start_ms;
+	long long up_since_ms;
+	struct local_instance *next;
+};
+
+struct local_provider {
+	char bindir[PATH_MAX];
+	char root[PATH_MAX]; /* STATE_DIR/local */
+	char runbase[PATH_MAX];
+	bool runbase_is_tmp; /* made by mkdtemp: removed at stop */
+	char default_user[64];
+	struct local_account acct;
+
+	pthread_mutex_t lock; /* instances list and every entry's fields */
+	pthread_cond_t cond;  /* busy cleared, stop requested, spare wanted */
+	struct local_instance *instances;
+	bool stopping;
+	bool started;
+
+	pthread_mutex_t tmpl_lock; /* one template build or spare copy at a time */
+	pthread_mutex_t spare_lock;
+	unsigned spare_seq;
+	pid_t helper_pid; /* initdb/cp run by the preparer (guarded by lock) */
+
+	pthread_t supervisor;
+	pthread_t preparer;
+	bool spare_wanted;
+};
+
+/* ---- local_meta.c: pure helpers (unit-tested) ---- */
+
+struct local_meta {
+	int port;
+	char username[64];
+};
+
+/* Parses "key=value" lines. 0, or -EINVAL if port or username is missing
+ * or malformed. Unknown keys are ignored. */
+int local_meta_parse(const char *text, struct local_meta *out);
+/* Formats into out; 0 or -ENOSPC. */
+int local_meta_format(const struct local_meta *m, char *out, size_t outsz);
+
+/* What to do about an existing postmaster.pid before starting a server. */
+enum stale_pid_action {
+	STALE_PID_NONE,     /* no file */
+	STALE_PID_REMOVE,   /* dead PID, zombie, or not a postmaster of this data dir */
+	STALE_PID_SHUTDOWN, /* a live postmaster of this data dir: stop it first */
+};
+
+/* Facts about the process named in postmaster.pid, gathered from /proc. */
+struct stale_pid_facts {
+	bool file_exists;
+	pid_t pid;      /* first line, 0 if unparsable */
+	bool alive;     /* exists and is not a zombie */
+	bool is_postgres_exe; /* /proc/PID/exe is a postgres binary */
+	bool cwd_is_datadir;  /* /proc/PID/cwd is this data dir (postmasters chdir there) */
+	bool is_self_or_child_of_ours; /* one of our own children: never touch */
+};
+enum stale_pid_action stale_pid_decide(const struct stale_pid_facts *f);
+/* First line of postmaster.pid as a PID, 0 if malformed. */
+pid_t stale_pid_parse(const char *text);
+
+/* True if the server log text shows a port conflict at startup. */
+bool local_log_port_conflict(const char *log_tail);
+/* The last line of text containing "FATAL" or "PANIC" (else the last
+ * non-empty line), copied into out without its trailing newline. */
+void local_log_reason(const char *log_tail, char *out, size_t outsz);
+
+/* Unix socket paths must fit 107 bytes: does RUNBASE/NAME/.s.PGSQL.65535? */
+bool local_socket_path_fits(const char *runbase, size_t max_name_len);
+
+/* Restart backoff after n consecutive failures (n >= 1), in ms. */
+long long local_backoff_ms(int failures);
+
+/* ---- pg_server.c: processes ---- */
+
+struct spawn_spec {
+	char *const *argv; /* argv[0] is an absolute path */
+	char *const *envp;
+	int out_fd; /* -1: /dev/null */
+	int err_fd; /* -1: same as out_fd */
+	bool new_session;
+	const struct local_account *acct; /* NULL or !drop: stay as we are */
+};
+
+/* fork + exec with every fd >= 3 closed in the child. Returns the pid or
+ * a negative errno. */
+pid_t local_spawn(const struct spawn_spec *s, struct errmsg *e);
+/* Runs to completion; *wstatus gets the wait status. If track is not NULL
+ * the child's pid is published there (under lock) so stop() can kill it. */
+int local_run(struct local_provider *lp, const struct spawn_spec *s, int *wstatus,
+	      struct errmsg *e);
+/* Human-readable wait status: "exit status 1", "signal 9". */
+void local_describe_status(int wstatus, char *out, size_t outsz);
+
+/* Waits for our child pid to exit (reaping it), up to timeout_ms; 1 if it
+ * exited, 0 on timeout. */
+int local_reap_wait(pid_t pid, int timeout_ms, int *wstatus);
+/* SIGINT (fast shutdown), wait, then SIGKILL; always reaps. */
+void pg_server_stop(pid_t pid, int timeout_ms);
+
+struct pg_launch {
+	const char *bindir;
+	const char *datadir;
+	const char *sockdir;
+	int log_fd;
+	int port;
+	const struct local_account *acct;
+};
+pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e);
+
+/* Polls PQping on the socket every few ms until the server accepts
+ * connections. 0 when ready; -ECHILD when it exited (reaped, *wstatus
+ * set); -ETIMEDOUT; -EINTR when *cancel turns true or op_interrupted(). */
+int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user,
+			 int timeout_ms, const bool *cancel, int *wstatus);
+
+/* ALTER ROLE user PASSWORD '<SCRAM verifier>' over the Unix socket, so the
+ * plaintext never reaches the server or its log. */
+int pg_set_password(const char *sockdir, int port, const char *user, const char *password,
+		    struct errmsg *e);
+
+/* Reads /proc for the pid named in DATADIR/postmaster.pid, decides, and
+ * acts: removes the file, or shuts down a leftover postmaster. */
+int pg_handle_stale_pid(const char *datadir, const char *name, struct errmsg *e);
+
+/* A free TCP port on 127.0.0.1 (bind test), avoiding those in used[]. */
+int local_pick_port(const int *used, size_t nused);
+bool local_port_free(int port);
+
+/* ---- pg_template.c: template data directories and warm spares ---- */
+
+/* Builds templates/USER if missing (initdb). Serialised by tmpl_lock. */
+int tmpl_ensure(struct local_provider *lp, const char *user, struct errmsg *e);
+/* Copies the template into a new spares/USER.N; its path goes to out. */
+int spare_make(struct local_provider *lp, const char *user, char *out, size_t outsz,
+	       struct errmsg *e);
+/* Ready spares for user. */
+int spare_count(struct local_provider *lp, const char *user);
+/* Moves a ready spare (or the one at path, if not NULL) to instances/NAME
+ * after writing its meta. -ENOENT when there is no spare; -EEXIST when the
+ * name is taken on disk. */
+int spare_claim(struct local_provider *lp, const char *path, const char *user,
+		const char *name, int port, struct errmsg *e);
+/* Removes *.tmp leftovers of interrupted builds and copies. */
+void tmpl_cleanup(struct local_provider *lp);
+
+/* ---- shared file helpers (pg_template.c) ---- */
+int local_rmtree(const char *path);
+/* mkdir (ok if it exists) with mode, owned by the server account when
+ * server_owned and we are root. */
+int local_mkdir(const struct local_provider *lp, const char *path, mode_t mode,
+		bool server_owned);
+int local_write_file(const char *path, const char *text, mode_t mode);
+/* Reads up to outsz-1 bytes (the whole file, or its tail when tail is
+ * true); 0 or negative errno. */
+int local_read_file(const char *path, char *out, size_t outsz, bool tail);
+/* Minimal environment for server processes: no secrets leak from ours. */
+extern char *const local_child_env[];
+
+#endif

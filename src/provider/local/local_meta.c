@@ -1,0 +1,146 @@
+/* Pure helpers of the local provider: instance metadata, the stale
+ * postmaster.pid decision, reading server logs, backoff. No I/O here, so
+ * tests/unit/extra/test_local_meta.c can cover every branch. */
+#include "local_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool username_ok(const char *s)
+{
+	if (!*s || strlen(s) >= 64)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+			return false;
+	return true;
+}
+
+int local_meta_parse(const char *text, struct local_meta *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->port = -1;
+	for (const char *line = text; line && *line;) {
+		const char *end = strchr(line, '\n');
+		size_t len = end ? (size_t)(end - line) : strlen(line);
+		char buf[256];
+
+		if (len < sizeof(buf)) {
+			memcpy(buf, line, len);
+			buf[len] = '\0';
+			char *eq = strchr(buf, '=');
+			if (buf[0] != '#' && eq) {
+				*eq = '\0';
+				const char *val = eq + 1;
+				if (strcmp(buf, "port") == 0) {
+					char *stop;
+					long v = strtol(val, &stop, 10);
+					out->port = (*val && !*stop && v > 0 && v <= 65535)
+							    ? (int)v
+							    : -2;
+				} else if (strcmp(buf, "username") == 0) {
+					if (username_ok(val))
+						strcpy(out->username, val);
+				}
+			}
+		}
+		line = end ? end + 1 : NULL;
+	}
+	if (out->port <= 0 || !out->username[0])
+		return -EINVAL;
+	return 0;
+}
+
+int local_meta_format(const struct local_meta *m, char *out, size_t outsz)
+{
+	int n = snprintf(out, outsz, "# dbosfs local instance\nport=%d\nusername=%s\n", m->port,
+			 m->username);
+
+	return (n < 0 || (size_t)n >= outsz) ? -ENOSPC : 0;
+}
+
+pid_t stale_pid_parse(const char *text)
+{
+	char *stop;
+	long v = strtol(text, &stop, 10);
+
+	if (stop == text || (*stop != '\n' && *stop != '\0') || v <= 0 || v > 0x7fffffff)
+		return 0;
+	return (pid_t)v;
+}
+
+enum stale_pid_action stale_pid_decide(const struct stale_pid_facts *f)
+{
+	if (!f->file_exists)
+		return STALE_PID_NONE;
+	/* Our own live child is handled by supervision, never by this path;
+	 * removing its lock file would let a second postmaster in. */
+	if (f->pid > 0 && f->alive && f->is_self_or_child_of_ours)
+		return STALE_PID_NONE;
+	if (f->pid > 0 && f->alive && f->is_postgres_exe && f->cwd_is_datadir)
+		return STALE_PID_SHUTDOWN;
+	return STALE_PID_REMOVE;
+}
+
+bool local_log_port_conflict(const char *log_tail)
+{
+	return strstr(log_tail, "could not create any TCP/IP sockets") ||
+	       strstr(log_tail, "Address already in use");
+}
+
+void local_log_reason(const char *log_tail, char *out, size_t outsz)
+{
+	const char *best = NULL, *last = NULL;
+	size_t best_len = 0, last_len = 0;
+
+	for (const char *line = log_tail; *line;) {
+		const char *end = strchr(line, '\n');
+		size_t len = end ? (size_t)(end - line) : strlen(line);
+
+		if (len) {
+			last = line;
+			last_len = len;
+			if (memmem(line, len, "FATAL", 5) || memmem(line, len, "PANIC", 5)) {
+				best = line;
+				best_len = len;
+			}
+		}
+		if (!end)
+			break;
+		line = end + 1;
+	}
+	if (!best) {
+		best = last;
+		best_len = last_len;
+	}
+	if (!outsz)
+		return;
+	if (!best) {
+		snprintf(out, outsz, "no message in the server log");
+		return;
+	}
+	if (best_len >= outsz)
+		best_len = outsz - 1;
+	memcpy(out, best, best_len);
+	out[best_len] = '\0';
+}
+
+bool local_socket_path_fits(const char *runbase, size_t max_name_len)
+{
+	/* sun_path holds 108 bytes including the NUL. */
+	return strlen(runbase) + 1 + max_name_len + strlen("/.s.PGSQL.65535") <= 107;
+}
+
+long long local_backoff_ms(int failures)
+{
+	/* The first restart is immediate (kill -9 should cost ~0.2 s of
+	 * downtime); then 0.5, 1, 2, 4 s... capped at 30 s. */
+	if (failures <= 1)
+		return 0;
+	long long ms = 500;
+	for (int i = 2; i < failures && ms < 30000; i++)
+		ms *= 2;
+	return ms > 30000 ? 30000 : ms;
+}
