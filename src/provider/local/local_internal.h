@@ -23,11 +23,11 @@
 
 #include "common.h"
 
-#define LOCAL_PORT_MIN        25432
-#define LOCAL_PORT_MAX        29999
-#define LOCAL_SPARES          1     /* warm copies kept per default username */
-#define LOCAL_MAX_FAILURES    5     /* consecutive crashes/failed starts before "failed" */
-#define LOCAL_STOP_TIMEOUT_MS 10000 /* SIGINT, then SIGKILL after this */
+#define LOCAL_PORT_MIN         25432
+#define LOCAL_PORT_MAX         29999
+#define LOCAL_SPARES           1     /* warm copies kept per default username */
+#define LOCAL_MAX_FAILURES     5     /* consecutive crashes/failed starts before "failed" */
+#define LOCAL_STOP_TIMEOUT_MS  10000 /* SIGINT, then SIGKILL after this */
 #define LOCAL_READY_TIMEOUT_MS 60000 /* crash recovery can replay WAL for a while */
 
 /* Who runs the servers and helper commands. */
@@ -58,10 +58,13 @@ struct local_instance {
 	struct local_instance *next;
 };
 
+/* Room for STATE_DIR/local: every path built from it fits PATH_MAX. */
+#define LOCAL_ROOT_MAX (PATH_MAX - 512)
+
 struct local_provider {
 	char bindir[PATH_MAX];
-	char root[PATH_MAX]; /* STATE_DIR/local */
-	char runbase[PATH_MAX];
+	char root[LOCAL_ROOT_MAX]; /* STATE_DIR/local */
+	char runbase[LOCAL_ROOT_MAX];
 	bool runbase_is_tmp; /* made by mkdtemp: removed at stop */
 	char default_user[64];
 	struct local_account acct;
@@ -105,8 +108,8 @@ enum stale_pid_action {
 /* Facts about the process named in postmaster.pid, gathered from /proc. */
 struct stale_pid_facts {
 	bool file_exists;
-	pid_t pid;      /* first line, 0 if unparsable */
-	bool alive;     /* exists and is not a zombie */
+	pid_t pid;            /* first line, 0 if unparsable */
+	bool alive;           /* exists and is not a zombie */
 	bool is_postgres_exe; /* /proc/PID/exe is a postgres binary */
 	bool cwd_is_datadir;  /* /proc/PID/cwd is this data dir (postmasters chdir there) */
 	bool is_self_or_child_of_ours; /* one of our own children: never touch */
@@ -123,6 +126,9 @@ void local_log_reason(const char *log_tail, char *out, size_t outsz);
 
 /* Unix socket paths must fit 107 bytes: does RUNBASE/NAME/.s.PGSQL.65535? */
 bool local_socket_path_fits(const char *runbase, size_t max_name_len);
+
+/* snprintf for paths: -ENAMETOOLONG instead of a silently cut path. */
+int local_path(char *out, size_t outsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Restart backoff after n consecutive failures (n >= 1), in ms. */
 long long local_backoff_ms(int failures);
@@ -141,10 +147,10 @@ struct spawn_spec {
 /* fork + exec with every fd >= 3 closed in the child. Returns the pid or
  * a negative errno. */
 pid_t local_spawn(const struct spawn_spec *s, struct errmsg *e);
-/* Runs to completion; *wstatus gets the wait status. If track is not NULL
- * the child's pid is published there (under lock) so stop() can kill it. */
+/* Runs to completion; *wstatus gets the wait status. With lp not NULL the
+ * child's pid is published in lp->helper_pid so stop() can kill it. */
 int local_run(struct local_provider *lp, const struct spawn_spec *s, int *wstatus,
-	      struct errmsg *e);
+              struct errmsg *e);
 /* Human-readable wait status: "exit status 1", "signal 9". */
 void local_describe_status(int wstatus, char *out, size_t outsz);
 
@@ -167,13 +173,13 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e);
 /* Polls PQping on the socket every few ms until the server accepts
  * connections. 0 when ready; -ECHILD when it exited (reaped, *wstatus
  * set); -ETIMEDOUT; -EINTR when *cancel turns true or op_interrupted(). */
-int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user,
-			 int timeout_ms, const bool *cancel, int *wstatus);
+int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user, int timeout_ms,
+                         const bool *cancel, int *wstatus);
 
 /* ALTER ROLE user PASSWORD '<SCRAM verifier>' over the Unix socket, so the
  * plaintext never reaches the server or its log. */
 int pg_set_password(const char *sockdir, int port, const char *user, const char *password,
-		    struct errmsg *e);
+                    struct errmsg *e);
 
 /* Reads /proc for the pid named in DATADIR/postmaster.pid, decides, and
  * acts: removes the file, or shuts down a leftover postmaster. */
@@ -185,18 +191,19 @@ bool local_port_free(int port);
 
 /* ---- pg_template.c: template data directories and warm spares ---- */
 
-/* Builds templates/USER if missing (initdb). Serialised by tmpl_lock. */
-int tmpl_ensure(struct local_provider *lp, const char *user, struct errmsg *e);
+/* Builds templates/USER if missing (initdb). Serialised by tmpl_lock.
+ * track: publish the helper's pid so stop() can kill it (preparer only). */
+int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct errmsg *e);
 /* Copies the template into a new spares/USER.N; its path goes to out. */
-int spare_make(struct local_provider *lp, const char *user, char *out, size_t outsz,
-	       struct errmsg *e);
+int spare_make(struct local_provider *lp, const char *user, bool track, char *out, size_t outsz,
+               struct errmsg *e);
 /* Ready spares for user. */
 int spare_count(struct local_provider *lp, const char *user);
 /* Moves a ready spare (or the one at path, if not NULL) to instances/NAME
  * after writing its meta. -ENOENT when there is no spare; -EEXIST when the
  * name is taken on disk. */
-int spare_claim(struct local_provider *lp, const char *path, const char *user,
-		const char *name, int port, struct errmsg *e);
+int spare_claim(struct local_provider *lp, const char *path, const char *user, const char *name,
+                int port, struct errmsg *e);
 /* Removes *.tmp leftovers of interrupted builds and copies. */
 void tmpl_cleanup(struct local_provider *lp);
 
@@ -204,8 +211,7 @@ void tmpl_cleanup(struct local_provider *lp);
 int local_rmtree(const char *path);
 /* mkdir (ok if it exists) with mode, owned by the server account when
  * server_owned and we are root. */
-int local_mkdir(const struct local_provider *lp, const char *path, mode_t mode,
-		bool server_owned);
+int local_mkdir(const struct local_provider *lp, const char *path, mode_t mode, bool server_owned);
 int local_write_file(const char *path, const char *text, mode_t mode);
 /* Reads up to outsz-1 bytes (the whole file, or its tail when tail is
  * true); 0 or negative errno. */

@@ -4,6 +4,7 @@
 #include "local_internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,9 +38,8 @@ int local_meta_parse(const char *text, struct local_meta *out)
 				if (strcmp(buf, "port") == 0) {
 					char *stop;
 					long v = strtol(val, &stop, 10);
-					out->port = (*val && !*stop && v > 0 && v <= 65535)
-							    ? (int)v
-							    : -2;
+					out->port =
+					    (*val && !*stop && v > 0 && v <= 65535) ? (int)v : -2;
 				} else if (strcmp(buf, "username") == 0) {
 					if (username_ok(val))
 						strcpy(out->username, val);
@@ -56,7 +56,7 @@ int local_meta_parse(const char *text, struct local_meta *out)
 int local_meta_format(const struct local_meta *m, char *out, size_t outsz)
 {
 	int n = snprintf(out, outsz, "# dbosfs local instance\nport=%d\nusername=%s\n", m->port,
-			 m->username);
+	                 m->username);
 
 	return (n < 0 || (size_t)n >= outsz) ? -ENOSPC : 0;
 }
@@ -143,4 +143,15 @@ long long local_backoff_ms(int failures)
 	for (int i = 2; i < failures && ms < 30000; i++)
 		ms *= 2;
 	return ms > 30000 ? 30000 : ms;
+}
+
+int local_path(char *out, size_t outsz, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(out, outsz, fmt, ap);
+	va_end(ap);
+	return (n < 0 || (size_t)n >= outsz) ? -ENAMETOOLONG : 0;
 }

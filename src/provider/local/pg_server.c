@@ -117,13 +117,12 @@ void local_describe_status(int wstatus, char *out, size_t outsz)
 		snprintf(out, outsz, "exit status %d", WEXITSTATUS(wstatus));
 	else if (WIFSIGNALED(wstatus))
 		snprintf(out, outsz, "killed by signal %d (%s)", WTERMSIG(wstatus),
-			 strsignal(WTERMSIG(wstatus)));
+		         strsignal(WTERMSIG(wstatus)));
 	else
 		snprintf(out, outsz, "wait status %d", wstatus);
 }
 
-int local_run(struct local_provider *lp, const struct spawn_spec *s, int *wstatus,
-	      struct errmsg *e)
+int local_run(struct local_provider *lp, const struct spawn_spec *s, int *wstatus, struct errmsg *e)
 {
 	pid_t pid = local_spawn(s, e);
 
@@ -226,8 +225,8 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e)
 	return local_spawn(&s, e);
 }
 
-int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user,
-			 int timeout_ms, const bool *cancel, int *wstatus)
+int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user, int timeout_ms,
+                         const bool *cancel, int *wstatus)
 {
 	char portstr[16];
 	const char *keys[] = {"host", "port", "user", "dbname", "connect_timeout", NULL};
@@ -256,11 +255,11 @@ int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *u
 }
 
 int pg_set_password(const char *sockdir, int port, const char *user, const char *password,
-		    struct errmsg *e)
+                    struct errmsg *e)
 {
 	char portstr[16];
-	const char *keys[] = {"host", "port", "user", "dbname", "connect_timeout",
-			      "application_name", NULL};
+	const char *keys[] = {
+	    "host", "port", "user", "dbname", "connect_timeout", "application_name", NULL};
 	const char *vals[] = {sockdir, portstr, user, "postgres", "5", "dbosfs", NULL};
 	PGconn *conn;
 	char *verifier = NULL, *lit = NULL, *ident = NULL, *sql = NULL;
@@ -271,8 +270,7 @@ int pg_set_password(const char *sockdir, int port, const char *user, const char 
 	if (!conn)
 		return errmsg_set(e, -ENOMEM, "out of memory connecting to the server");
 	if (PQstatus(conn) != CONNECTION_OK) {
-		rc = errmsg_set(e, -EIO, "cannot connect to the server: %s",
-				PQerrorMessage(conn));
+		rc = errmsg_set(e, -EIO, "cannot connect to the server: %s", PQerrorMessage(conn));
 		goto out;
 	}
 	/* The SCRAM verifier is computed here; the server only ever sees it. */
@@ -291,7 +289,7 @@ int pg_set_password(const char *sockdir, int port, const char *user, const char 
 	PGresult *res = PQexec(conn, sql);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		rc = errmsg_set(e, -EIO, "ALTER ROLE %s failed: %s", user,
-				PQresultErrorMessage(res));
+		                PQresultErrorMessage(res));
 	PQclear(res);
 out:
 	if (sql) {
@@ -391,16 +389,16 @@ int pg_handle_stale_pid(const char *datadir, const char *name, struct errmsg *e)
 		snprintf(path, sizeof(path), "%s/postmaster.pid", datadir);
 		if (unlink(path) < 0 && errno != ENOENT)
 			return errmsg_set(e, -errno, "cannot remove stale %s: %s", path,
-					  strerror(errno));
-		log_event("instance %s: removed stale postmaster.pid (pid %d not a live "
-				"postmaster of its data directory)",
-				name, (int)f.pid);
+			                  strerror(errno));
+		log_event("local: instance %s: removed stale postmaster.pid (pid %d not a live "
+		          "postmaster of its data directory)",
+		          name, (int)f.pid);
 		return 0;
 	case STALE_PID_SHUTDOWN:
 		/* A postmaster of ours left by a dbosfs that crashed: it is no
 		 * longer our child, so stop it and start one we supervise. */
-		log_event("instance %s: shutting down leftover postmaster %d", name,
-				(int)f.pid);
+		log_event("local: instance %s: shutting down leftover postmaster %d", name,
+		          (int)f.pid);
 		kill(f.pid, SIGINT);
 		for (long long end = now_ms() + LOCAL_STOP_TIMEOUT_MS; proc_alive(f.pid);) {
 			if (now_ms() > end) {

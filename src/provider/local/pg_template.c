@@ -1,0 +1,358 @@
+/* Template data directories and warm spares. initdb costs ~1.2 s of CPU,
+ * so it runs once per admin username; each instance starts as a copy of
+ * that template, and one copy is kept ready in advance so provisioning is
+ * a rename plus a server start. */
+#include "local_internal.h"
+#include "log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- files ---- */
+
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (type == FTW_DP)
+		return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+	return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int local_rmtree(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	/* FTW_PHYS: never follow a symlink out of the tree; FTW_MOUNT: never
+	 * cross into another filesystem. */
+	if (nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+int local_mkdir(const struct local_provider *lp, const char *path, mode_t mode, bool server_owned)
+{
+	if (mkdir(path, mode) < 0) {
+		if (errno != EEXIST)
+			return -errno;
+	}
+	/* Enforce mode and owner even on an existing directory: a umask or an
+	 * older version may have left it different. */
+	if (chmod(path, mode) < 0)
+		return -errno;
+	if (lp->acct.drop) {
+		uid_t uid = server_owned ? lp->acct.uid : 0;
+		gid_t gid = server_owned ? lp->acct.gid : 0;
+		if (chown(path, uid, gid) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+int local_write_file(const char *path, const char *text, mode_t mode)
+{
+	char tmp[PATH_MAX + 8];
+	size_t len = strlen(text);
+	int fd, rc = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, len) != (ssize_t)len)
+		rc = errno ? -errno : -EIO;
+	if (close(fd) < 0 && !rc)
+		rc = -errno;
+	if (!rc && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc)
+		unlink(tmp);
+	return rc;
+}
+
+int local_read_file(const char *path, char *out, size_t outsz, bool tail)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t got = 0;
+	struct stat st;
+
+	out[0] = '\0';
+	if (fd < 0)
+		return -errno;
+	if (tail && fstat(fd, &st) == 0 && (size_t)st.st_size > outsz - 1)
+		lseek(fd, st.st_size - (off_t)(outsz - 1), SEEK_SET);
+	while (got < outsz - 1) {
+		ssize_t n = read(fd, out + got, outsz - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	out[got] = '\0';
+	close(fd);
+	return 0;
+}
+
+static bool dir_has(const char *dir, const char *file)
+{
+	char path[PATH_MAX + 64];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	return access(path, F_OK) == 0;
+}
+
+/* ---- template ---- */
+
+static int run_helper(struct local_provider *lp, bool track, char **argv, const char *logpath,
+                      const char *what, struct errmsg *e)
+{
+	int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	struct spawn_spec s;
+	int st = 0, rc;
+
+	if (fd < 0)
+		return errmsg_set(e, -errno, "cannot create %s: %s", logpath, strerror(errno));
+	memset(&s, 0, sizeof(s));
+	s.argv = argv;
+	s.envp = local_child_env;
+	s.out_fd = fd;
+	s.err_fd = fd;
+	s.acct = &lp->acct;
+	rc = local_run(track ? lp : NULL, &s, &st, e);
+	close(fd);
+	if (rc)
+		return rc;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		char how[64], tailbuf[4096], reason[512];
+
+		local_describe_status(st, how, sizeof(how));
+		local_read_file(logpath, tailbuf, sizeof(tailbuf), true);
+		local_log_reason(tailbuf, reason, sizeof(reason));
+		return errmsg_set(e, -EIO, "%s failed (%s): %s (see %s)", what, how, reason,
+		                  logpath);
+	}
+	unlink(logpath);
+	return 0;
+}
+
+int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct errmsg *e)
+{
+	char final[PATH_MAX], tmp[PATH_MAX + 8], logpath[PATH_MAX + 16], exe[PATH_MAX + 16],
+	    uopt[80];
+	long long t0 = now_ms();
+	int rc;
+
+	snprintf(final, sizeof(final), "%s/templates/%s", lp->root, user);
+	pthread_mutex_lock(&lp->tmpl_lock);
+	if (dir_has(final, "PG_VERSION")) {
+		pthread_mutex_unlock(&lp->tmpl_lock);
+		return 0;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp", final);
+	snprintf(logpath, sizeof(logpath), "%s.initdb.log", final);
+	snprintf(exe, sizeof(exe), "%s/initdb", lp->bindir);
+	snprintf(uopt, sizeof(uopt), "--username=%s", user);
+	local_rmtree(tmp);
+	local_rmtree(final);
+	rc = local_mkdir(lp, tmp, 0700, true);
+	if (rc) {
+		errmsg_set(e, rc, "cannot create %s: %s", tmp, strerror(-rc));
+		goto out;
+	}
+	/* Local connections are trusted because the socket directory admits
+	 * only the server account and root; TCP needs the SCRAM password. */
+	char *argv[] = {exe,
+	                "-D",
+	                tmp,
+	                uopt,
+	                "--encoding=UTF8",
+	                "--locale=C.UTF-8",
+	                "--auth-local=trust",
+	                "--auth-host=scram-sha-256",
+	                "--no-sync",
+	                NULL};
+	rc = run_helper(lp, track, argv, logpath, "initdb", e);
+	if (rc)
+		goto out;
+	if (rename(tmp, final) < 0) {
+		rc = errmsg_set(e, -errno, "cannot rename %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	log_event("local: template for admin user %s built in %lld ms", user, now_ms() - t0);
+out:
+	if (rc)
+		local_rmtree(tmp);
+	pthread_mutex_unlock(&lp->tmpl_lock);
+	return rc;
+}
+
+/* ---- spares ---- */
+
+/* "USER.N" with N all digits: a complete spare for user. */
+static bool spare_name_matches(const char *entry, const char *user)
+{
+	size_t ul = strlen(user);
+
+	if (strncmp(entry, user, ul) != 0 || entry[ul] != '.' || !entry[ul + 1])
+		return false;
+	for (const char *p = entry + ul + 1; *p; p++)
+		if (*p < '0' || *p > '9')
+			return false;
+	return true;
+}
+
+static int spare_find(struct local_provider *lp, const char *user, char *out, size_t outsz)
+{
+	char dir[PATH_MAX + 8];
+	DIR *d;
+	struct dirent *de;
+	int count = 0;
+
+	snprintf(dir, sizeof(dir), "%s/spares", lp->root);
+	d = opendir(dir);
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		if (!spare_name_matches(de->d_name, user))
+			continue;
+		if (out && count == 0)
+			local_path(out, outsz, "%s/%s", dir, de->d_name);
+		count++;
+	}
+	closedir(d);
+	return count;
+}
+
+int spare_count(struct local_provider *lp, const char *user)
+{
+	pthread_mutex_lock(&lp->spare_lock);
+	int n = spare_find(lp, user, NULL, 0);
+	pthread_mutex_unlock(&lp->spare_lock);
+	return n;
+}
+
+int spare_make(struct local_provider *lp, const char *user, bool track, char *out, size_t outsz,
+               struct errmsg *e)
+{
+	char tmpl[PATH_MAX], tmp[PATH_MAX + 32], final[PATH_MAX + 32], data[PATH_MAX + 40],
+	    logpath[PATH_MAX + 40];
+	unsigned seq = __atomic_add_fetch(&lp->spare_seq, 1, __ATOMIC_RELAXED);
+	int rc;
+
+	snprintf(tmpl, sizeof(tmpl), "%s/templates/%s", lp->root, user);
+	snprintf(final, sizeof(final), "%s/spares/%s.%u", lp->root, user, seq);
+	local_path(tmp, sizeof(tmp), "%s.tmp", final);
+	snprintf(data, sizeof(data), "%s/data", tmp);
+	snprintf(logpath, sizeof(logpath), "%s.log", tmp);
+	/* The instance directory stays ours (meta and server.log are written
+	 * by root when we are root); only data/ belongs to the server. */
+	rc = local_mkdir(lp, tmp, lp->acct.drop ? 0711 : 0700, false);
+	if (!rc)
+		rc = local_mkdir(lp, data, 0700, true);
+	if (rc) {
+		local_rmtree(tmp);
+		return errmsg_set(e, rc, "cannot create %s: %s", data, strerror(-rc));
+	}
+	strncat(tmpl, "/.", sizeof(tmpl) - strlen(tmpl) - 1);
+	/* cp runs as the server account, so the copy has the right owner;
+	 * --reflink=auto makes it nearly free on XFS and btrfs. */
+	char *argv[] = {"/bin/cp", "-a", "--reflink=auto", tmpl, data, NULL};
+	rc = run_helper(lp, track, argv, logpath, "copying the template", e);
+	if (!rc) {
+		pthread_mutex_lock(&lp->spare_lock);
+		if (rename(tmp, final) < 0)
+			rc = errmsg_set(e, -errno, "cannot rename %s: %s", tmp, strerror(errno));
+		pthread_mutex_unlock(&lp->spare_lock);
+	}
+	if (rc) {
+		local_rmtree(tmp);
+		unlink(logpath);
+		return rc;
+	}
+	if (out)
+		snprintf(out, outsz, "%s", final);
+	return 0;
+}
+
+int spare_claim(struct local_provider *lp, const char *path, const char *user, const char *name,
+                int port, struct errmsg *e)
+{
+	char spare[PATH_MAX + 32], meta_path[PATH_MAX + 40], dest[PATH_MAX + 48], text[256];
+	struct local_meta m;
+	int rc;
+
+	memset(&m, 0, sizeof(m));
+	m.port = port;
+	snprintf(m.username, sizeof(m.username), "%s", user);
+	local_meta_format(&m, text, sizeof(text));
+	snprintf(dest, sizeof(dest), "%s/instances/%s", lp->root, name);
+
+	pthread_mutex_lock(&lp->spare_lock);
+	if (path)
+		snprintf(spare, sizeof(spare), "%s", path);
+	else if (!spare_find(lp, user, spare, sizeof(spare))) {
+		pthread_mutex_unlock(&lp->spare_lock);
+		return -ENOENT;
+	}
+	snprintf(meta_path, sizeof(meta_path), "%s/meta", spare);
+	rc = local_write_file(meta_path, text, 0600);
+	if (rc) {
+		pthread_mutex_unlock(&lp->spare_lock);
+		return errmsg_set(e, rc, "cannot write %s: %s", meta_path, strerror(-rc));
+	}
+	/* The claim: exactly one rename onto the name can succeed, even
+	 * against another process using the same state directory. */
+	if (renameat2(AT_FDCWD, spare, AT_FDCWD, dest, RENAME_NOREPLACE) < 0) {
+		rc = -errno;
+		pthread_mutex_unlock(&lp->spare_lock);
+		if (rc == -EEXIST || rc == -ENOTEMPTY)
+			return errmsg_set(e, -EEXIST, "an instance named %s already exists", name);
+		return errmsg_set(e, rc, "cannot move %s to %s: %s", spare, dest, strerror(-rc));
+	}
+	pthread_mutex_unlock(&lp->spare_lock);
+	return 0;
+}
+
+static void clean_dir(const char *dir, bool only_tmp)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char path[PATH_MAX + 300];
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (only_tmp && !(n > 4 && strcmp(de->d_name + n - 4, ".tmp") == 0) &&
+		    !(n > 8 && strcmp(de->d_name + n - 8, ".tmp.log") == 0))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		local_rmtree(path);
+	}
+	closedir(d);
+}
+
+void tmpl_cleanup(struct local_provider *lp)
+{
+	char dir[PATH_MAX + 16];
+
+	snprintf(dir, sizeof(dir), "%s/templates", lp->root);
+	clean_dir(dir, true);
+	snprintf(dir, sizeof(dir), "%s/spares", lp->root);
+	clean_dir(dir, true);
+	snprintf(dir, sizeof(dir), "%s/trash", lp->root);
+	clean_dir(dir, false);
+}

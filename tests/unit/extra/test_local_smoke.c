@@ -1,0 +1,245 @@
+/* Drives the local provider end to end without FUSE: provision, connect
+ * over TCP with the password, kill -9 the postmaster and watch it come
+ * back with its rows, reset the password, concurrent provisions of one
+ * name, destroy, and stop leaving no server behind. Needs the PostgreSQL
+ * server binaries; skipped (exit 77) without them. */
+#include <errno.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../tap.h"
+#include "log.h"
+#include "options.h"
+#include "provider.h"
+
+static char state_dir[64];
+
+static PGconn *connect_tcp(int port, const char *user, const char *password)
+{
+	char portstr[16];
+	const char *keys[] = {"host", "port", "user", "password", "dbname", "connect_timeout",
+	                      NULL};
+	const char *vals[] = {"127.0.0.1", portstr, user, password, "postgres", "5", NULL};
+
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	return PQconnectdbParams(keys, vals, 0);
+}
+
+/* Runs sql over TCP; returns the first value of the first row (static). */
+static const char *query(int port, const char *password, const char *sql)
+{
+	static char out[256];
+	PGconn *c = connect_tcp(port, "dbos_user", password);
+	const char *ret = NULL;
+
+	if (PQstatus(c) == CONNECTION_OK) {
+		PGresult *r = PQexec(c, sql);
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) {
+			snprintf(out, sizeof(out), "%s", PQgetvalue(r, 0, 0));
+			ret = out;
+		} else if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+			ret = "ok";
+		} else {
+			fprintf(stderr, "query failed: %s", PQresultErrorMessage(r));
+		}
+		PQclear(r);
+	}
+	PQfinish(c);
+	return ret;
+}
+
+static pid_t postmaster_pid(const char *name)
+{
+	char path[256], buf[64] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/local/instances/%s/data/postmaster.pid", state_dir, name);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = '\0';
+	fclose(f);
+	return (pid_t)atoi(buf);
+}
+
+static int wait_status(struct provider *p, const char *name, const char *want, int ms)
+{
+	long long end = now_ms() + ms;
+	struct instance inst;
+	struct errmsg e;
+
+	while (now_ms() < end) {
+		if (p->ops->get(p, name, &inst, &e) == 0 && strcmp(inst.status, want) == 0)
+			return 0;
+		usleep(20000);
+	}
+	return -ETIMEDOUT;
+}
+
+struct race {
+	struct provider *p;
+	int rc;
+	struct instance inst;
+};
+
+static void *race_provision(void *arg)
+{
+	struct race *r = arg;
+	struct errmsg e;
+
+	r->rc = r->p->ops->provision(r->p, "smoke_race", "dbos_user", "RacePassw0rd", &r->inst, &e);
+	return NULL;
+}
+
+int main(void)
+{
+	struct dbosfs_options opt;
+	struct provider *p = NULL;
+	struct errmsg e;
+	struct instance inst, got;
+	struct instance_list list = {0};
+	int rc;
+
+	if (access("/usr/lib/postgresql/15/bin/initdb", X_OK) != 0) {
+		printf("skipped: no PostgreSQL 15 server binaries\n");
+		return 77;
+	}
+	log_init(getenv("SMOKE_VERBOSE") != NULL);
+	snprintf(state_dir, sizeof(state_dir), "/tmp/dbosfs-smoke-XXXXXX");
+	if (!mkdtemp(state_dir))
+		return 1;
+	memset(&opt, 0, sizeof(opt));
+	opt.state_dir = state_dir;
+	opt.db_username = "dbos_user";
+	opt.owner_uid = getuid();
+
+	/* A bindir without binaries fails clearly, in create(). */
+	opt.pg_bindir = "/nonexistent";
+	rc = local_provider_create(&opt, &p, &e);
+	CHECK(rc == -ENOENT && strstr(e.text, "pg_bindir=/nonexistent"));
+	CHECK(p == NULL);
+	opt.pg_bindir = NULL;
+	if (geteuid() == 0) {
+		opt.pg_user = "no_such_user_xyz";
+		rc = local_provider_create(&opt, &p, &e);
+		CHECK(rc == -ENOENT && strstr(e.text, "no_such_user_xyz"));
+		opt.pg_user = NULL;
+	}
+
+	rc = local_provider_create(&opt, &p, &e);
+	CHECK(rc == 0);
+	if (rc) {
+		fprintf(stderr, "create: %s\n", e.text);
+		return tap_done();
+	}
+	CHECK(strcmp(p->provider_line, "local") == 0);
+	CHECK(strcmp(p->secret_scope, "local") == 0);
+	CHECK(geteuid() != 0 || strcmp(p->account, "root (servers run as postgres)") == 0);
+	CHECK(p->ops->start(p, &e) == 0);
+
+	/* Provision: returns with the server accepting password logins. */
+	long long t0 = now_ms();
+	rc = p->ops->provision(p, "smoke1", "dbos_user", "Sm0kePassword", &inst, &e);
+	long long took = now_ms() - t0;
+	CHECK(rc == 0);
+	if (rc)
+		fprintf(stderr, "provision: %s\n", e.text);
+	printf("first provision (may include initdb of the template): %lld ms\n", took);
+	CHECK(strcmp(inst.status, "available") == 0);
+	CHECK(strcmp(inst.host, "127.0.0.1") == 0);
+	CHECK(inst.port > 0);
+	CHECK(strcmp(inst.username, "dbos_user") == 0);
+	CHECK(!inst.linked);
+	const char *v = query(inst.port, "Sm0kePassword", "SELECT current_user");
+	CHECK(v && strcmp(v, "dbos_user") == 0);
+	CHECK(query(inst.port, "wrong-password", "SELECT 1") == NULL);
+	CHECK(query(inst.port, "Sm0kePassword",
+	            "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2), (3)") != NULL);
+
+	/* The name is taken. */
+	CHECK(p->ops->provision(p, "smoke1", "dbos_user", "Sm0kePassword", &got, &e) == -EEXIST);
+	CHECK(p->ops->get(p, "nosuch", &got, &e) == -ENOENT);
+	CHECK(p->ops->list(p, &list, &e) == 0);
+	CHECK(list.count == 1 && strcmp(list.items[0].name, "smoke1") == 0);
+	instance_list_free(&list);
+
+	/* kill -9: the supervisor restarts it, committed rows survive. */
+	pid_t pm = postmaster_pid("smoke1");
+	CHECK(pm > 0);
+	CHECK(kill(pm, SIGKILL) == 0);
+	t0 = now_ms();
+	/* The supervisor notices within its 100 ms tick: restarting... */
+	CHECK(wait_status(p, "smoke1", "restarting", 2000) == 0);
+	/* ...then a new postmaster accepts connections again. */
+	for (int i = 0; i < 400; i++) {
+		pid_t now = postmaster_pid("smoke1");
+		if (now > 0 && now != pm && p->ops->get(p, "smoke1", &got, &e) == 0 &&
+		    strcmp(got.status, "available") == 0)
+			break;
+		usleep(50000);
+	}
+	CHECK(p->ops->get(p, "smoke1", &got, &e) == 0 && strcmp(got.status, "available") == 0);
+	CHECK(postmaster_pid("smoke1") != pm);
+	printf("kill -9 to available again: %lld ms\n", now_ms() - t0);
+	v = query(inst.port, "Sm0kePassword", "SELECT count(*) FROM t");
+	CHECK(v && strcmp(v, "3") == 0);
+
+	/* Reset the password. */
+	CHECK(p->ops->reset_password(p, &inst, "NewPassw0rd", &e) == 0);
+	CHECK(query(inst.port, "NewPassw0rd", "SELECT 1") != NULL);
+	CHECK(query(inst.port, "Sm0kePassword", "SELECT 1") == NULL);
+
+	/* Two concurrent provisions of one name: exactly one wins. */
+	struct race r1 = {.p = p, .rc = 1}, r2 = {.p = p, .rc = 1};
+	pthread_t t1, t2;
+	pthread_create(&t1, NULL, race_provision, &r1);
+	pthread_create(&t2, NULL, race_provision, &r2);
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+	CHECK((r1.rc == 0 && r2.rc == -EEXIST) || (r1.rc == -EEXIST && r2.rc == 0));
+
+	/* Destroy: the server stops and the files go. */
+	pm = postmaster_pid("smoke1");
+	CHECK(p->ops->destroy(p, &inst, &e) == 0);
+	CHECK(p->ops->get(p, "smoke1", &got, &e) == -ENOENT);
+	CHECK(pm > 0 && kill(pm, 0) < 0 && errno == ESRCH);
+	char path[256];
+	snprintf(path, sizeof(path), "%s/local/instances/smoke1", state_dir);
+	CHECK(access(path, F_OK) < 0 && errno == ENOENT);
+	CHECK(p->ops->reset_password(p, &inst, "NewPassw0rd", &e) == -ENOENT);
+
+	/* stop(): no server of ours survives. */
+	pm = postmaster_pid("smoke_race");
+	CHECK(pm > 0 && kill(pm, 0) == 0);
+	p->ops->stop(p);
+	CHECK(kill(pm, 0) < 0 && errno == ESRCH);
+	p->ops->free(p);
+	p = NULL;
+
+	/* Remount: the instance comes back with its port and data. */
+	rc = local_provider_create(&opt, &p, &e);
+	CHECK(rc == 0);
+	if (rc == 0) {
+		CHECK(p->ops->start(p, &e) == 0);
+		CHECK(wait_status(p, "smoke_race", "available", 20000) == 0);
+		CHECK(p->ops->get(p, "smoke_race", &got, &e) == 0);
+		CHECK(got.port == r1.inst.port || got.port == r2.inst.port);
+		CHECK(query(got.port, "RacePassw0rd", "SELECT 1") != NULL);
+		CHECK(p->ops->destroy(p, &got, &e) == 0);
+		p->ops->stop(p);
+		p->ops->free(p);
+	}
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", state_dir);
+	CHECK(system(cmd) == 0);
+	log_shutdown();
+	return tap_done();
+}
