@@ -38,7 +38,7 @@ FAULT = {"match": "GET /databases" | "*", "kind": KIND, "times": n (default 1,
 -1 = forever), ...} where KIND is one of
   status     answer "status" (default 500) with an error body ("message")
   latency    sleep "delay" seconds, then answer normally
-  malformed  200 with a body that is not JSON
+  malformed  the request takes effect, the answer's body is not JSON
   truncated  200 with the real JSON body cut in half (consistent Content-Length)
   short      announce the full Content-Length, send half, close the connection
   huge       200 with a valid JSON body of "size" bytes (default 16 MiB)
@@ -259,7 +259,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault and fault["kind"] == "latency":
             st.stop.wait(float(fault.get("delay", 1.0)))
             fault = None
-        if fault and fault["kind"] in ("hang", "close", "status", "malformed", "huge"):
+        if fault and fault["kind"] in ("hang", "close", "status", "huge"):
             return self.apply_simple_fault(fault)
 
         status, obj = self.handle_api(method, path, r, raw)
@@ -267,6 +267,9 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             st.recent.append({"method": method, "path": path, "status": status})
             del st.recent[:-200]
+        if fault and fault["kind"] == "malformed":
+            # The request takes effect; only the answer is garbage.
+            return self.send_bytes(status, b'{"PostgresInstanceName": "x", oops')
         if fault and fault["kind"] == "truncated":
             return self.send_bytes(status, body[: max(1, len(body) // 2)])
         if fault and fault["kind"] == "short":
@@ -342,8 +345,6 @@ class Handler(BaseHTTPRequestHandler):
             if "requestID" in f:
                 obj["requestID"] = f["requestID"]
             return self.send_json(status, obj)
-        if kind == "malformed":
-            return self.send_bytes(200, b'{"PostgresInstanceName": "x", oops')
         if kind == "huge":
             size = int(f.get("size", 16 * 1024 * 1024))
             self.send_response(200)

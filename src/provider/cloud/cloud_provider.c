@@ -38,6 +38,22 @@ static int json_quote(struct buf *b, const char *s)
 	return rc ? rc : buf_puts(b, "\"");
 }
 
+/* "label: message" (errmsg_set cannot format e into itself). */
+static void prefix_message(struct errmsg *e, const char *label)
+{
+	size_t l = strlen(label) + 2, n;
+
+	if (!e || l >= sizeof(e->text))
+		return;
+	n = strnlen(e->text, sizeof(e->text) - 1);
+	if (n > sizeof(e->text) - 1 - l)
+		n = sizeof(e->text) - 1 - l; /* cut the tail, keep the label */
+	memmove(e->text + l, e->text, n);
+	memcpy(e->text, label, l - 2);
+	memcpy(e->text + l - 2, ": ", 2);
+	e->text[l + n] = '\0';
+}
+
 static int cloud_list(struct provider *p, struct instance_list *out, struct errmsg *e)
 {
 	struct cloud *c = cloud_of(p);
@@ -51,7 +67,7 @@ static int cloud_list(struct provider *p, struct instance_list *out, struct errm
 	if (rc == 0) {
 		rc = cloud_parse_instance_list(res.body.data, res.body.len, out, e);
 		if (rc < 0)
-			errmsg_set(e, rc, "Failed to list databases: %.1900s", e ? e->text : "");
+			prefix_message(e, "Failed to list databases");
 	}
 	http_result_free(&res);
 	return rc;
@@ -70,7 +86,7 @@ static int cloud_get(struct provider *p, const char *name, struct instance *out,
 	if (rc == 0) {
 		rc = cloud_parse_instance(res.body.data, res.body.len, out, e);
 		if (rc < 0)
-			errmsg_set(e, rc, "%s: %.1900s", label, e ? e->text : "");
+			prefix_message(e, label);
 	}
 	http_result_free(&res);
 	return rc;
@@ -279,7 +295,7 @@ static int fetch_profile(struct cloud *c, struct errmsg *e)
 		rc = cloud_parse_profile(res.body.data, res.body.len, name, sizeof(name), org,
 		                         sizeof(org), e);
 		if (rc < 0)
-			errmsg_set(e, rc, "%s: %.1700s", label, e ? e->text : "");
+			prefix_message(e, label);
 	}
 	http_result_free(&res);
 	if (rc < 0)
