@@ -33,4 +33,6 @@ def test_thousand_instances(mount_factory, fake_cloud):
                    open(f"/proc/{m.proc.pid}/status") if line.startswith("VmRSS:"))
     print(f"\nls -l of {N}: {t_ls * 1000:.0f} ms; ls -l + {N} status reads: "
           f"{elapsed * 1000:.0f} ms; GET /databases: {lists}; daemon RSS {rss_kib} KiB")
-    assert rss_kib < 64 * 1024
+    # Sanitizer builds reserve far more memory: judge plain builds only.
+    if "libasan" not in open(f"/proc/{m.proc.pid}/maps").read():
+        assert rss_kib < 64 * 1024
