@@ -504,6 +504,8 @@ static void local_free(struct provider *p)
 			lp->instances = li->next;
 			free(li);
 		}
+		if (lp->runbase_is_tmp) /* created but never started */
+			local_rmtree(lp->runbase);
 		free(lp->acct.groups);
 		pthread_mutex_destroy(&lp->lock);
 		pthread_mutex_destroy(&lp->tmpl_lock);

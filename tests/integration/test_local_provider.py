@@ -1,0 +1,270 @@
+"""The local provider through a real mount: supervision of real PostgreSQL
+servers (kill -9, ports taken at remount, stale and leftover postmasters),
+data surviving remounts, nothing left running after unmount, concurrent
+mkdir of one name, and no secret or /dev/fuse reaching a server."""
+import errno
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import psql, unique_name
+
+
+def inst_dir(m, name):
+    return pathlib.Path(m.state_dir) / "local" / "instances" / name
+
+
+def postmaster_pid(m, name):
+    try:
+        text = (inst_dir(m, name) / "data" / "postmaster.pid").read_text()
+    except FileNotFoundError:
+        return 0
+    first = text.split("\n", 1)[0].strip()
+    return int(first) if first.isdigit() else 0
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def ppid_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def info(m, name):
+    return dict(line.split(": ", 1) for line in m.read(name, "info").splitlines() if ": " in line)
+
+
+def wait_for(pred, timeout=30, step=0.05, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_available(m, name, timeout=30):
+    wait_for(lambda: m.read(name, "status").strip() == "available", timeout,
+             what=f"{name} to be available")
+
+
+def servers_of(state_dir):
+    """PIDs of postgres processes whose command line names this state_dir."""
+    out = []
+    needle = str(state_dir).encode()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if b"postgres" in cmd and needle in cmd:
+            out.append(int(d))
+    return out
+
+
+def test_mkdir_returns_with_the_server_accepting_connections(local_mount):
+    m = local_mount
+    name = unique_name("lp")
+    m.mkdir(name)
+    # No wait: the local provider answers mkdir once the server accepts.
+    assert m.read(name, "status").strip() == "available"
+    assert psql(m, name, "SELECT current_user").stdout.strip() == "dbos_user"
+    i = info(m, name)
+    assert i["host"] == "127.0.0.1" and int(i["port"]) > 0
+    if os.geteuid() == 0:
+        assert m.read(".dbosfs", "account") == "root (servers run as postgres)\n" or \
+            m.read(".dbosfs", "account").startswith("root (servers run as postgres)")
+
+
+def test_kill_9_of_a_postmaster_comes_back_with_committed_rows(local_mount):
+    m = local_mount
+    name = unique_name("k9")
+    m.mkdir(name)
+    psql(m, name, "CREATE TABLE t(x int); INSERT INTO t SELECT generate_series(1, 100)")
+    pid = postmaster_pid(m, name)
+    assert pid > 0 and ppid_of(pid) == m.proc.pid  # dbosfs is the parent
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: postmaster_pid(m, name) not in (0, pid), 30, what="a new postmaster")
+    # The status cache may still say "available" from before the kill (the
+    # restart takes ~0.3 s, less than a refresh period): ask the server.
+    wait_for(lambda: psql(m, name, "SELECT 1", check=False).returncode == 0, 30,
+             what="the restarted server to accept connections")
+    assert m.read(name, "wait").strip() == "available"
+    assert psql(m, name, "SELECT count(*) FROM t").stdout.strip() == "100"
+    new = postmaster_pid(m, name)
+    assert alive(new) and ppid_of(new) == m.proc.pid
+    log = m.read(".dbosfs", "log")
+    assert f"instance {name}: server exited unexpectedly" in log
+    assert f"instance {name} restarted" in log
+
+
+def test_port_in_use_at_remount_moves_the_instance(local_mount):
+    m = local_mount
+    name = unique_name("pt")
+    m.mkdir(name)
+    psql(m, name, "CREATE TABLE kept(x int); INSERT INTO kept VALUES (42)")
+    old = int(info(m, name)["port"])
+    m.unmount()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", old))
+    squatter.listen(1)
+    try:
+        m.start()
+        wait_available(m, name)
+        new = int(info(m, name)["port"])
+        assert new != old
+        assert psql(m, name, "SELECT x FROM kept").stdout.strip() == "42"
+        assert f"port {old} is in use, moved to {new}" in m.read(".dbosfs", "log")
+        meta = (inst_dir(m, name) / "meta").read_text()
+        assert f"port={new}" in meta
+    finally:
+        squatter.close()
+    # The new port is kept across the next remount.
+    m.remount()
+    wait_available(m, name)
+    assert int(info(m, name)["port"]) == new
+
+
+def test_stale_postmaster_pid_is_removed(local_mount):
+    m = local_mount
+    name = unique_name("sp")
+    m.mkdir(name)
+    m.unmount()
+    # A live process that is not a postmaster holds the PID in the lock
+    # file; PostgreSQL alone would refuse to start.
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        pidfile = inst_dir(m, name) / "data" / "postmaster.pid"
+        pidfile.write_text(f"{other.pid}\n{inst_dir(m, name) / 'data'}\n")
+        m.start()
+        wait_available(m, name)
+        assert psql(m, name, "SELECT 1").stdout.strip() == "1"
+        assert postmaster_pid(m, name) != other.pid
+        assert "removed stale postmaster.pid" in m.read(".dbosfs", "log")
+        assert other.poll() is None  # the unrelated process was left alone
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_leftover_postmaster_of_a_crashed_daemon_is_replaced(local_mount):
+    m = local_mount
+    name = unique_name("lo")
+    m.mkdir(name)
+    psql(m, name, "CREATE TABLE t(x int); INSERT INTO t VALUES (7)")
+    old = postmaster_pid(m, name)
+    m.kill()  # SIGKILL: dbosfs cannot stop its servers
+    assert alive(old)  # orphaned, still running
+    m.start()
+    wait_available(m, name)
+    wait_for(lambda: not alive(old), 15, what="the leftover postmaster to exit")
+    new = postmaster_pid(m, name)
+    assert new != old and ppid_of(new) == m.proc.pid
+    assert psql(m, name, "SELECT x FROM t").stdout.strip() == "7"
+    assert "shutting down leftover postmaster" in m.read(".dbosfs", "log")
+
+
+def test_data_and_port_survive_a_remount(local_mount):
+    m = local_mount
+    names = [unique_name("rm"), unique_name("rm")]
+    for n in names:
+        m.mkdir(n)
+        psql(m, n, f"CREATE TABLE t(v text); INSERT INTO t VALUES ('{n}')")
+    ports = {n: info(m, n)["port"] for n in names}
+    m.remount()
+    assert sorted(x for x in os.listdir(m.path) if not x.startswith(".")) == sorted(names)
+    for n in names:
+        assert m.read(n, "wait").strip() == "available"
+        assert info(m, n)["port"] == ports[n]
+        assert psql(m, n, "SELECT v FROM t").stdout.strip() == n
+
+
+def test_unmount_leaves_no_postgres_running(local_mount):
+    m = local_mount
+    for _ in range(2):
+        m.mkdir(unique_name("um"))
+    assert len(servers_of(m.state_dir)) >= 2
+    m.unmount()
+    # Backends of a fast shutdown are gone with their postmaster.
+    wait_for(lambda: not servers_of(m.state_dir), 10, what="all servers to exit")
+
+
+def test_two_concurrent_mkdirs_of_one_name(local_mount):
+    m = local_mount
+    name = unique_name("cc")
+    results = []
+    barrier = threading.Barrier(2)
+
+    def go():
+        barrier.wait()
+        try:
+            os.mkdir(m.p(name))
+            results.append(0)
+        except OSError as e:
+            results.append(e.errno)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == sorted([0, errno.EEXIST]), results
+    assert m.read(name, "status").strip() == "available"
+    assert len(servers_of(inst_dir(m, name))) >= 1
+    assert sorted(os.listdir(pathlib.Path(m.state_dir) / "local" / "instances")) == [name]
+
+
+def test_destroy_stops_the_server_and_removes_its_files(local_mount):
+    m = local_mount
+    name = unique_name("de")
+    m.mkdir(name)
+    pid = postmaster_pid(m, name)
+    m.destroy(name)
+    assert not alive(pid)
+    assert not inst_dir(m, name).exists()
+    assert name not in os.listdir(m.path)
+
+
+def test_servers_get_no_secret_and_no_fuse_fd(local_mount):
+    m = local_mount
+    name = unique_name("se")
+    m.mkdir(name)
+    password = m.read(name, "password").strip()
+    m.write("An0therPassw0rd\n", name, "password")
+    pid = postmaster_pid(m, name)
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert password.encode() not in f.read()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        assert target != "/dev/fuse", "the FUSE fd leaked into a postmaster"
+    log = (inst_dir(m, name) / "server.log").read_bytes()
+    assert password.encode() not in log and b"An0therPassw0rd" not in log
+    data = inst_dir(m, name) / "data"
+    st = os.stat(data)
+    assert st.st_mode & 0o777 == 0o700
+    if os.geteuid() == 0:
+        import pwd
+        assert pwd.getpwuid(st.st_uid).pw_name == "postgres"
+        # Saved passwords stay private to root.
+        pw_dir = pathlib.Path(m.state_dir) / "passwords"
+        assert os.stat(pw_dir).st_mode & 0o777 == 0o700
