@@ -91,6 +91,10 @@ class FakeCloud:
     def counts(self):
         return self.admin("GET", "stats")["counts"]
 
+    def connections(self):
+        """TCP connections accepted since the last reset_counts()."""
+        return self.admin("GET", "stats")["connections"]
+
     def count(self, key):
         return self.counts().get(key, 0)
 

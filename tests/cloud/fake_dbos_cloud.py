@@ -22,7 +22,7 @@ issued and whose exp has not passed; otherwise 401. Errors are
 instance is "provisioning" for --provision-delay seconds, then "available".
 
 Tests drive it through /__admin/ (no auth):
-  GET  /__admin/stats               {"counts": {"GET /databases": n, ...}}
+  GET  /__admin/stats               {"counts": {"GET /databases": n, ...}, "connections": n}
   POST /__admin/stats/reset
   POST /__admin/faults              {"faults": [FAULT, ...]}  (appended)
   DELETE /__admin/faults
@@ -97,6 +97,7 @@ class State:
         self.instances = {}
         self.faults = []
         self.counts = {}
+        self.connections = 0  # TCP connections accepted (shows reuse)
         self.recent = []
         self.stop = threading.Event()
 
@@ -158,6 +159,8 @@ class Server(ThreadingHTTPServer):
         # The TLS handshake runs in the request's own thread, so a client
         # that never speaks cannot block the accept loop.
         request.settimeout(15)
+        with self.state.lock:
+            self.state.connections += 1
         try:
             tls = self.ctx.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError):
@@ -502,10 +505,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(400, {"error": "admin body is not JSON"})
         if method == "GET" and what == "stats":
             with st.lock:
-                return self.send_json(200, {"counts": dict(st.counts)})
+                return self.send_json(200, {"counts": dict(st.counts),
+                                            "connections": st.connections})
         if method == "POST" and what == "stats/reset":
             with st.lock:
                 st.counts.clear()
+                st.connections = 0
             return self.send_json(200, {})
         if what == "faults":
             with st.lock:

@@ -173,3 +173,35 @@ def test_mkdir_name_taken_on_server(cloud_mount, fake_cloud):
     assert "[req-409] Failed to provision racy: database instance racy already exists " \
         "(HTTP 409)" in msg
     assert not os.path.exists(m.p("racy"))
+
+
+def test_connections_are_reused(mount_factory, fake_cloud):
+    fake_cloud.add_instances([available_instance("reuse1")])
+    m = mount_cloud(mount_factory, fake_cloud)
+    fake_cloud.reset_counts()
+    for i in range(10):
+        write_file(m.p("reuse1", "password"), f"NewPassw0rd_{i}\n")
+    time.sleep(2.5)  # and a couple of background listings
+    counts = fake_cloud.counts()
+    assert counts["POST /databases/userdb/credentials"] == 10
+    assert counts["GET /databases"] >= 2
+    # The admin calls of this test open their own connections: at most 3.
+    # Without reuse that would be 12 or more.
+    assert fake_cloud.connections() <= 3 + 3, fake_cloud.connections()
+
+
+def test_token_expiring_while_mounted_is_refreshed_first(mount_factory, fake_cloud):
+    """A token whose exp passes during the mount is refreshed before use,
+    without a 401 round trip, and written back."""
+    creds = json.loads(fake_cloud.credentials.read_text())
+    creds["token"] = fake_cloud.new_token(expires_in=3)["token"]
+    fake_cloud.credentials.write_text(json.dumps(creds))
+    fake_cloud.credentials.chmod(0o600)
+    fake_cloud.add_instances([available_instance("later")])
+    m = mount_cloud(mount_factory, fake_cloud)
+    time.sleep(4)
+    write_file(m.p("later", "password"), "NewPassw0rd_l\n")
+    assert fake_cloud.count("POST /oauth/token") == 1
+    statuses = [r["status"] for r in fake_cloud.admin("GET", "requests")["requests"]]
+    assert 401 not in statuses
+    assert json.loads(fake_cloud.credentials.read_text())["token"] != creds["token"]

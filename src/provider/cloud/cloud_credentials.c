@@ -159,8 +159,11 @@ void cloud_credentials_free(struct cloud_credentials *c)
 	memset(c, 0, sizeof(*c));
 }
 
-int cloud_credentials_write_token(const char *path, const char *token, struct errmsg *e)
+int cloud_credentials_write_token(const char *given, const char *token, struct errmsg *e)
 {
+	/* Through a symlink, replace its target, not the link. */
+	char *real = realpath(given, NULL);
+	const char *path = real ? real : given;
 	struct buf text = BUF_INIT;
 	char *tmp = NULL, *dump = NULL;
 	json_t *root = NULL;
@@ -247,6 +250,7 @@ out:
 	}
 	json_decref(root);
 	buf_free_secret(&text);
+	free(real);
 	return rc;
 }
 
