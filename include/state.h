@@ -59,6 +59,10 @@ void state_confirm_clear(struct state_cache *c, const char *name);
  * -EBUSY with a message naming the running one. */
 int state_begin_op(struct state_cache *c, const char *name, const char *op, struct errmsg *e);
 void state_end_op(struct state_cache *c, const char *name);
+/* Same refusal as state_begin_op, without starting anything: writers of one
+ * control file queue in the kernel (inode lock) before write() is called,
+ * so open() must refuse while an operation runs. */
+int state_check_idle(struct state_cache *c, const char *name, const char *op, struct errmsg *e);
 
 /* The record of the last migrate (kind 0) / rollback (kind 1) run. */
 void state_set_report(struct state_cache *c, const char *name, int kind, const char *text);

@@ -190,7 +190,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	if (n.kind == NODE_META_FILE) {
 		rc = meta_build(fs, n.file, &of->content);
 		of->built = true;
-	} else if (wants_read) {
+	} else {
 		rc = instance_open(fs, of, fi->flags);
 	}
 	if (rc) {

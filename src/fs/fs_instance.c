@@ -2,6 +2,7 @@
  * state cache taken at open; control files act in write(), where an errno
  * still reaches the shell (flush errors are lost). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -114,7 +115,17 @@ static int build(struct dbosfs *fs, struct open_file *of)
 
 int instance_open(struct dbosfs *fs, struct open_file *of, int flags)
 {
-	if (of->node.file == F_WAIT)
+	int f = of->node.file;
+	if ((flags & O_ACCMODE) != O_RDONLY &&
+	    (f == F_MIGRATE || f == F_ROLLBACK || f == F_PASSWORD)) {
+		struct errmsg e = {{0}};
+		int rc = state_check_idle(fs->cache, of->node.name, instance_files[f].name, &e);
+		if (rc)
+			return instance_fail(fs, of->node.name, rc, e.text);
+	}
+	if ((flags & O_ACCMODE) == O_WRONLY)
+		return 0; /* nothing to read */
+	if (f == F_WAIT)
 		return 0; /* blocks: built at the first read, where Ctrl-C works */
 	int rc = build(fs, of);
 	if (rc == 0)

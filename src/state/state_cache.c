@@ -323,6 +323,18 @@ int state_begin_op(struct state_cache *c, const char *name, const char *op, stru
 	return rc;
 }
 
+int state_check_idle(struct state_cache *c, const char *name, const char *op, struct errmsg *err)
+{
+	int rc = 0;
+	pthread_mutex_lock(&c->lock);
+	struct entry *e = find_visible(c, name);
+	if (e && e->op[0])
+		rc = errmsg_set(err, -EBUSY, "%s refused: %s is already running on %s", op,
+				e->op, name);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
 void state_end_op(struct state_cache *c, const char *name)
 {
 	pthread_mutex_lock(&c->lock);

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Benchmarks, printed as numbers (no pass/fail): run as root or a normal user.
+#   1. mkdir until the instance accepts a connection, vs initdb + pg_ctl
+#      start -w by hand (median of N runs each);
+#   2. 500 `cat NAME/status` through the mount vs 500 `cat` of a plain file;
+#   3. the cloud provider against the stand-in server (tests/cloud/bench_cloud.sh).
+# Usage: scripts/bench.sh [RUNS]      (default 7)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+runs=${1:-7}
+"$repo/scripts/deps.sh" >/dev/null
+"$repo/scripts/build.sh" build
+
+work=$(mktemp -d /tmp/dbosfs-bench-XXXXXX)
+chmod 711 "$work"
+mnt="$work/mnt"
+mkdir -p "$mnt"
+cleanup() {
+	fusermount3 -u -z "$mnt" 2>/dev/null || true
+	for i in $(seq 50); do pgrep -f "dbosfs.*$work" >/dev/null || break; sleep 0.2; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$repo/build/dbosfs" -o "state_dir=$work/state" "$mnt"
+bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+BENCH_RUNS=$runs BENCH_MNT=$mnt BENCH_WORK=$work PG_BINDIR=$bindir /usr/bin/python3 - <<'PY'
+import os, pwd, statistics, subprocess, tempfile, time, socket
+
+runs = int(os.environ["BENCH_RUNS"]); mnt = os.environ["BENCH_MNT"]
+work = os.environ["BENCH_WORK"]; bindir = os.environ["PG_BINDIR"]
+
+def accepting(port):
+    return subprocess.run([f"{bindir}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+# Let the background template and warm spare get ready, as on a mount in use.
+os.mkdir(f"{mnt}/warmup0")
+time.sleep(2)
+with open(f"{mnt}/warmup0/confirm", "w") as f: f.write("warmup0\n")
+os.rmdir(f"{mnt}/warmup0")
+
+fs_times = []
+for i in range(runs):
+    time.sleep(1.5)  # the warm spare is refilled in the background between mkdirs
+    name = f"bench{i}"
+    t0 = time.perf_counter()
+    os.mkdir(f"{mnt}/{name}")
+    port = int(open(f"{mnt}/{name}/info").read().split("port: ")[1].split()[0])
+    while not accepting(port): time.sleep(0.002)
+    fs_times.append(time.perf_counter() - t0)
+for i in range(runs):
+    with open(f"{mnt}/bench{i}/confirm", "w") as f: f.write(f"bench{i}\n")
+    os.rmdir(f"{mnt}/bench{i}")
+
+root = os.geteuid() == 0
+def as_pg():
+    if root:
+        pw = pwd.getpwnam("postgres"); os.setgid(pw.pw_gid); os.setuid(pw.pw_uid)
+hand_times = []
+for i in range(runs):
+    d = tempfile.mkdtemp(dir=work); os.chmod(d, 0o777)
+    pwfile = f"{d}/pw"; open(pwfile, "w").write("benchpassword\n"); os.chmod(pwfile, 0o644)
+    port = free_port()
+    t0 = time.perf_counter()
+    subprocess.run([f"{bindir}/initdb", "-D", f"{d}/data", "-U", "dbos_user", "-A", "scram-sha-256",
+                    f"--pwfile={pwfile}", "--no-sync"], check=True, capture_output=True, preexec_fn=as_pg)
+    subprocess.run([f"{bindir}/pg_ctl", "-D", f"{d}/data", "-o", f"-p {port} -k {d} -c listen_addresses=127.0.0.1",
+                    "-l", f"{d}/log", "-w", "start"], check=True, capture_output=True, preexec_fn=as_pg)
+    while not accepting(port): time.sleep(0.002)
+    hand_times.append(time.perf_counter() - t0)
+    subprocess.run([f"{bindir}/pg_ctl", "-D", f"{d}/data", "-m", "fast", "-w", "stop"],
+                   capture_output=True, preexec_fn=as_pg)
+
+fs_med, hand_med = statistics.median(fs_times), statistics.median(hand_times)
+print(f"provision: dbosfs mkdir -> accepting connections: median {fs_med*1000:.0f} ms "
+      f"(min {min(fs_times)*1000:.0f}, max {max(fs_times)*1000:.0f}, n={runs})")
+print(f"provision: initdb --no-sync + pg_ctl start -w by hand: median {hand_med*1000:.0f} ms "
+      f"(min {min(hand_times)*1000:.0f}, max {max(hand_times)*1000:.0f}, n={runs})")
+print(f"provision: dbosfs is {hand_med/fs_med:.1f}x faster (target >= 3x)")
+
+# 500 cats: through the mount vs a plain file on disk, same shell loop.
+os.mkdir(f"{mnt}/catbench")
+plain = f"{work}/plain_status"; open(plain, "w").write("available\n")
+def loop(path, n=500):
+    t0 = time.perf_counter()
+    subprocess.run(["bash", "-c", f'for i in $(seq {n}); do cat "{path}" >/dev/null; done'], check=True)
+    return time.perf_counter() - t0
+loop(plain, 50); loop(f"{mnt}/catbench/status", 50)
+tp = min(loop(plain) for _ in range(3))
+tf = min(loop(f"{mnt}/catbench/status") for _ in range(3))
+print(f"status: 500 x cat plain file: {tp*1000:.0f} ms ({tp/500*1e6:.0f} us each)")
+print(f"status: 500 x cat NAME/status: {tf*1000:.0f} ms ({tf/500*1e6:.0f} us each)")
+print(f"status: ratio {tf/tp:.2f} (target <= 1.5)")
+with open(f"{mnt}/catbench/confirm", "w") as f: f.write("catbench\n")
+os.rmdir(f"{mnt}/catbench")
+PY
+
+if [ -x "$repo/tests/cloud/bench_cloud.sh" ]; then
+	"$repo/tests/cloud/bench_cloud.sh"
+fi
