@@ -90,24 +90,35 @@ bool local_log_port_conflict(const char *log_tail)
 	       strstr(log_tail, "Address already in use");
 }
 
+/* memmem for a NUL-free needle within the first len bytes of s. */
+static bool strnstr_n(const char *s, size_t len, const char *needle)
+{
+	size_t n = strlen(needle);
+
+	for (size_t i = 0; i + n <= len; i++)
+		if (strncmp(s + i, needle, n) == 0)
+			return true;
+	return false;
+}
+
 void local_log_reason(const char *log_tail, char *out, size_t outsz)
 {
 	const char *best = NULL, *last = NULL;
 	size_t best_len = 0, last_len = 0;
 
 	for (const char *line = log_tail; *line;) {
-		const char *end = strchr(line, '\n');
-		size_t len = end ? (size_t)(end - line) : strlen(line);
+		const char *end = strchrnul(line, '\n');
+		size_t len = (size_t)(end - line);
 
 		if (len) {
 			last = line;
 			last_len = len;
-			if (memmem(line, len, "FATAL", 5) || memmem(line, len, "PANIC", 5)) {
+			if (strnstr_n(line, len, "FATAL") || strnstr_n(line, len, "PANIC")) {
 				best = line;
 				best_len = len;
 			}
 		}
-		if (!end)
+		if (!*end)
 			break;
 		line = end + 1;
 	}

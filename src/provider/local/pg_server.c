@@ -188,33 +188,20 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e)
 
 	snprintf(exe, sizeof(exe), "%s/postgres", l->bindir);
 	snprintf(port, sizeof(port), "%d", l->port);
-	/* Settings sized for many small instances on one machine. */
-	char *argv[] = {
-	    exe,
-	    "-D",
-	    (char *)l->datadir,
-	    "-p",
-	    port,
-	    "-k",
-	    (char *)l->sockdir,
-	    "-c",
-	    "listen_addresses=127.0.0.1",
-	    "-c",
-	    "shared_buffers=16MB",
-	    "-c",
-	    "max_connections=50",
-	    "-c",
-	    "max_wal_senders=0",
-	    "-c",
-	    "wal_level=minimal",
-	    "-c",
-	    "huge_pages=off",
-	    "-c",
-	    "logging_collector=off",
-	    "-c",
-	    "unix_socket_permissions=0700",
-	    NULL,
-	};
+	/* Address, port and socket are ours to choose; the rest of the
+	 * configuration is in the template's postgresql.conf. */
+	char *argv[] = {exe,
+	                "-D",
+	                (char *)l->datadir,
+	                "-p",
+	                port,
+	                "-k",
+	                (char *)l->sockdir,
+	                "-c",
+	                "listen_addresses=127.0.0.1",
+	                "-c",
+	                "unix_socket_permissions=0700",
+	                NULL};
 	memset(&s, 0, sizeof(s));
 	s.argv = argv;
 	s.envp = local_child_env;

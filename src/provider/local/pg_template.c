@@ -146,6 +146,31 @@ static int run_helper(struct local_provider *lp, bool track, char **argv, const 
 	return 0;
 }
 
+/* Modest defaults for many small servers on one machine. They live in
+ * postgresql.conf rather than on the command line so that ALTER SYSTEM
+ * can still change them; only the address, port and socket are fixed. */
+static int append_settings(const char *datadir, struct errmsg *e)
+{
+	static const char settings[] = "\n# dbosfs: sized for many small instances\n"
+	                               "shared_buffers = 16MB\n"
+	                               "max_connections = 50\n"
+	                               "huge_pages = off\n"
+	                               "logging_collector = off\n";
+	char path[PATH_MAX + 32];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/postgresql.conf", datadir);
+	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errmsg_set(e, -errno, "cannot open %s: %s", path, strerror(errno));
+	ssize_t n = write(fd, settings, sizeof(settings) - 1);
+	int saved = errno;
+	close(fd);
+	if (n != (ssize_t)sizeof(settings) - 1)
+		return errmsg_set(e, n < 0 ? -saved : -EIO, "cannot write %s", path);
+	return 0;
+}
+
 int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct errmsg *e)
 {
 	char final[PATH_MAX], tmp[PATH_MAX + 8], logpath[PATH_MAX + 16], exe[PATH_MAX + 16],
@@ -183,6 +208,9 @@ int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct 
 	                "--no-sync",
 	                NULL};
 	rc = run_helper(lp, track, argv, logpath, "initdb", e);
+	if (rc)
+		goto out;
+	rc = append_settings(tmp, e);
 	if (rc)
 		goto out;
 	if (rename(tmp, final) < 0) {
