@@ -253,3 +253,31 @@ def test_ctrl_c_frees_the_caller(ready):
     wait_until(lambda: "interrupted" in m.read("alpha", "last_error"), timeout=3)
     assert "interrupted" in m.read("alpha", "last_error")
     assert_healthy(m)
+
+
+def test_login_again_while_mounted(ready):
+    """After `npx dbos-cloud login` rewrites the file, the mount uses the new
+    token at the next 401, without a remount."""
+    m, fc = ready
+    fc.config(refresh_enabled=False)
+    fc.revoke_tokens()
+    assert errno_of(write_file, m.p("alpha", "password"), "NewPassw0rd_1\n") == errno.EACCES
+    creds = json.loads(fc.credentials.read_text())
+    creds["token"] = fc.new_token()["token"]
+    fc.credentials.write_text(json.dumps(creds))
+    write_file(m.p("alpha", "password"), "NewPassw0rd_6\n")
+    assert fc.instances()["alpha"]["_password"] == "NewPassw0rd_6"
+    assert "using the new DBOS Cloud token" in m.read(".dbosfs", "log")
+
+
+def test_failed_refresh_is_not_hammered(ready):
+    m, fc = ready
+    fc.config(refresh_enabled=False)
+    fc.revoke_tokens()
+    fc.reset_counts()
+    for _ in range(5):
+        assert errno_of(write_file, m.p("alpha", "password"), "NewPassw0rd_1\n") == \
+            errno.EACCES
+    time.sleep(2)  # the refresher keeps hitting 401 too
+    assert fc.count("POST /oauth/token") <= 2
+    assert "npx dbos-cloud login" in m.read("alpha", "last_error")

@@ -367,6 +367,40 @@ out:
 	return rc;
 }
 
+#define REFRESH_BACKOFF_MS 5000
+
+int cloud_renew_token_locked(struct cloud *c, struct errmsg *e)
+{
+	struct cloud_credentials fresh;
+	struct errmsg ignored;
+	long long exp = 0;
+	int rc;
+
+	if (cloud_credentials_load(c->creds.path, &fresh, &ignored) == 0 &&
+	    strcmp(fresh.token, c->creds.token) != 0 && jwt_exp(fresh.token, &exp) == 0 &&
+	    (exp == 0 || (long long)time(NULL) < exp)) {
+		/* Logged in again while mounted: take the new credentials. */
+		cloud_credentials_free(&c->creds);
+		c->creds = fresh;
+		c->token_exp = exp;
+		c->token_generation++;
+		c->refresh_failed_ms = 0;
+		log_event("using the new DBOS Cloud token found in %s", c->creds.path);
+		return 0;
+	}
+	cloud_credentials_free(&fresh);
+	if (c->refresh_failed_ms && now_ms() - c->refresh_failed_ms < REFRESH_BACKOFF_MS)
+		return errmsg_set(e, -EACCES, "%s", c->refresh_failure);
+	rc = cloud_refresh_token_locked(c, e);
+	if (rc < 0) {
+		c->refresh_failed_ms = now_ms();
+		snprintf(c->refresh_failure, sizeof(c->refresh_failure), "%s", e->text);
+	} else {
+		c->refresh_failed_ms = 0;
+	}
+	return rc;
+}
+
 /* A copy of the current token, refreshed first if its exp has passed. */
 static char *token_snapshot(struct cloud *c, unsigned *generation)
 {
@@ -414,7 +448,7 @@ int cloud_api_call(struct cloud *c, enum http_method m, const char *path, bool w
 
 			pthread_mutex_lock(&c->token_lock);
 			/* Another thread may have refreshed while we were waiting. */
-			rc = gen == c->token_generation ? cloud_refresh_token_locked(c, &why) : 0;
+			rc = gen == c->token_generation ? cloud_renew_token_locked(c, &why) : 0;
 			pthread_mutex_unlock(&c->token_lock);
 			if (rc < 0) {
 				rc = auth_failure(c, label, why.text, e);

@@ -109,6 +109,10 @@ struct cloud {
 	struct cloud_credentials creds; /* token guarded by token_lock */
 	long long token_exp;            /* seconds; 0 unknown */
 	unsigned token_generation;      /* bumped by every refresh */
+	/* A failed refresh is not retried for a few seconds (no hammering of
+	 * the auth server by the refresher); its message is reused. */
+	long long refresh_failed_ms;
+	char refresh_failure[ERRMSG_MAX];
 
 	pthread_mutex_t pool_lock;
 	void *pool[CLOUD_POOL_MAX]; /* idle CURL easy handles */
@@ -144,6 +148,9 @@ int cloud_api_call(struct cloud *c, enum http_method m, const char *path, bool w
 /* Exchanges the refresh token for a new access token and writes it back.
  * Called with token_lock held. */
 int cloud_refresh_token_locked(struct cloud *c, struct errmsg *e);
+/* After a 401: adopts the credentials file's token if someone (a new
+ * `npx dbos-cloud login`) replaced it, else refreshes. token_lock held. */
+int cloud_renew_token_locked(struct cloud *c, struct errmsg *e);
 /* Formats a non-2xx answer into e and returns its errno. */
 int cloud_http_error(const struct http_result *res, enum request_kind kind, const char *label,
                      struct errmsg *e);
