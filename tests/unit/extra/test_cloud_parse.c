@@ -307,6 +307,34 @@ static void test_scope(void)
 	      strlen(out));
 }
 
+static void test_ca_blob(void)
+{
+	static const char pem[] = "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n";
+	char path[] = "/tmp/dbosfs-cloud-ca-XXXXXX";
+	struct cloud c = {0};
+	struct errmsg e;
+	struct stat st;
+	int fd = mkstemp(path);
+
+	CHECK(fd >= 0 && write(fd, pem, strlen(pem)) == (ssize_t)strlen(pem));
+	close(fd);
+	CHECK(cloud_http_load_cas(&c, NULL, &e) == 0 && c.ca_blob == NULL); /* curl's default */
+	CHECK(cloud_http_load_cas(&c, path, &e) == 0 && c.ca_blob != NULL);
+	/* The extra CA is added to the system CAs, not instead of them. */
+	CHECK(c.ca_blob_len >= strlen(pem) &&
+	      strcmp(c.ca_blob + c.ca_blob_len - strlen(pem), pem) == 0);
+	if (stat("/etc/ssl/certs/ca-certificates.crt", &st) == 0)
+		CHECK(c.ca_blob_len > (size_t)st.st_size);
+	free(c.ca_blob);
+	c.ca_blob = NULL;
+	fd = open(path, O_WRONLY | O_TRUNC);
+	CHECK(fd >= 0 && write(fd, "junk\n", 5) == 5);
+	close(fd);
+	CHECK(cloud_http_load_cas(&c, path, &e) == -EINVAL && strstr(e.text, "no PEM"));
+	unlink(path);
+	CHECK(cloud_http_load_cas(&c, path, &e) == -ENOENT && strstr(e.text, "cannot read cafile"));
+}
+
 int main(void)
 {
 	test_base64url();
@@ -319,5 +347,6 @@ int main(void)
 	test_credentials();
 	test_write_token();
 	test_scope();
+	test_ca_blob();
 	return tap_done();
 }
