@@ -268,3 +268,23 @@ def test_servers_get_no_secret_and_no_fuse_fd(local_mount):
         # Saved passwords stay private to root.
         pw_dir = pathlib.Path(m.state_dir) / "passwords"
         assert os.stat(pw_dir).st_mode & 0o777 == 0o700
+
+
+def test_a_server_that_cannot_start_ends_up_failed_and_can_be_destroyed(local_mount):
+    m = local_mount
+    name = unique_name("fa")
+    m.mkdir(name)
+    m.unmount()
+    with open(inst_dir(m, name) / "data" / "postgresql.conf", "a") as f:
+        f.write("this is not a setting\n")
+    m.start()
+    # Starts are retried with backoff (0, 0.5, 1, 2 s), then given up.
+    wait_for(lambda: m.read(name, "status").strip() == "failed", 30, what="failed status")
+    assert m.read(name, "wait").strip() == "failed"
+    log = m.read(".dbosfs", "log")
+    assert f"instance {name}: the server of {name} exited during startup" in log
+    assert "syntax error" in log
+    assert f"instance {name}: gave up after" in log
+    assert not servers_of(inst_dir(m, name))
+    m.destroy(name)
+    assert not inst_dir(m, name).exists()

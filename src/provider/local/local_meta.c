@@ -103,39 +103,47 @@ static bool strnstr_n(const char *s, size_t len, const char *needle)
 
 void local_log_reason(const char *log_tail, char *out, size_t outsz)
 {
-	const char *best = NULL, *last = NULL;
-	size_t best_len = 0, last_len = 0;
+	/* The FATAL line often only says "contains errors"; the line before
+	 * it has the detail (file and line of a syntax error), so keep both. */
+	const char *best = NULL, *before_best = NULL, *last = NULL, *prev = NULL;
+	size_t best_len = 0, before_len = 0, last_len = 0, prev_len = 0;
 
 	for (const char *line = log_tail; *line;) {
 		const char *end = strchrnul(line, '\n');
 		size_t len = (size_t)(end - line);
 
 		if (len) {
-			last = line;
-			last_len = len;
 			if (strnstr_n(line, len, "FATAL") || strnstr_n(line, len, "PANIC")) {
 				best = line;
 				best_len = len;
+				before_best = prev;
+				before_len = prev_len;
 			}
+			last = line;
+			last_len = len;
+			prev = line;
+			prev_len = len;
 		}
 		if (!*end)
 			break;
 		line = end + 1;
 	}
+	if (!outsz)
+		return;
 	if (!best) {
 		best = last;
 		best_len = last_len;
+		before_best = NULL;
 	}
-	if (!outsz)
-		return;
 	if (!best) {
 		snprintf(out, outsz, "no message in the server log");
 		return;
 	}
-	if (best_len >= outsz)
-		best_len = outsz - 1;
-	memcpy(out, best, best_len);
-	out[best_len] = '\0';
+	if (before_best && before_len + best_len + 3 < outsz)
+		snprintf(out, outsz, "%.*s; %.*s", (int)before_len, before_best, (int)best_len,
+		         best);
+	else
+		snprintf(out, outsz, "%.*s", (int)(best_len < outsz ? best_len : outsz - 1), best);
 }
 
 bool local_socket_path_fits(const char *runbase, size_t max_name_len)

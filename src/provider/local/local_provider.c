@@ -263,7 +263,7 @@ static void *supervisor_main(void *arg)
 				    now_ms() - li->up_since_ms > 60000)
 					li->failures = 0;
 			}
-			if (li->pid > 0 || !li->want_running || now_ms() < li->next_start_ms)
+			if (li->pid > 0 || !li->want_running)
 				continue;
 			if (li->failures >= LOCAL_MAX_FAILURES) {
 				li->want_running = false;
@@ -273,6 +273,8 @@ static void *supervisor_main(void *arg)
 				          li->name, li->failures, lp->root, li->name);
 				continue;
 			}
+			if (now_ms() < li->next_start_ms)
+				continue;
 			struct errmsg e;
 			bool restart = strcmp(li->status, "restarting") == 0;
 			li->busy = true;
@@ -290,10 +292,7 @@ static void *supervisor_main(void *arg)
 			} else if (!lp->stopping) {
 				li->failures++;
 				li->next_start_ms = now_ms() + local_backoff_ms(li->failures);
-				set_status(li, li->failures >= LOCAL_MAX_FAILURES ? "failed"
-				                                                  : "restarting");
-				if (li->failures >= LOCAL_MAX_FAILURES)
-					li->want_running = false;
+				set_status(li, "restarting");
 				log_error("local: instance %s: %s", li->name, e.text);
 			}
 		}

@@ -90,7 +90,16 @@ static void test_log(void)
 	CHECK(local_log_port_conflict(conflict));
 	CHECK(!local_log_port_conflict("LOG:  database system is ready to accept connections\n"));
 	local_log_reason(conflict, out, sizeof(out));
-	CHECK(strcmp(out, "2024-01-01 FATAL:  could not create any TCP/IP sockets") == 0);
+	CHECK(strcmp(out, "2024-01-01 WARNING:  could not create listen socket for \"127.0.0.1\"; "
+	                  "2024-01-01 FATAL:  could not create any TCP/IP sockets") == 0);
+	local_log_reason("LOG:  syntax error in file \"x.conf\" line 3\n"
+	                 "FATAL:  configuration file \"x.conf\" contains errors\n",
+	                 out, sizeof(out));
+	CHECK(strcmp(out, "LOG:  syntax error in file \"x.conf\" line 3; FATAL:  configuration "
+	                  "file \"x.conf\" contains errors") == 0);
+	/* Too long for both: the FATAL line alone. */
+	local_log_reason("LOG: 0123456789012345678901234567890\nFATAL: x\n", out, 20);
+	CHECK(strcmp(out, "FATAL: x") == 0);
 	local_log_reason("one\ntwo\n\n", out, sizeof(out));
 	CHECK(strcmp(out, "two") == 0);
 	local_log_reason("", out, sizeof(out));

@@ -234,6 +234,23 @@ int main(void)
 		CHECK(got.port == r1.inst.port || got.port == r2.inst.port);
 		CHECK(query(got.port, "RacePassw0rd", "SELECT 1") != NULL);
 		CHECK(p->ops->destroy(p, &got, &e) == 0);
+
+		/* A provision whose server cannot start leaves nothing behind
+		 * and says why. Break the template and every spare. */
+		char cmd0[512];
+		snprintf(cmd0, sizeof(cmd0),
+		         "for f in %s/local/templates/dbos_user/postgresql.conf "
+		         "%s/local/spares/*/data/postgresql.conf; do echo 'bogus line' >> $f; done",
+		         state_dir, state_dir);
+		CHECK(system(cmd0) == 0);
+		rc = p->ops->provision(p, "smoke_bad", "dbos_user", "BadPassw0rd1", &got, &e);
+		CHECK(rc == -EIO);
+		CHECK(strstr(e.text, "exited during startup") && strstr(e.text, "FATAL"));
+		CHECK(p->ops->get(p, "smoke_bad", &got, &e) == -ENOENT);
+		snprintf(path, sizeof(path), "%s/local/instances/smoke_bad", state_dir);
+		CHECK(access(path, F_OK) < 0 && errno == ENOENT);
+		CHECK(p->ops->list(p, &list, &e) == 0 && list.count == 0);
+		instance_list_free(&list);
 		p->ops->stop(p);
 		p->ops->free(p);
 	}
