@@ -3,6 +3,7 @@ real mounts, real PostgreSQL servers, driven with shell tools and os calls."""
 import errno
 import json
 import os
+import signal
 import re
 import socket
 import stat
@@ -341,3 +342,25 @@ print(name in os.listdir(root), rd(f"{root}/{name}/status").strip(),
                    "EACCES", "EACCES"], out
     assert m.read(name, "status") == "available\n"
     m.destroy(name)
+
+
+def test_sigterm_unmounts_and_stops_every_server(mount_factory):
+    m = mount_factory("local")
+    names = [unique_name("sg") for _ in range(2)]
+    for n in names:
+        m.mkdir(n)
+    ports = [json.loads(m.read(n, "info.json"))["Port"] for n in names]
+    assert all(port_open(p) for p in ports)
+    m.proc.send_signal(signal.SIGTERM)
+    assert m.proc.wait(timeout=60) == 0
+    m._stderr.close()
+    m.proc = None
+    assert not os.path.ismount(m.path)
+    assert not any(port_open(p) for p in ports)
+    r = sh(f"pgrep -f 'postgres.*{m.state_dir}'")
+    assert r.stdout.strip() == "", r.stdout
+    # And they come back on the next mount, data directories intact.
+    m.start()
+    for n in names:
+        assert m.read(n, "wait") == "available\n"
+
