@@ -10,7 +10,10 @@ struct buf {
 	size_t cap;
 };
 
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT                                                                                   \
+	{                                                                                          \
+		NULL, 0, 0                                                                         \
+	}
 
 int buf_append(struct buf *b, const char *s, size_t n); /* 0 or -ENOMEM */
 int buf_puts(struct buf *b, const char *s);

@@ -19,7 +19,7 @@ struct errmsg {
 /* Formats the message into e (if e is not NULL) and returns err, so error
  * paths stay one line: return errmsg_set(e, -EINVAL, "bad name %s", n); */
 int errmsg_set(struct errmsg *e, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 void errmsg_clear(struct errmsg *e);
 
 /* True when the caller of the current filesystem operation was interrupted

@@ -15,7 +15,7 @@ struct app_config {
 	char *app_db_name; /* database.app_db_name, else derived from name */
 	char **migrate;    /* database.migrate commands */
 	size_t n_migrate;
-	char **rollback;   /* database.rollback commands */
+	char **rollback; /* database.rollback commands */
 	size_t n_rollback;
 };
 
@@ -51,6 +51,6 @@ struct migrate_target {
  * failed, or the database could not be reached/created); -EINTR (interrupted:
  * the running command's process group was killed and reaped). */
 int migrate_run(enum migrate_kind kind, const char *path, const struct migrate_target *t,
-		struct buf *report, struct errmsg *e);
+                struct buf *report, struct errmsg *e);
 
 #endif

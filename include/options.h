@@ -9,20 +9,20 @@ struct dbosfs_options {
 	char *provider;    /* "local" (default) or "cloud" */
 	char *state_dir;   /* absolute; created 0700 if missing */
 	char *pg_bindir;   /* NULL: pg_config --bindir if it has initdb, else newest
-			      /usr/lib/postgresql/N/bin */
+	                      /usr/lib/postgresql/N/bin */
 	char *pg_user;     /* servers run as this account when we are root */
 	char *db_username; /* admin user for instances made by mkdir */
 	char *credentials; /* cloud credentials file; NULL: ./.dbos/credentials,
-			      then ~/.dbos/credentials */
+	                      then ~/.dbos/credentials */
 	char *domain;      /* cloud API host */
 	char *auth_domain; /* NULL: login.dbos.dev for cloud.dbos.dev, else
-			      dbos-inc.us.auth0.com (tests point it elsewhere) */
+	                      dbos-inc.us.auth0.com (tests point it elsewhere) */
 	char *cafile;      /* extra CA bundle */
 	int refresh;       /* seconds between background refreshes */
 	int confirm_ttl;   /* seconds a destroy confirmation stays armed */
 	bool foreground;
 	bool debug;
-	uid_t owner_uid;   /* the mounting user */
+	uid_t owner_uid; /* the mounting user */
 	gid_t owner_gid;
 };
 

@@ -41,12 +41,12 @@ struct provider_ops {
 	 * "provisioning" for the cloud; "available" for local). -EEXIST if the
 	 * name is taken. On failure nothing is left behind. */
 	int (*provision)(struct provider *p, const char *name, const char *username,
-			 const char *password, struct instance *out, struct errmsg *e);
+	                 const char *password, struct instance *out, struct errmsg *e);
 	/* Destroy (or, for a linked instance, unlink) irreversibly. */
 	int (*destroy)(struct provider *p, const struct instance *inst, struct errmsg *e);
 	/* -EPERM for linked instances. */
-	int (*reset_password)(struct provider *p, const struct instance *inst,
-			      const char *password, struct errmsg *e);
+	int (*reset_password)(struct provider *p, const struct instance *inst, const char *password,
+	                      struct errmsg *e);
 };
 
 struct provider {
@@ -62,8 +62,8 @@ struct provider {
 };
 
 int local_provider_create(const struct dbosfs_options *opt, struct provider **out,
-			  struct errmsg *e);
+                          struct errmsg *e);
 int cloud_provider_create(const struct dbosfs_options *opt, struct provider **out,
-			  struct errmsg *e);
+                          struct errmsg *e);
 
 #endif

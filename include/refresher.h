@@ -12,7 +12,7 @@ struct refresher;
 /* One synchronous refresh (used once before serving). 0 or -errno. */
 int refresher_refresh_once(struct provider *p, struct state_cache *c, struct errmsg *e);
 int refresher_start(struct refresher **out, struct provider *p, struct state_cache *c,
-		    int period_s);
+                    int period_s);
 /* Ask for a refresh soon (a waiter wants fresh state). */
 void refresher_kick(struct refresher *r);
 void refresher_stop(struct refresher *r);

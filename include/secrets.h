@@ -18,12 +18,10 @@ struct secret_store {
 
 /* Creates the directory (0700) if needed. */
 int secret_store_open(struct secret_store *s, const char *state_dir, const char *scope,
-		      struct errmsg *e);
-int secret_put(struct secret_store *s, const char *name, const char *password,
-	       struct errmsg *e);
+                      struct errmsg *e);
+int secret_put(struct secret_store *s, const char *name, const char *password, struct errmsg *e);
 /* -ENODATA (and no message needed) when no password is saved. */
-int secret_get(struct secret_store *s, const char *name, char *out, size_t outsz,
-	       struct errmsg *e);
+int secret_get(struct secret_store *s, const char *name, char *out, size_t outsz, struct errmsg *e);
 int secret_delete(struct secret_store *s, const char *name);
 
 /* Overwrites memory that held a secret. */

@@ -17,7 +17,7 @@ struct state_cache;
 /* How long an instance created through the mount is kept although the
  * provider's list does not show it yet (the cloud may lag), and how long a
  * destroyed one stays hidden although the list still shows it. */
-#define STATE_PIN_MS (60 * 1000LL)
+#define STATE_PIN_MS       (60 * 1000LL)
 #define STATE_TOMBSTONE_MS (10 * 60 * 1000LL)
 
 struct state_cache *state_new(void);
@@ -29,7 +29,7 @@ void state_free(struct state_cache *c);
 unsigned long state_generation(struct state_cache *c);
 /* Returns true if applied, false if discarded as stale. */
 bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsigned long gen,
-		      long long now);
+                      long long now);
 
 /* Copies a visible instance; false if there is none. */
 bool state_get(struct state_cache *c, const char *name, struct instance *out);
@@ -72,6 +72,5 @@ bool state_get_report(struct state_cache *c, const char *name, int kind, struct 
 /* Blocks until the instance is visible with a settled status (copied to
  * out), polling op_interrupted() every 100 ms. 0, -ENOENT (gone), -EINTR. */
 int state_wait_settled(struct state_cache *c, const char *name, struct instance *out);
-
 
 #endif

@@ -7,9 +7,9 @@
 
 #define INSTANCE_NAME_MIN 3
 #define INSTANCE_NAME_MAX 16
-#define USERNAME_MAX 16
-#define PASSWORD_MIN 8
-#define PASSWORD_MAX 128
+#define USERNAME_MAX      16
+#define PASSWORD_MIN      8
+#define PASSWORD_MAX      128
 
 /* 3..16 of [a-z0-9_]. */
 int validate_instance_name(const char *name, struct errmsg *e);

@@ -35,20 +35,17 @@ struct cli {
 	int refresh_set;
 };
 
-#define OPT(t, p) {t, offsetof(struct dbosfs_options, p), 1}
+#define OPT(t, p)                                                                                  \
+	{                                                                                          \
+		t, offsetof(struct dbosfs_options, p), 1                                           \
+	}
 static const struct fuse_opt dbosfs_opts[] = {
-	OPT("provider=%s", provider),
-	OPT("state_dir=%s", state_dir),
-	OPT("pg_bindir=%s", pg_bindir),
-	OPT("pg_user=%s", pg_user),
-	OPT("db_username=%s", db_username),
-	OPT("credentials=%s", credentials),
-	OPT("domain=%s", domain),
-	OPT("auth_domain=%s", auth_domain),
-	OPT("cafile=%s", cafile),
-	OPT("refresh=%d", refresh),
-	OPT("confirm_ttl=%d", confirm_ttl),
-	FUSE_OPT_END,
+    OPT("provider=%s", provider),       OPT("state_dir=%s", state_dir),
+    OPT("pg_bindir=%s", pg_bindir),     OPT("pg_user=%s", pg_user),
+    OPT("db_username=%s", db_username), OPT("credentials=%s", credentials),
+    OPT("domain=%s", domain),           OPT("auth_domain=%s", auth_domain),
+    OPT("cafile=%s", cafile),           OPT("refresh=%d", refresh),
+    OPT("confirm_ttl=%d", confirm_ttl), FUSE_OPT_END,
 };
 
 static void usage(const char *prog)
@@ -143,7 +140,7 @@ static int prepare_state_dir(struct dbosfs_options *o, struct errmsg *e)
 			abs = realpath(o->state_dir, NULL);
 		if (!abs)
 			return errmsg_set(e, -errno, "state_dir %s: %s", o->state_dir,
-					  strerror(errno));
+			                  strerror(errno));
 		free(o->state_dir);
 		o->state_dir = abs;
 	}
@@ -154,8 +151,8 @@ static int prepare_state_dir(struct dbosfs_options *o, struct errmsg *e)
 			char saved = *p;
 			*p = '\0';
 			if (mkdir(path, 0700) != 0 && errno != EEXIST)
-				return errmsg_set(e, -errno, "cannot create state_dir %s: %s",
-						  path, strerror(errno));
+				return errmsg_set(e, -errno, "cannot create state_dir %s: %s", path,
+				                  strerror(errno));
 			*p = saved;
 			if (!saved)
 				break;
@@ -272,9 +269,10 @@ int main(int argc, char *argv[])
 		return 0;
 	}
 	if (!cl.mountpoint) {
-		fprintf(stderr, "usage: %s [-f] [-d] [-o OPTION[,OPTION...]] MOUNTPOINT\n"
-				"try '%s --help' for more information\n",
-			argv[0], argv[0]);
+		fprintf(stderr,
+		        "usage: %s [-f] [-d] [-o OPTION[,OPTION...]] MOUNTPOINT\n"
+		        "try '%s --help' for more information\n",
+		        argv[0], argv[0]);
 		fuse_opt_free_args(&args);
 		return 2;
 	}
@@ -299,7 +297,7 @@ int main(int argc, char *argv[])
 			rc = cloud_provider_create(&opt, &fs.provider, &e);
 		else
 			rc = errmsg_set(&e, -EINVAL, "unknown provider '%s' (local or cloud)",
-					opt.provider);
+			                opt.provider);
 	}
 	if (rc == 0)
 		rc = secret_store_open(&fs.secrets, opt.state_dir, fs.provider->secret_scope, &e);
@@ -338,7 +336,7 @@ int main(int argc, char *argv[])
 		goto out_refresher;
 	}
 	log_event("mounted %s (%s), state in %s", cl.mountpoint, fs.provider->provider_line,
-		  opt.state_dir);
+	          opt.state_dir);
 	report_start(verdict_fd, "ok");
 	if (verdict_fd >= 0) {
 		quiet_stdio();

@@ -126,7 +126,7 @@ static int fill(void *buf, fuse_fill_dir_t filler, const char *name, struct stat
 }
 
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
-		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
 	struct dbosfs *fs = fs_get();
 	struct node n;
@@ -225,7 +225,7 @@ static int op_read(const char *path, char *out, size_t size, off_t off, struct f
 }
 
 static int op_write(const char *path, const char *data, size_t size, off_t off,
-		    struct fuse_file_info *fi)
+                    struct fuse_file_info *fi)
 {
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	if (!of || of->node.kind != NODE_INST_FILE)
@@ -234,8 +234,8 @@ static int op_write(const char *path, const char *data, size_t size, off_t off,
 	if (size > WRITE_MAX) {
 		char msg[160];
 		snprintf(msg, sizeof(msg),
-			 "write of %zu bytes to %s refused: control files take at most %d bytes",
-			 size, instance_files[of->node.file].name, WRITE_MAX);
+		         "write of %zu bytes to %s refused: control files take at most %d bytes",
+		         size, instance_files[of->node.file].name, WRITE_MAX);
 		return instance_fail(fs, of->node.name, -EINVAL, msg);
 	}
 	/* Each write is one whole command, whatever its offset (echo >>
@@ -265,8 +265,8 @@ static int writable_by_caller(const char *path)
 	const struct file_def *def = node_def(&n);
 	if (!def)
 		return n.kind == NODE_ROOT || n.kind == NODE_INST_DIR || n.kind == NODE_META_DIR
-			       ? -EPERM
-			       : -EISDIR;
+		           ? -EPERM
+		           : -EISDIR;
 	if (!def->writable || !fs_caller_is_owner())
 		return -EACCES;
 	return 0;
@@ -299,7 +299,7 @@ static int op_mkdir(const char *path, mode_t mode)
 	if (strchr(name, '/')) {
 		char msg[256];
 		snprintf(msg, sizeof(msg), "mkdir %s refused: instances live at the top level only",
-			 path);
+		         path);
 		return fs_root_fail(fs, -EPERM, msg);
 	}
 	return root_mkdir(fs, name);
@@ -384,26 +384,26 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 }
 
 const struct fuse_operations dbosfs_operations = {
-	.init = op_init,
-	.getattr = op_getattr,
-	.readdir = op_readdir,
-	.open = op_open,
-	.read = op_read,
-	.write = op_write,
-	.release = op_release,
-	.flush = op_flush,
-	.fsync = op_fsync,
-	.truncate = op_truncate,
-	.utimens = op_utimens,
-	.mkdir = op_mkdir,
-	.rmdir = op_rmdir,
-	.unlink = op_unlink,
-	.create = op_create,
-	.mknod = op_mknod,
-	.rename = op_rename,
-	.symlink = op_symlink,
-	.link = op_link,
-	.chmod = op_chmod,
-	.chown = op_chown,
-	.statfs = op_statfs,
+    .init = op_init,
+    .getattr = op_getattr,
+    .readdir = op_readdir,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .release = op_release,
+    .flush = op_flush,
+    .fsync = op_fsync,
+    .truncate = op_truncate,
+    .utimens = op_utimens,
+    .mkdir = op_mkdir,
+    .rmdir = op_rmdir,
+    .unlink = op_unlink,
+    .create = op_create,
+    .mknod = op_mknod,
+    .rename = op_rename,
+    .symlink = op_symlink,
+    .link = op_link,
+    .chmod = op_chmod,
+    .chown = op_chown,
+    .statfs = op_statfs,
 };

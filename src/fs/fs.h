@@ -26,8 +26,8 @@ struct dbosfs {
 	struct refresher *refresher;
 	struct secret_store secrets;
 	struct timespec mounted_at;
-	pthread_mutex_t lock;          /* guards root_error */
-	char root_error[ERRMSG_MAX];   /* .dbosfs/last_error: mount-wide failures */
+	pthread_mutex_t lock;        /* guards root_error */
+	char root_error[ERRMSG_MAX]; /* .dbosfs/last_error: mount-wide failures */
 };
 
 enum node_kind { NODE_ROOT, NODE_META_DIR, NODE_META_FILE, NODE_INST_DIR, NODE_INST_FILE };

@@ -29,18 +29,18 @@ enum {
 };
 
 const struct file_def instance_files[] = {
-	[F_STATUS] = {"status", 0444, false, false},
-	[F_INFO] = {"info", 0444, false, false},
-	[F_INFO_JSON] = {"info.json", 0444, false, false},
-	[F_URL] = {"url", 0444, false, false},
-	[F_ENV] = {"env", 0444, false, false},
-	[F_PGPASS] = {"pgpass", 0600, true, false},
-	[F_PASSWORD] = {"password", 0600, true, true},
-	[F_WAIT] = {"wait", 0444, false, false},
-	[F_CONFIRM] = {"confirm", 0644, false, true},
-	[F_MIGRATE] = {"migrate", 0644, false, true},
-	[F_ROLLBACK] = {"rollback", 0644, false, true},
-	[F_LAST_ERROR] = {"last_error", 0444, false, false},
+    [F_STATUS] = {"status", 0444, false, false},
+    [F_INFO] = {"info", 0444, false, false},
+    [F_INFO_JSON] = {"info.json", 0444, false, false},
+    [F_URL] = {"url", 0444, false, false},
+    [F_ENV] = {"env", 0444, false, false},
+    [F_PGPASS] = {"pgpass", 0600, true, false},
+    [F_PASSWORD] = {"password", 0600, true, true},
+    [F_WAIT] = {"wait", 0444, false, false},
+    [F_CONFIRM] = {"confirm", 0644, false, true},
+    [F_MIGRATE] = {"migrate", 0644, false, true},
+    [F_ROLLBACK] = {"rollback", 0644, false, true},
+    [F_LAST_ERROR] = {"last_error", 0444, false, false},
 };
 const int instance_file_count = sizeof(instance_files) / sizeof(instance_files[0]);
 
@@ -84,7 +84,7 @@ static int build(struct dbosfs *fs, struct open_file *of)
 		if (rc)
 			return rc; /* ENODATA: a password this mount never knew */
 		rc = of->node.file == F_PASSWORD ? buf_printf(out, "%s\n", pw)
-						  : content_pgpass(&inst, pw, out);
+		                                 : content_pgpass(&inst, pw, out);
 		secret_wipe(pw, sizeof(pw));
 		return rc;
 	}
@@ -92,16 +92,16 @@ static int build(struct dbosfs *fs, struct open_file *of)
 		long long left = state_confirm_left(fs->cache, name, now_ms());
 		if (left > 0)
 			return buf_printf(out, "armed: rmdir %s within %lld s destroys it\n", name,
-					  (left + 999) / 1000);
+			                  (left + 999) / 1000);
 		return buf_printf(out, "not armed: echo %s > %s/confirm arms rmdir for %d s\n",
-				  name, name, fs->opt->confirm_ttl);
+		                  name, name, fs->opt->confirm_ttl);
 	}
 	case F_MIGRATE:
 	case F_ROLLBACK: {
 		int kind = of->node.file == F_MIGRATE ? 0 : 1;
 		if (!state_get_report(fs->cache, name, kind, out))
 			return buf_printf(out, "no %s has run on %s since this mount started\n",
-					  instance_files[of->node.file].name, name);
+			                  instance_files[of->node.file].name, name);
 		return 0;
 	}
 	case F_LAST_ERROR: {
@@ -152,9 +152,9 @@ static int write_password(struct dbosfs *fs, const char *name, const char *pw)
 		return -ENOENT;
 	if (inst.linked) {
 		snprintf(msg, sizeof(msg),
-			 "password reset of %s refused: it is a linked instance (your own "
-			 "PostgreSQL server); change the password there",
-			 name);
+		         "password reset of %s refused: it is a linked instance (your own "
+		         "PostgreSQL server); change the password there",
+		         name);
 		return instance_fail(fs, name, -EPERM, msg);
 	}
 	rc = state_begin_op(fs->cache, name, "password reset", &e);
@@ -165,13 +165,13 @@ static int write_password(struct dbosfs *fs, const char *name, const char *pw)
 		rc = secret_put(&fs->secrets, name, pw, &e);
 		if (rc)
 			snprintf(e.text + strlen(e.text), sizeof(e.text) - strlen(e.text),
-				 " (the new password IS set on the server; write it again to save "
-				 "it here)");
+			         " (the new password IS set on the server; write it again to save "
+			         "it here)");
 	}
 	state_end_op(fs->cache, name);
 	if (rc) {
 		snprintf(msg, sizeof(msg), "password reset of %s failed (%s): %s", name,
-			 errno_name(rc), e.text);
+		         errno_name(rc), e.text);
 		return instance_fail(fs, name, rc, msg);
 	}
 	log_event("password of %s reset", name);
@@ -183,9 +183,9 @@ static int write_confirm(struct dbosfs *fs, const char *name, const char *value)
 	char msg[512];
 	if (strcmp(value, name) != 0) {
 		snprintf(msg, sizeof(msg),
-			 "confirm refused: write the instance's own name (%s) to %s/confirm, "
-			 "got '%.64s'",
-			 name, name, value);
+		         "confirm refused: write the instance's own name (%s) to %s/confirm, "
+		         "got '%.64s'",
+		         name, name, value);
 		return instance_fail(fs, name, -EINVAL, msg);
 	}
 	state_confirm_arm(fs->cache, name, now_ms() + fs->opt->confirm_ttl * 1000LL);
@@ -209,16 +209,16 @@ static int write_migrate(struct dbosfs *fs, const char *name, int file, const ch
 		rc = errmsg_set(&e, -ENOENT, "the instance is gone");
 	} else if (!instance_status_settled(inst.status) || !inst.host[0]) {
 		rc = errmsg_set(&e, -EBUSY, "the instance is %s, not available; cat %s/wait first",
-				inst.status, name);
+		                inst.status, name);
 	} else if ((rc = secret_get(&fs->secrets, name, pw, sizeof(pw), &e)) != 0) {
 		rc = errmsg_set(&e, -ENODATA,
-				"this mount does not know the password of %s; write it to "
-				"%s/password first",
-				name, name);
+		                "this mount does not know the password of %s; write it to "
+		                "%s/password first",
+		                name, name);
 	} else {
 		struct migrate_target t = {inst.host, inst.port, inst.username, pw};
 		rc = migrate_run(file == F_MIGRATE ? MIGRATE_UP : MIGRATE_ROLLBACK, path, &t,
-				 &report, &e);
+		                 &report, &e);
 		secret_wipe(pw, sizeof(pw));
 		if (report.len)
 			state_set_report(fs->cache, name, file == F_MIGRATE ? 0 : 1, report.data);
@@ -227,7 +227,7 @@ static int write_migrate(struct dbosfs *fs, const char *name, int file, const ch
 	state_end_op(fs->cache, name);
 	if (rc) {
 		snprintf(msg, sizeof(msg), "%s of %s failed (%s): %s", what, name, errno_name(rc),
-			 e.text);
+		         e.text);
 		return instance_fail(fs, name, rc, msg);
 	}
 	return 0;
@@ -242,7 +242,7 @@ int instance_write(struct dbosfs *fs, const struct node *n, const char *data, si
 	if (rc) {
 		/* Never echo what was written to password back. */
 		snprintf(msg, sizeof(msg), "write to %s/%s refused: %s", n->name,
-			 instance_files[n->file].name, e.text);
+		         instance_files[n->file].name, e.text);
 		return instance_fail(fs, n->name, rc, msg);
 	}
 	switch (n->file) {

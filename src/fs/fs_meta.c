@@ -8,11 +8,11 @@
 enum { META_PROVIDER, META_ACCOUNT, META_VERSION, META_LOG, META_LAST_ERROR };
 
 const struct file_def meta_files[] = {
-	[META_PROVIDER] = {"provider", 0444, false, false},
-	[META_ACCOUNT] = {"account", 0444, false, false},
-	[META_VERSION] = {"version", 0444, false, false},
-	[META_LOG] = {"log", 0444, false, false},
-	[META_LAST_ERROR] = {"last_error", 0444, false, false},
+    [META_PROVIDER] = {"provider", 0444, false, false},
+    [META_ACCOUNT] = {"account", 0444, false, false},
+    [META_VERSION] = {"version", 0444, false, false},
+    [META_LOG] = {"log", 0444, false, false},
+    [META_LAST_ERROR] = {"last_error", 0444, false, false},
 };
 const int meta_file_count = sizeof(meta_files) / sizeof(meta_files[0]);
 

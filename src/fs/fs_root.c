@@ -36,7 +36,7 @@ int root_mkdir(struct dbosfs *fs, const char *name)
 	char msg[ERRMSG_MAX + 64];
 	if (!fs_caller_is_owner()) {
 		snprintf(msg, sizeof(msg), "mkdir %s refused: only the mount's owner may provision",
-			 name);
+		         name);
 		return fs_root_fail(fs, -EACCES, msg);
 	}
 	int rc = validate_instance_name(name, &e);
@@ -58,21 +58,21 @@ int root_mkdir(struct dbosfs *fs, const char *name)
 	if (rc) {
 		secret_wipe(password, sizeof(password));
 		snprintf(msg, sizeof(msg), "mkdir %s failed: cannot save its password: %s", name,
-			 e.text);
+		         e.text);
 		return fs_root_fail(fs, rc ? rc : -EIO, msg);
 	}
 
 	log_event("provisioning %s (%s provider, admin user %s)", name, fs->provider->ops->kind,
-		  fs->opt->db_username);
+	          fs->opt->db_username);
 	long long t0 = now_ms();
 	struct instance inst = {0};
-	rc = fs->provider->ops->provision(fs->provider, name, fs->opt->db_username, password,
-					  &inst, &e);
+	rc = fs->provider->ops->provision(fs->provider, name, fs->opt->db_username, password, &inst,
+	                                  &e);
 	secret_wipe(password, sizeof(password));
 	if (rc) {
 		secret_delete(&fs->secrets, name);
 		snprintf(msg, sizeof(msg), "mkdir %s failed (%s): %s", name, errno_name(rc),
-			 e.text);
+		         e.text);
 		return fs_root_fail(fs, rc, msg);
 	}
 	if (!inst.name[0])
@@ -88,15 +88,15 @@ int root_rmdir(struct dbosfs *fs, const char *name)
 	char msg[ERRMSG_MAX + 128];
 	if (!fs_caller_is_owner()) {
 		snprintf(msg, sizeof(msg), "rmdir %s refused: only the mount's owner may destroy",
-			 name);
+		         name);
 		return instance_fail(fs, name, -EACCES, msg);
 	}
 	long long left = state_confirm_left(fs->cache, name, now_ms());
 	if (left <= 0) {
 		snprintf(msg, sizeof(msg),
-			 "rmdir %s refused: destroying is irreversible and needs a confirmation "
-			 "first: echo %s > %s/confirm (valid %d s), then rmdir again",
-			 name, name, name, fs->opt->confirm_ttl);
+		         "rmdir %s refused: destroying is irreversible and needs a confirmation "
+		         "first: echo %s > %s/confirm (valid %d s), then rmdir again",
+		         name, name, name, fs->opt->confirm_ttl);
 		return instance_fail(fs, name, -EBUSY, msg);
 	}
 	int rc = state_begin_op(fs->cache, name, "destroy", &e);
@@ -115,7 +115,7 @@ int root_rmdir(struct dbosfs *fs, const char *name)
 		state_set_status(fs->cache, name, inst.status);
 		state_end_op(fs->cache, name);
 		snprintf(msg, sizeof(msg), "rmdir %s failed (%s): %s", name, errno_name(rc),
-			 e.text);
+		         e.text);
 		return instance_fail(fs, name, rc, msg);
 	}
 	state_end_op(fs->cache, name);

@@ -42,8 +42,8 @@ static void note_outcome(struct refresher *r, int rc, const struct errmsg *e)
 		return;
 	}
 	if (strcmp(r->last_failure, e->text) != 0) {
-		log_error("refresh failed (%s), serving the last known state: %s",
-			  errno_name(rc), e->text);
+		log_error("refresh failed (%s), serving the last known state: %s", errno_name(rc),
+		          e->text);
 		snprintf(r->last_failure, sizeof(r->last_failure), "%s", e->text);
 	}
 }
@@ -75,8 +75,7 @@ static void *refresher_main(void *arg)
 	return NULL;
 }
 
-int refresher_start(struct refresher **out, struct provider *p, struct state_cache *c,
-		    int period_s)
+int refresher_start(struct refresher **out, struct provider *p, struct state_cache *c, int period_s)
 {
 	struct refresher *r = calloc(1, sizeof(*r));
 	if (!r)

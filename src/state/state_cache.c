@@ -12,13 +12,13 @@
 
 struct entry {
 	struct instance inst;
-	bool hidden;              /* destroyed through the mount: a tombstone */
-	long long hidden_until;   /* tombstone expiry */
-	long long pinned_until;   /* created through the mount: keep until listed */
-	long long confirm_until;  /* destroy armed until */
-	char op[32];              /* running operation, "" if none */
-	char *last_error;         /* malloc'd, NULL if none */
-	char *report[2];          /* last migrate / rollback record */
+	bool hidden;             /* destroyed through the mount: a tombstone */
+	long long hidden_until;  /* tombstone expiry */
+	long long pinned_until;  /* created through the mount: keep until listed */
+	long long confirm_until; /* destroy armed until */
+	char op[32];             /* running operation, "" if none */
+	char *last_error;        /* malloc'd, NULL if none */
+	char *report[2];         /* last migrate / rollback record */
 };
 
 struct state_cache {
@@ -119,7 +119,7 @@ static bool listed(const struct instance_list *l, const char *name)
 }
 
 bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsigned long gen,
-		      long long now)
+                      long long now)
 {
 	pthread_mutex_lock(&c->lock);
 	if (gen != c->generation) {
@@ -129,9 +129,8 @@ bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsi
 	/* Entries the list no longer shows: gone, unless just created here. */
 	for (size_t i = 0; i < c->count;) {
 		struct entry *e = &c->items[i];
-		bool keep = listed(l, e->inst.name) ||
-			    (!e->hidden && e->pinned_until > now) ||
-			    (!e->hidden && e->op[0]); /* an operation holds it */
+		bool keep = listed(l, e->inst.name) || (!e->hidden && e->pinned_until > now) ||
+		            (!e->hidden && e->op[0]); /* an operation holds it */
 		if (e->hidden && e->hidden_until <= now)
 			keep = false;
 		if (keep)
@@ -315,8 +314,8 @@ int state_begin_op(struct state_cache *c, const char *name, const char *op, stru
 	if (!e)
 		rc = errmsg_set(err, -ENOENT, "no instance named %s", name);
 	else if (e->op[0])
-		rc = errmsg_set(err, -EBUSY, "%s refused: %s is already running on %s", op,
-				e->op, name);
+		rc = errmsg_set(err, -EBUSY, "%s refused: %s is already running on %s", op, e->op,
+		                name);
 	else
 		snprintf(e->op, sizeof(e->op), "%s", op);
 	pthread_mutex_unlock(&c->lock);
@@ -329,8 +328,8 @@ int state_check_idle(struct state_cache *c, const char *name, const char *op, st
 	pthread_mutex_lock(&c->lock);
 	struct entry *e = find_visible(c, name);
 	if (e && e->op[0])
-		rc = errmsg_set(err, -EBUSY, "%s refused: %s is already running on %s", op,
-				e->op, name);
+		rc = errmsg_set(err, -EBUSY, "%s refused: %s is already running on %s", op, e->op,
+		                name);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }

@@ -8,14 +8,13 @@
 extern int tap_failures;
 extern int tap_checks;
 
-#define CHECK(cond)                                                                 \
-	do {                                                                        \
-		tap_checks++;                                                       \
-		if (!(cond)) {                                                      \
-			tap_failures++;                                             \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,      \
-				__LINE__, #cond);                                   \
-		}                                                                   \
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		tap_checks++;                                                                      \
+		if (!(cond)) {                                                                     \
+			tap_failures++;                                                            \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
+		}                                                                                  \
 	} while (0)
 
 int tap_done(void);
