@@ -348,7 +348,11 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_set_max_threads(lc, FUSE_THREADS);
 	fuse_loop_cfg_set_idle_threads(lc, 8);
 	fuse_loop_cfg_set_clone_fd(lc, cl.clone_fd);
-	status = fuse_loop_mt(fuse, lc) == 0 ? 0 : 1;
+	/* A signal (SIGTERM, SIGINT, SIGHUP) ends the loop with its number:
+	 * an orderly shutdown, not a failure. */
+	int loop_rc = fuse_loop_mt(fuse, lc);
+	status =
+	    loop_rc == 0 || loop_rc == SIGTERM || loop_rc == SIGINT || loop_rc == SIGHUP ? 0 : 1;
 	fuse_loop_cfg_destroy(lc);
 	log_event("unmounting %s", cl.mountpoint);
 
@@ -359,6 +363,7 @@ out_stop:
 	fs.provider->ops->stop(fs.provider);
 out_unmount:
 	fuse_unmount(fuse);
+	fs_release_all(&fs);
 out_fuse:
 	fuse_destroy(fuse);
 out_provider:

@@ -45,6 +45,19 @@ static int find_file(const struct file_def *table, int count, const char *name)
 	return -1;
 }
 
+/* The directory itself (rest == NULL) or one of the files of its table. */
+static int resolve_child(struct node *n, const char *rest, enum node_kind dir_kind,
+                         enum node_kind file_kind, const struct file_def *table, int count)
+{
+	if (!rest) {
+		n->kind = dir_kind;
+		return 0;
+	}
+	n->kind = file_kind;
+	n->file = find_file(table, count, rest);
+	return n->file < 0 ? -ENOENT : 0;
+}
+
 int fs_resolve(struct dbosfs *fs, const char *path, struct node *n)
 {
 	memset(n, 0, sizeof(*n));
@@ -63,25 +76,14 @@ int fs_resolve(struct dbosfs *fs, const char *path, struct node *n)
 	if (rest && (!*rest || strchr(rest, '/')))
 		return -ENOENT;
 
-	if (strcmp(n->name, META_DIR) == 0) {
-		if (!rest) {
-			n->kind = NODE_META_DIR;
-			return 0;
-		}
-		n->kind = NODE_META_FILE;
-		n->file = find_file(meta_files, meta_file_count, rest);
-		return n->file < 0 ? -ENOENT : 0;
-	}
+	if (strcmp(n->name, META_DIR) == 0)
+		return resolve_child(n, rest, NODE_META_DIR, NODE_META_FILE, meta_files,
+		                     meta_file_count);
 	/* A name with a dot is never an instance; the cache decides the rest. */
 	if (n->name[0] == '.' || !state_get(fs->cache, n->name, NULL))
 		return -ENOENT;
-	if (!rest) {
-		n->kind = NODE_INST_DIR;
-		return 0;
-	}
-	n->kind = NODE_INST_FILE;
-	n->file = find_file(instance_files, instance_file_count, rest);
-	return n->file < 0 ? -ENOENT : 0;
+	return resolve_child(n, rest, NODE_INST_DIR, NODE_INST_FILE, instance_files,
+	                     instance_file_count);
 }
 
 void fs_fill_stat(struct dbosfs *fs, struct stat *st, mode_t mode)
@@ -198,6 +200,12 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		free(of);
 		return rc;
 	}
+	pthread_mutex_lock(&fs->lock);
+	of->next = fs->open_files;
+	if (of->next)
+		of->next->prev = of;
+	fs->open_files = of;
+	pthread_mutex_unlock(&fs->lock);
 	fi->direct_io = 1; /* sizes are not known in advance */
 	fi->nonseekable = 0;
 	fi->fh = (uint64_t)(uintptr_t)of;
@@ -243,14 +251,39 @@ static int op_write(const char *path, const char *data, size_t size, off_t off,
 	return instance_write(fs, &of->node, data, size);
 }
 
+static void open_file_free(struct open_file *of)
+{
+	buf_free_secret(&of->content);
+	free(of);
+}
+
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-	if (of) {
-		buf_free_secret(&of->content);
-		free(of);
-	}
+	if (!of)
+		return 0;
+	struct dbosfs *fs = fs_get();
+	pthread_mutex_lock(&fs->lock);
+	if (of->prev)
+		of->prev->next = of->next;
+	else
+		fs->open_files = of->next;
+	if (of->next)
+		of->next->prev = of->prev;
+	pthread_mutex_unlock(&fs->lock);
+	open_file_free(of);
 	return 0;
+}
+
+void fs_release_all(struct dbosfs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	while (fs->open_files) {
+		struct open_file *of = fs->open_files;
+		fs->open_files = of->next;
+		open_file_free(of);
+	}
+	pthread_mutex_unlock(&fs->lock);
 }
 
 /* Editors and touch: truncate, utimens and fsync succeed on control files

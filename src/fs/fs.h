@@ -26,7 +26,10 @@ struct dbosfs {
 	struct refresher *refresher;
 	struct secret_store secrets;
 	struct timespec mounted_at;
-	pthread_mutex_t lock;        /* guards root_error */
+	pthread_mutex_t lock; /* guards root_error and open_files */
+	/* Handles the kernel has not released yet: a signal can end the loop
+	 * before the (asynchronous) RELEASE requests arrive. */
+	struct open_file *open_files;
 	char root_error[ERRMSG_MAX]; /* .dbosfs/last_error: mount-wide failures */
 };
 
@@ -44,6 +47,7 @@ struct open_file {
 	struct node node;
 	bool built;
 	struct buf content;
+	struct open_file *prev, *next; /* in dbosfs.open_files */
 };
 
 struct file_def {
@@ -61,6 +65,9 @@ int fs_resolve(struct dbosfs *fs, const char *path, struct node *n);
 void fs_fill_stat(struct dbosfs *fs, struct stat *st, mode_t type_and_mode);
 /* Records a mount-wide failure (log + .dbosfs/last_error); returns err. */
 int fs_root_fail(struct dbosfs *fs, int err, const char *msg);
+
+/* Frees every handle still open (at shutdown). */
+void fs_release_all(struct dbosfs *fs);
 
 /* fs_root.c */
 int root_readdir(struct dbosfs *fs, void *buf, fuse_fill_dir_t filler);

@@ -102,6 +102,14 @@ static void drop(struct state_cache *c, struct entry *e)
 	c->count--;
 }
 
+/* A mutation through the mount: stale lists are discarded, waiters woken.
+ * Called with the lock held. */
+static void mutated(struct state_cache *c)
+{
+	c->generation++;
+	pthread_cond_broadcast(&c->changed);
+}
+
 unsigned long state_generation(struct state_cache *c)
 {
 	pthread_mutex_lock(&c->lock);
@@ -230,8 +238,7 @@ void state_put(struct state_cache *c, const struct instance *inst, long long now
 		e->inst = *inst;
 		e->pinned_until = now + STATE_PIN_MS;
 	}
-	c->generation++;
-	pthread_cond_broadcast(&c->changed);
+	mutated(c);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -241,8 +248,7 @@ bool state_set_status(struct state_cache *c, const char *name, const char *statu
 	struct entry *e = find_visible(c, name);
 	if (e) {
 		snprintf(e->inst.status, sizeof(e->inst.status), "%s", status);
-		c->generation++;
-		pthread_cond_broadcast(&c->changed);
+		mutated(c);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return e != NULL;
@@ -259,8 +265,7 @@ void state_remove(struct state_cache *c, const char *name, long long now)
 		e->hidden = true;
 		e->hidden_until = now + STATE_TOMBSTONE_MS;
 	}
-	c->generation++;
-	pthread_cond_broadcast(&c->changed);
+	mutated(c);
 	pthread_mutex_unlock(&c->lock);
 }
 

@@ -357,7 +357,8 @@ def test_sigterm_unmounts_and_stops_every_server(mount_factory):
     m.proc = None
     assert not os.path.ismount(m.path)
     assert not any(port_open(p) for p in ports)
-    r = sh(f"pgrep -f 'postgres.*{m.state_dir}'")
+    r = subprocess.run(["pgrep", "-f", f"postgres.*{m.state_dir}"], capture_output=True,
+                       text=True)
     assert r.stdout.strip() == "", r.stdout
     # And they come back on the next mount, data directories intact.
     m.start()
