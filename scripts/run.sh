@@ -11,6 +11,11 @@ shift || true
 echo "==> building"
 "$repo/scripts/build.sh" build
 
+# A daemon that died leaves "Transport endpoint is not connected" behind.
+if ! stat "$mnt" >/dev/null 2>&1 && [ -n "$(grep " $(realpath -m "$mnt") " /proc/mounts)" ]; then
+	echo "==> clearing a dead mount at $mnt"
+	fusermount3 -u -z "$mnt"
+fi
 mkdir -p "$mnt"
 mnt=$(cd "$mnt" && pwd)
 if mountpoint -q "$mnt"; then
