@@ -161,6 +161,17 @@ static int prepare_state_dir(struct dbosfs_options *o, struct errmsg *e)
 	struct stat st;
 	if (stat(o->state_dir, &st) != 0 || !S_ISDIR(st.st_mode))
 		return errmsg_set(e, -ENOTDIR, "state_dir %s is not a directory", o->state_dir);
+	/* Passwords live here: someone else's directory, or one others may
+	 * write to, could have them swapped or read (sshd's StrictModes). */
+	if (st.st_uid != geteuid())
+		return errmsg_set(e, -EPERM,
+		                  "state_dir %s belongs to uid %u, not to you (uid %u); pass -o "
+		                  "state_dir=DIR of your own",
+		                  o->state_dir, (unsigned)st.st_uid, (unsigned)geteuid());
+	if (st.st_mode & 0022)
+		return errmsg_set(
+		    e, -EPERM, "state_dir %s is writable by others (mode %04o); run chmod go-w %s",
+		    o->state_dir, (unsigned)(st.st_mode & 07777), o->state_dir);
 	return 0;
 }
 
@@ -238,9 +249,38 @@ static void quiet_stdio(void)
 	}
 }
 
-static int fuse_interrupted_hook(void)
+/* Shutdown (SIGTERM, SIGINT, SIGHUP) ends the FUSE loop, which then waits
+ * for busy handlers; so it also counts as an interruption of every long
+ * operation (migrations, waits, HTTP), which give up within 100 ms. */
+static volatile sig_atomic_t shutting_down;
+static struct fuse_session *the_session;
+
+static void on_shutdown_signal(int sig)
 {
-	return fuse_interrupted();
+	shutting_down = sig;
+	if (the_session)
+		fuse_session_exit(the_session);
+}
+
+static int set_signal_handlers(struct fuse_session *se, bool install)
+{
+	struct sigaction sa = {0};
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = install ? on_shutdown_signal : SIG_DFL;
+	the_session = install ? se : NULL;
+	int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if (sigaction(sigs[i], &sa, NULL) != 0)
+			return -errno;
+	/* A closed connection must be an error, not a death. Children reset
+	 * their signals before exec. */
+	sa.sa_handler = install ? SIG_IGN : SIG_DFL;
+	return sigaction(SIGPIPE, &sa, NULL) == 0 ? 0 : -errno;
+}
+
+static int interrupted_or_shutting_down(void)
+{
+	return shutting_down || fuse_interrupted();
 }
 
 int main(int argc, char *argv[])
@@ -329,9 +369,9 @@ int main(int argc, char *argv[])
 		report_start(verdict_fd, "cannot start the refresher thread");
 		goto out_stop;
 	}
-	op_interrupted_hook = fuse_interrupted_hook;
+	op_interrupted_hook = interrupted_or_shutting_down;
 	struct fuse_session *se = fuse_get_session(fuse);
-	if (fuse_set_signal_handlers(se) != 0) {
+	if (set_signal_handlers(se, true) != 0) {
 		report_start(verdict_fd, "cannot set signal handlers");
 		goto out_refresher;
 	}
@@ -356,7 +396,7 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_destroy(lc);
 	log_event("unmounting %s", cl.mountpoint);
 
-	fuse_remove_signal_handlers(se);
+	set_signal_handlers(se, false);
 out_refresher:
 	refresher_stop(fs.refresher);
 out_stop:

@@ -167,6 +167,13 @@ static const struct file_def *node_def(const struct node *n)
 	return NULL;
 }
 
+static void open_file_free(struct open_file *of)
+{
+	buf_free_secret(&of->content);
+	pthread_mutex_destroy(&of->lock);
+	free(of);
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
 	struct dbosfs *fs = fs_get();
@@ -189,6 +196,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	if (!of)
 		return -ENOMEM;
 	of->node = n;
+	pthread_mutex_init(&of->lock, NULL);
 	if (n.kind == NODE_META_FILE) {
 		rc = meta_build(fs, n.file, &of->content);
 		of->built = true;
@@ -196,8 +204,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		rc = instance_open(fs, of, fi->flags);
 	}
 	if (rc) {
-		buf_free_secret(&of->content);
-		free(of);
+		open_file_free(of);
 		return rc;
 	}
 	pthread_mutex_lock(&fs->lock);
@@ -217,19 +224,21 @@ static int op_read(const char *path, char *out, size_t size, off_t off, struct f
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	if (!of)
 		return -EBADF;
+	int rc = 0;
+	pthread_mutex_lock(&of->lock);
 	if (!of->built) {
-		int rc = instance_build(fs_get(), of);
-		if (rc)
-			return rc;
-		of->built = true;
+		rc = instance_build(fs_get(), of);
+		of->built = rc == 0;
 	}
-	if (off < 0 || (size_t)off >= of->content.len)
-		return 0;
-	size_t n = of->content.len - (size_t)off;
-	if (n > size)
-		n = size;
-	memcpy(out, of->content.data + off, n);
-	return (int)n;
+	size_t n = 0;
+	if (rc == 0 && off >= 0 && (size_t)off < of->content.len) {
+		n = of->content.len - (size_t)off;
+		if (n > size)
+			n = size;
+		memcpy(out, of->content.data + off, n);
+	}
+	pthread_mutex_unlock(&of->lock);
+	return rc ? rc : (int)n;
 }
 
 static int op_write(const char *path, const char *data, size_t size, off_t off,
@@ -249,12 +258,6 @@ static int op_write(const char *path, const char *data, size_t size, off_t off,
 	/* Each write is one whole command, whatever its offset (echo >>
 	 * writes at st_size, which is 0 here). */
 	return instance_write(fs, &of->node, data, size);
-}
-
-static void open_file_free(struct open_file *of)
-{
-	buf_free_secret(&of->content);
-	free(of);
 }
 
 static int op_release(const char *path, struct fuse_file_info *fi)
@@ -322,6 +325,24 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 
 static int op_flush(const char *path, struct fuse_file_info *fi)
 {
+	return 0;
+}
+
+/* The same rules as open, mkdir and rmdir, so `test -w` tells the truth. */
+static int op_access(const char *path, int mask)
+{
+	struct dbosfs *fs = fs_get();
+	struct node n;
+	int rc = fs_resolve(fs, path, &n);
+	if (rc || mask == F_OK)
+		return rc;
+	const struct file_def *def = node_def(&n);
+	bool owner = fs_caller_is_owner();
+	if (!def) /* a directory: only the root takes new names, from the owner */
+		return (mask & W_OK) && !(n.kind == NODE_ROOT && owner) ? -EACCES : 0;
+	if ((mask & X_OK) || ((mask & R_OK) && def->secret && !owner) ||
+	    ((mask & W_OK) && (!def->writable || !owner)))
+		return -EACCES;
 	return 0;
 }
 
@@ -419,6 +440,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 const struct fuse_operations dbosfs_operations = {
     .init = op_init,
     .getattr = op_getattr,
+    .access = op_access,
     .readdir = op_readdir,
     .open = op_open,
     .read = op_read,

@@ -45,6 +45,7 @@ struct node {
  * files that block) and later reads serve that snapshot. */
 struct open_file {
 	struct node node;
+	pthread_mutex_t lock; /* concurrent reads of one handle (pread) */
 	bool built;
 	struct buf content;
 	struct open_file *prev, *next; /* in dbosfs.open_files */

@@ -211,10 +211,11 @@ static int write_migrate(struct dbosfs *fs, const char *name, int file, const ch
 		rc = errmsg_set(&e, -EBUSY, "the instance is %s, not available; cat %s/wait first",
 		                inst.status, name);
 	} else if ((rc = secret_get(&fs->secrets, name, pw, sizeof(pw), &e)) != 0) {
-		rc = errmsg_set(&e, -ENODATA,
-		                "this mount does not know the password of %s; write it to "
-		                "%s/password first",
-		                name, name);
+		if (rc == -ENODATA)
+			errmsg_set(&e, rc,
+			           "this mount does not know the password of %s; write it to "
+			           "%s/password first",
+			           name, name);
 	} else {
 		struct migrate_target t = {inst.host, inst.port, inst.username, pw};
 		rc = migrate_run(file == F_MIGRATE ? MIGRATE_UP : MIGRATE_ROLLBACK, path, &t,

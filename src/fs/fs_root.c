@@ -34,11 +34,10 @@ int root_mkdir(struct dbosfs *fs, const char *name)
 {
 	struct errmsg e = {{0}};
 	char msg[ERRMSG_MAX + 64];
-	if (!fs_caller_is_owner()) {
-		snprintf(msg, sizeof(msg), "mkdir %s refused: only the mount's owner may provision",
-		         name);
-		return fs_root_fail(fs, -EACCES, msg);
-	}
+	/* Refusals of other users are not recorded: they must not be able to
+	 * overwrite the owner's last_error or flood the log. */
+	if (!fs_caller_is_owner())
+		return -EACCES;
 	int rc = validate_instance_name(name, &e);
 	if (rc) {
 		snprintf(msg, sizeof(msg), "mkdir %s refused: %s", name, e.text);
@@ -50,16 +49,21 @@ int root_mkdir(struct dbosfs *fs, const char *name)
 	}
 
 	/* The password is saved before provisioning, so an instance never
-	 * exists whose password we lost; it is removed again on failure. */
+	 * exists whose password we lost. One already saved under this name (an
+	 * instance the cache does not show yet) is put back if the provider
+	 * refuses. */
 	char password[GENERATED_PASSWORD_LEN + 1];
+	char previous[PASSWORD_MAX + 2];
+	bool had_previous = secret_get(&fs->secrets, name, previous, sizeof(previous), NULL) == 0;
 	rc = password_generate(password, GENERATED_PASSWORD_LEN);
 	if (!rc)
 		rc = secret_put(&fs->secrets, name, password, &e);
 	if (rc) {
 		secret_wipe(password, sizeof(password));
+		secret_wipe(previous, sizeof(previous));
 		snprintf(msg, sizeof(msg), "mkdir %s failed: cannot save its password: %s", name,
 		         e.text);
-		return fs_root_fail(fs, rc ? rc : -EIO, msg);
+		return fs_root_fail(fs, rc, msg);
 	}
 
 	log_event("provisioning %s (%s provider, admin user %s)", name, fs->provider->ops->kind,
@@ -70,11 +74,20 @@ int root_mkdir(struct dbosfs *fs, const char *name)
 	                                  &e);
 	secret_wipe(password, sizeof(password));
 	if (rc) {
-		secret_delete(&fs->secrets, name);
+		/* After a timeout, an interruption or a broken answer the
+		 * provider may have made the instance anyway: keep the new
+		 * password then. */
+		bool ambiguous = rc == -EINTR || rc == -ETIMEDOUT || rc == -EIO;
+		if (had_previous && !ambiguous)
+			secret_put(&fs->secrets, name, previous, NULL);
+		else if (!ambiguous)
+			secret_delete(&fs->secrets, name);
+		secret_wipe(previous, sizeof(previous));
 		snprintf(msg, sizeof(msg), "mkdir %s failed (%s): %s", name, errno_name(rc),
 		         e.text);
 		return fs_root_fail(fs, rc, msg);
 	}
+	secret_wipe(previous, sizeof(previous));
 	if (!inst.name[0])
 		snprintf(inst.name, sizeof(inst.name), "%s", name);
 	state_put(fs->cache, &inst, now_ms());
@@ -86,11 +99,8 @@ int root_rmdir(struct dbosfs *fs, const char *name)
 {
 	struct errmsg e = {{0}};
 	char msg[ERRMSG_MAX + 128];
-	if (!fs_caller_is_owner()) {
-		snprintf(msg, sizeof(msg), "rmdir %s refused: only the mount's owner may destroy",
-		         name);
-		return instance_fail(fs, name, -EACCES, msg);
-	}
+	if (!fs_caller_is_owner())
+		return -EACCES; /* not recorded, as in root_mkdir */
 	long long left = state_confirm_left(fs->cache, name, now_ms());
 	if (left <= 0) {
 		snprintf(msg, sizeof(msg),

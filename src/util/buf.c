@@ -22,9 +22,16 @@ static int buf_reserve(struct buf *b, size_t extra)
 	cap = b->cap ? b->cap : 64;
 	while (cap < need)
 		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-	p = realloc(b->data, cap);
+	/* Not realloc: the old block may hold a secret (a password being
+	 * formatted), so it is wiped before it goes back to the allocator. */
+	p = malloc(cap);
 	if (!p)
 		return -ENOMEM;
+	if (b->data) {
+		memcpy(p, b->data, b->len + 1);
+		explicit_bzero(b->data, b->cap);
+		free(b->data);
+	}
 	b->data = p;
 	b->cap = cap;
 	return 0;

@@ -365,3 +365,93 @@ def test_sigterm_unmounts_and_stops_every_server(mount_factory):
     for n in names:
         assert m.read(n, "wait") == "available\n"
 
+
+
+def test_access_tells_the_truth(instance):
+    m, name = instance
+    p = m.p(name)
+    assert os.access(p / "status", os.R_OK) and not os.access(p / "status", os.W_OK)
+    assert os.access(p / "password", os.R_OK | os.W_OK)
+    assert not os.access(p / "status", os.X_OK)
+    assert os.access(m.path, os.W_OK) and not os.access(p, os.W_OK)
+    assert not os.access(p / "nosuch", os.F_OK)
+
+
+def test_access_for_other_users(mount_factory):
+    m = mount_factory("local", {"allow_other": None})
+    name = unique_name("ac")
+    m.mkdir(name)
+    code = r"""
+import os, sys
+d = sys.argv[1]
+print(os.access(d + "/status", os.R_OK), os.access(d + "/password", os.R_OK),
+      os.access(d + "/confirm", os.W_OK), os.access(os.path.dirname(d), os.W_OK))
+"""
+    assert as_nobody(code, str(m.p(name))).split() == ["True", "False", "False", "False"]
+    m.destroy(name)
+
+
+def test_other_users_cannot_overwrite_last_error(mount_factory):
+    m = mount_factory("local", {"allow_other": None})
+    name = unique_name("le")
+    m.mkdir(name)
+    assert errno_of(os.rmdir, m.p(name)) == errno.EBUSY  # the owner's own failure
+    before, log_before = m.read(name, "last_error"), m.read(".dbosfs", "log")
+    code = r"""
+import os, sys
+root, name = sys.argv[1], sys.argv[2]
+for f, a in ((os.rmdir, (f"{root}/{name}",)), (os.mkdir, (f"{root}/Bad-Name",)),
+             (os.mkdir, (f"{root}/newname1",))):
+    try:
+        f(*a)
+    except PermissionError:
+        pass
+print("done")
+"""
+    assert as_nobody(code, str(m.path), name) == "done"
+    assert m.read(name, "last_error") == before
+    assert m.read(".dbosfs", "log") == log_before
+    m.destroy(name)
+
+
+def test_state_dir_writable_by_others_is_refused(tmp_path):
+    base = tmp_path / "b"
+    (base / "mnt").mkdir(parents=True)
+    (base / "state").mkdir(mode=0o777)
+    os.chmod(base / "state", 0o777)
+    r = subprocess.run([DBOSFS, "-o", f"state_dir={base}/state", str(base / "mnt")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "writable by others" in r.stderr, r.stderr
+    assert not os.path.ismount(base / "mnt")
+
+
+def test_sigterm_during_a_migration_stops_it_promptly(mount_factory, tmp_path):
+    import threading
+    m = mount_factory("local")
+    name = unique_name("mg")
+    m.mkdir(name)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "dbos-config.yaml").write_text(
+        "name: slow\ndatabase:\n  migrate: ['echo started; sleep 300 # dbosfs-sigterm-test']\n")
+    errs = []
+
+    def run():
+        errs.append(errno_of(write_file, m.p(name, "migrate"), f"{app}\n"))
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.time() + 30
+    while time.time() < deadline and subprocess.run(
+            ["pgrep", "-f", "dbosfs-sigterm-test"], capture_output=True).returncode != 0:
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    m.proc.send_signal(signal.SIGTERM)
+    assert m.proc.wait(timeout=30) == 0
+    assert time.monotonic() - t0 < 10
+    m._stderr.close()
+    m.proc = None
+    t.join(10)
+    assert errs and errs[0] in (errno.EINTR, errno.ENOTCONN, errno.ECONNABORTED), errs
+    assert subprocess.run(["pgrep", "-f", "dbosfs-sigterm-test"],
+                          capture_output=True).returncode != 0
