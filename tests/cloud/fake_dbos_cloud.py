@@ -38,7 +38,8 @@ FAULT = {"match": "GET /databases" | "*", "kind": KIND, "times": n (default 1,
 -1 = forever), ...} where KIND is one of
   status     answer "status" (default 500) with an error body ("message")
   latency    sleep "delay" seconds, then answer normally
-  malformed  the request takes effect, the answer's body is not JSON
+  malformed  the request takes effect, the answer's body is not JSON (or
+             "raw_body", sent as is with the real status)
   truncated  200 with the real JSON body cut in half (consistent Content-Length)
   short      announce the full Content-Length, send half, close the connection
   huge       200 with a valid JSON body of "size" bytes (default 16 MiB)
@@ -272,7 +273,8 @@ class Handler(BaseHTTPRequestHandler):
             del st.recent[:-200]
         if fault and fault["kind"] == "malformed":
             # The request takes effect; only the answer is garbage.
-            return self.send_bytes(status, b'{"PostgresInstanceName": "x", oops')
+            return self.send_bytes(status, fault.get("raw_body",
+                                                     '{"PostgresInstanceName": "x", oops').encode())
         if fault and fault["kind"] == "truncated":
             return self.send_bytes(status, body[: max(1, len(body) // 2)])
         if fault and fault["kind"] == "short":

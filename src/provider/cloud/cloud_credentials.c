@@ -70,14 +70,18 @@ int cloud_credentials_parse(const char *text, size_t len, const char *path,
 {
 	json_error_t jerr;
 	json_t *root;
+	size_t keep;
 
 	memset(c, 0, sizeof(*c));
 	root = json_loadb(text, len, 0, &jerr);
+	/* Not jerr.text: it quotes the text near the error, which may be the
+	 * token. Where and what kind of error is enough to find it. */
 	if (!root)
 		return errmsg_set(e, -EINVAL,
-		                  "malformed credentials file %s: line %d: %s; run `npx "
-		                  "dbos-cloud login` again",
-		                  path, jerr.line, jerr.text);
+		                  "malformed credentials file %s: %s at line %d, column %d; run "
+		                  "`npx dbos-cloud login` again",
+		                  path, cloud_json_error_kind(json_error_code(&jerr)), jerr.line,
+		                  jerr.column);
 	if (!json_is_object(root) || !json_is_string(json_object_get(root, "token")) ||
 	    !*json_string_value(json_object_get(root, "token"))) {
 		json_decref(root);
@@ -97,7 +101,10 @@ int cloud_credentials_parse(const char *text, size_t len, const char *path,
 		cloud_credentials_free(c);
 		return errmsg_set(e, -ENOMEM, "out of memory");
 	}
-	c->token[strcspn(c->token, "\r\n")] = '\0';
+	/* Cut stray line ends; wipe the cut-off tail (later wipes stop at NUL). */
+	keep = strcspn(c->token, "\r\n");
+
+	secret_wipe(c->token + keep, strlen(c->token) - keep);
 	return 0;
 }
 
@@ -315,11 +322,11 @@ int jwt_exp(const char *token, long long *exp)
 		return -EINVAL;
 	rc = base64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), &payload);
 	if (rc < 0) {
-		buf_free(&payload);
+		buf_free_secret(&payload);
 		return rc;
 	}
 	root = json_loadb(payload.data, payload.len, 0, NULL);
-	buf_free(&payload);
+	buf_free_secret(&payload);
 	if (!json_is_object(root)) {
 		json_decref(root);
 		return -EINVAL;

@@ -267,6 +267,9 @@ int cloud_http_perform(struct cloud *c, enum http_method m, const char *url,
 	/* The handle keeps pointers to hdrs and the body: drop them first. */
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+	/* curl_slist_append copied "Authorization: Bearer TOKEN". */
+	for (tmp = hdrs; tmp; tmp = tmp->next)
+		secret_wipe_str(tmp->data);
 	curl_slist_free_all(hdrs);
 	if (cc == CURLE_OK || cc == CURLE_HTTP_RETURNED_ERROR)
 		pool_put(c, h);
@@ -306,21 +309,61 @@ static int auth_failure(struct cloud *c, const char *label, const char *why, str
 	                  label, why ? " and refreshing them failed: " : "", why ? why : "");
 }
 
-int cloud_refresh_token_locked(struct cloud *c, struct errmsg *e)
+int cloud_locks_init(struct cloud *c)
 {
-	struct http_result res = {0};
-	struct buf form = BUF_INIT;
-	char *url = NULL, *esc_rt = NULL, *esc_id = NULL, *token = NULL;
-	struct errmsg werr;
-	long long exp = 0;
+	pthread_condattr_t attr;
 	int rc;
 
-	if (!c->creds.refresh_token)
-		return errmsg_set(e, -EACCES,
-		                  "the access token in %s has expired or was rejected, and the "
-		                  "file has no refreshToken",
-		                  c->creds.path);
-	esc_rt = curl_easy_escape(NULL, c->creds.refresh_token, 0);
+	pthread_mutex_init(&c->token_lock, NULL);
+	pthread_mutex_init(&c->pool_lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(&c->token_cond, &attr);
+	pthread_condattr_destroy(&attr);
+	return -rc;
+}
+
+void cloud_locks_destroy(struct cloud *c)
+{
+	pthread_cond_destroy(&c->token_cond);
+	pthread_mutex_destroy(&c->token_lock);
+	pthread_mutex_destroy(&c->pool_lock);
+}
+
+/* Waits (token_lock held) until no refresh is in flight, in steps of at
+ * most 100 ms so a Ctrl-C'd caller is freed promptly. */
+static int wait_refresh_idle(struct cloud *c, struct errmsg *e)
+{
+	while (c->refreshing) {
+		struct timespec ts;
+
+		if (op_interrupted())
+			return errmsg_set(
+			    e, -EINTR,
+			    "interrupted while waiting for the DBOS Cloud token refresh");
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += 100L * 1000 * 1000;
+		if (ts.tv_nsec >= 1000L * 1000 * 1000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000L * 1000 * 1000;
+		}
+		pthread_cond_timedwait(&c->token_cond, &c->token_lock, &ts);
+	}
+	return 0;
+}
+
+/* The POST to /oauth/token, with no lock held. *token is malloc'd. */
+static int request_new_token(struct cloud *c, const char *refresh_token, char **token,
+                             struct errmsg *e)
+{
+	static const char label[] = "refreshing the DBOS Cloud token";
+	struct http_result res = {0};
+	struct buf form = BUF_INIT;
+	char *url = NULL, *esc_rt = NULL, *esc_id = NULL;
+	int rc;
+
+	*token = NULL;
+	esc_rt = curl_easy_escape(NULL, refresh_token, 0);
 	esc_id = curl_easy_escape(NULL, c->client_id, 0);
 	if (!esc_rt || !esc_id || asprintf(&url, "https://%s/oauth/token", c->auth_domain) < 0 ||
 	    buf_printf(&form, "grant_type=refresh_token&client_id=%s&refresh_token=%s", esc_id,
@@ -330,31 +373,21 @@ int cloud_refresh_token_locked(struct cloud *c, struct errmsg *e)
 		goto out;
 	}
 	rc = cloud_http_perform(c, HTTP_POST, url, "application/x-www-form-urlencoded", form.data,
-	                        NULL, c->timeout_ms, &res, "refreshing the DBOS Cloud token", e);
+	                        NULL, c->timeout_ms, &res, label, e);
 	if (rc < 0)
 		goto out;
 	if (res.status < 200 || res.status >= 300) {
-		cloud_http_error(&res, REQ_READ, "refreshing the DBOS Cloud token", e);
+		cloud_http_error(&res, REQ_READ, label, e);
 		rc = -EACCES;
-		goto out;
+	} else {
+		rc = cloud_parse_token_response(res.body.data, res.body.len, token, e);
 	}
-	rc = cloud_parse_token_response(res.body.data, res.body.len, &token, e);
-	if (rc < 0)
-		goto out;
-	jwt_exp(token, &exp);
-	secret_wipe_str(c->creds.token);
-	free(c->creds.token);
-	c->creds.token = token;
-	c->token_exp = exp;
-	c->token_generation++;
-	/* Keep the mount working even if the file cannot be rewritten. */
-	if (cloud_credentials_write_token(c->creds.path, token, &werr) < 0)
-		log_error("refreshed the DBOS Cloud access token but could not save it: %s",
-		          werr.text);
-	else
-		log_event("refreshed the DBOS Cloud access token and saved it to %s",
-		          c->creds.path);
-	rc = 0;
+	/* An error body is the server's text: make sure it does not echo the
+	 * refresh token back into a log or last_error. */
+	if (rc < 0 && e) {
+		cloud_redact(e->text, sizeof(e->text), refresh_token);
+		cloud_redact(e->text, sizeof(e->text), esc_rt);
+	}
 out:
 	if (esc_rt) {
 		secret_wipe_str(esc_rt);
@@ -367,15 +400,106 @@ out:
 	return rc;
 }
 
-#define REFRESH_BACKOFF_MS 5000
+/* Skips a leading "[request id] ": two failures that differ only there are
+ * the same failure for the log. */
+static const char *without_request_id(const char *s)
+{
+	const char *end;
 
-int cloud_renew_token_locked(struct cloud *c, struct errmsg *e)
+	if (s[0] == '[' && (end = strstr(s, "] ")) != NULL)
+		return end + 2;
+	return s;
+}
+
+/* Records a failed refresh (token_lock held): starts the backoff, and logs
+ * it unless the same failure was logged last. */
+static void note_refresh_failure(struct cloud *c, const char *text)
+{
+	c->refresh_failed_ms = now_ms();
+	if (!c->refresh_failed_ms)
+		c->refresh_failed_ms = 1;
+	snprintf(c->refresh_failure, sizeof(c->refresh_failure), "%s", text);
+	if (strcmp(without_request_id(c->refresh_logged), without_request_id(text)) != 0) {
+		log_error("refreshing the DBOS Cloud token failed (not logged again until it "
+		          "changes): %s",
+		          text);
+		snprintf(c->refresh_logged, sizeof(c->refresh_logged), "%s", text);
+	}
+}
+
+int cloud_refresh_token_locked(struct cloud *c, unsigned seen_gen, struct errmsg *e)
+{
+	struct errmsg werr, local;
+	char *refresh_token, *token = NULL;
+	long long exp = 0;
+	int rc;
+
+	if (!e)
+		e = &local;
+	rc = wait_refresh_idle(c, e);
+	if (rc < 0)
+		return rc;
+	if (c->token_generation != seen_gen)
+		return 0; /* another thread refreshed while we waited */
+	if (!c->creds.refresh_token)
+		return errmsg_set(e, -EACCES,
+		                  "the access token in %s has expired or was rejected, and the "
+		                  "file has no refreshToken",
+		                  c->creds.path);
+	if (c->refresh_failed_ms && now_ms() - c->refresh_failed_ms < REFRESH_BACKOFF_MS)
+		return errmsg_set(e, -EACCES, "%s", c->refresh_failure);
+	refresh_token = strdup(c->creds.refresh_token);
+	if (!refresh_token)
+		return errmsg_set(e, -ENOMEM, "out of memory");
+
+	/* Single flight: others wait on token_cond, not on the mutex, so
+	 * they stay interruptible and nobody blocks for the whole POST. */
+	c->refreshing = true;
+	pthread_mutex_unlock(&c->token_lock);
+	rc = request_new_token(c, refresh_token, &token, e);
+	if (rc == 0) {
+		jwt_exp(token, &exp);
+		/* Keep the mount working even if the file cannot be rewritten. */
+		if (cloud_credentials_write_token(c->creds.path, token, &werr) < 0)
+			log_error("refreshed the DBOS Cloud access token but could not save it: %s",
+			          werr.text);
+		else
+			log_event("refreshed the DBOS Cloud access token and saved it to %s",
+			          c->creds.path);
+	}
+	secret_wipe_str(refresh_token);
+	free(refresh_token);
+	pthread_mutex_lock(&c->token_lock);
+
+	if (rc == 0) {
+		secret_wipe_str(c->creds.token);
+		free(c->creds.token);
+		c->creds.token = token;
+		c->token_exp = exp;
+		c->token_generation++;
+		c->refresh_failed_ms = 0;
+		c->refresh_logged[0] = '\0';
+	} else if (rc != -EINTR) {
+		/* An interrupted caller says nothing about the auth server. */
+		note_refresh_failure(c, e->text);
+	}
+	c->refreshing = false;
+	pthread_cond_broadcast(&c->token_cond);
+	return rc;
+}
+
+int cloud_renew_token_locked(struct cloud *c, unsigned seen_gen, struct errmsg *e)
 {
 	struct cloud_credentials fresh;
 	struct errmsg ignored;
 	long long exp = 0;
 	int rc;
 
+	rc = wait_refresh_idle(c, e);
+	if (rc < 0)
+		return rc;
+	if (c->token_generation != seen_gen)
+		return 0;
 	if (cloud_credentials_load(c->creds.path, &fresh, &ignored) == 0 &&
 	    strcmp(fresh.token, c->creds.token) != 0 && jwt_exp(fresh.token, &exp) == 0 &&
 	    (exp == 0 || (long long)time(NULL) < exp)) {
@@ -385,40 +509,53 @@ int cloud_renew_token_locked(struct cloud *c, struct errmsg *e)
 		c->token_exp = exp;
 		c->token_generation++;
 		c->refresh_failed_ms = 0;
+		c->refresh_logged[0] = '\0';
 		log_event("using the new DBOS Cloud token found in %s", c->creds.path);
 		return 0;
 	}
 	cloud_credentials_free(&fresh);
-	if (c->refresh_failed_ms && now_ms() - c->refresh_failed_ms < REFRESH_BACKOFF_MS)
-		return errmsg_set(e, -EACCES, "%s", c->refresh_failure);
-	rc = cloud_refresh_token_locked(c, e);
-	if (rc < 0) {
-		c->refresh_failed_ms = now_ms();
-		snprintf(c->refresh_failure, sizeof(c->refresh_failure), "%s", e->text);
-	} else {
-		c->refresh_failed_ms = 0;
+	return cloud_refresh_token_locked(c, seen_gen, e);
+}
+
+/* A copy of the current token, refreshed first if its exp is (nearly)
+ * passed. Only -EINTR is an error: after a failed refresh the old token is
+ * tried, and the 401 then explains. */
+static int token_snapshot(struct cloud *c, char **out, unsigned *generation, const char *label,
+                          struct errmsg *e)
+{
+	long long now = (long long)time(NULL);
+	int rc = 0;
+
+	pthread_mutex_lock(&c->token_lock);
+	if (c->token_exp && c->creds.refresh_token && now >= c->token_exp - 10 &&
+	    !(c->refreshing && now < c->token_exp)) {
+		/* (A still valid token is used while a refresh is in flight.) */
+		struct errmsg ignored;
+
+		if (cloud_refresh_token_locked(c, c->token_generation, &ignored) == -EINTR)
+			rc = errmsg_set(e, -EINTR, "%s: interrupted", label);
 	}
+	if (rc == 0) {
+		*out = strdup(c->creds.token);
+		*generation = c->token_generation;
+		if (!*out)
+			rc = errmsg_set(e, -ENOMEM, "out of memory");
+	}
+	pthread_mutex_unlock(&c->token_lock);
 	return rc;
 }
 
-/* A copy of the current token, refreshed first if its exp has passed. */
-static char *token_snapshot(struct cloud *c, unsigned *generation)
+/* An error body goes into messages: if a broken server echoed the bearer
+ * token, cut it out first (the body is rewritten in place). */
+static void redact_token_echo(struct http_result *res, const char *token)
 {
-	char *t;
+	char *p;
+	size_t n = strlen(token);
 
-	pthread_mutex_lock(&c->token_lock);
-	if (c->token_exp && c->creds.refresh_token && (long long)time(NULL) >= c->token_exp - 10) {
-		struct errmsg ignored;
-
-		/* On failure the old token is tried: a 401 then explains. */
-		if (cloud_refresh_token_locked(c, &ignored) < 0)
-			log_error("refreshing the expired DBOS Cloud token failed: %s",
-			          ignored.text);
-	}
-	t = strdup(c->creds.token);
-	*generation = c->token_generation;
-	pthread_mutex_unlock(&c->token_lock);
-	return t;
+	if (!res->body.data || !n)
+		return;
+	while ((p = memmem(res->body.data, res->body.len, token, n)) != NULL)
+		memset(p, '*', n);
 }
 
 int cloud_api_call(struct cloud *c, enum http_method m, const char *path, bool with_org,
@@ -426,19 +563,19 @@ int cloud_api_call(struct cloud *c, enum http_method m, const char *path, bool w
                    struct http_result *res, const char *label, struct errmsg *e)
 {
 	char *url = NULL, *token = NULL;
-	unsigned gen;
+	unsigned gen = 0;
 	int rc;
 
 	if (asprintf(&url, "%s%s", with_org ? c->base_url : c->api_root, path) < 0)
 		return errmsg_set(e, -ENOMEM, "out of memory");
 	for (int attempt = 0; attempt < 2; attempt++) {
-		token = token_snapshot(c, &gen);
-		if (!token) {
-			rc = errmsg_set(e, -ENOMEM, "out of memory");
+		rc = token_snapshot(c, &token, &gen, label, e);
+		if (rc < 0)
 			break;
-		}
 		rc = cloud_http_perform(c, m, url, "application/json", json_body, token, timeout_ms,
 		                        res, label, e);
+		if (rc == 0 && (res->status < 200 || res->status >= 300))
+			redact_token_echo(res, token);
 		secret_wipe_str(token);
 		free(token);
 		if (rc < 0)
@@ -447,9 +584,13 @@ int cloud_api_call(struct cloud *c, enum http_method m, const char *path, bool w
 			struct errmsg why;
 
 			pthread_mutex_lock(&c->token_lock);
-			/* Another thread may have refreshed while we were waiting. */
-			rc = gen == c->token_generation ? cloud_renew_token_locked(c, &why) : 0;
+			/* Another thread may have refreshed meanwhile (gen moved). */
+			rc = cloud_renew_token_locked(c, gen, &why);
 			pthread_mutex_unlock(&c->token_lock);
+			if (rc == -EINTR) {
+				rc = errmsg_set(e, -EINTR, "%s: interrupted", label);
+				break;
+			}
 			if (rc < 0) {
 				rc = auth_failure(c, label, why.text, e);
 				break;

@@ -4,6 +4,7 @@
  * optional and unknown fields are ignored. */
 #include <errno.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +63,38 @@ int cloud_instance_from_json(const json_t *obj, struct instance *out)
 	return 0;
 }
 
-static json_t *parse_body(const char *body, size_t len, const char *what, struct errmsg *e)
+const char *cloud_json_error_kind(int code)
+{
+	switch (code) {
+	case json_error_out_of_memory:
+		return "out of memory";
+	case json_error_stack_overflow:
+		return "nested too deeply";
+	case json_error_invalid_utf8:
+		return "invalid UTF-8";
+	case json_error_premature_end_of_input:
+		return "unexpected end of input";
+	case json_error_end_of_input_expected:
+		return "text after the JSON value";
+	case json_error_invalid_syntax:
+		return "invalid JSON syntax";
+	case json_error_null_character:
+		return "NUL byte in the text";
+	case json_error_null_byte_in_key:
+		return "NUL byte in a key";
+	case json_error_duplicate_key:
+		return "duplicate key";
+	case json_error_numeric_overflow:
+		return "number out of range";
+	default:
+		return "invalid JSON";
+	}
+}
+
+/* secret: the body may carry a token, so the message names only where the
+ * JSON broke and how, never jerr.text (which quotes the input near it). */
+static json_t *parse_body(const char *body, size_t len, const char *what, bool secret,
+                          struct errmsg *e)
 {
 	json_error_t jerr;
 	json_t *root;
@@ -72,7 +104,10 @@ static json_t *parse_body(const char *body, size_t len, const char *what, struct
 		return NULL;
 	}
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root)
+	if (!root && secret)
+		errmsg_set(e, -EIO, "malformed response to %s: %s at byte %d", what,
+		           cloud_json_error_kind(json_error_code(&jerr)), jerr.position);
+	else if (!root)
 		errmsg_set(e, -EIO, "malformed response to %s: invalid JSON at byte %d: %s", what,
 		           jerr.position, jerr.text);
 	return root;
@@ -88,7 +123,7 @@ int cloud_parse_instance_list(const char *body, size_t len, struct instance_list
 
 	out->items = NULL;
 	out->count = 0;
-	root = parse_body(body, len, "the database list", e);
+	root = parse_body(body, len, "the database list", false, e);
 	if (!root)
 		return -EIO;
 	if (!json_is_array(root)) {
@@ -113,7 +148,7 @@ int cloud_parse_instance_list(const char *body, size_t len, struct instance_list
 
 int cloud_parse_instance(const char *body, size_t len, struct instance *out, struct errmsg *e)
 {
-	json_t *root = parse_body(body, len, "the database status", e);
+	json_t *root = parse_body(body, len, "the database status", false, e);
 	int rc;
 
 	if (!root)
@@ -162,7 +197,7 @@ int cloud_parse_error_body(const char *body, size_t len, char *message, size_t m
 int cloud_parse_profile(const char *body, size_t len, char *name, size_t namesz, char *org,
                         size_t orgsz, struct errmsg *e)
 {
-	json_t *root = parse_body(body, len, "the user profile", e);
+	json_t *root = parse_body(body, len, "the user profile", false, e);
 	int rc = 0;
 
 	if (!root)
@@ -179,9 +214,10 @@ int cloud_parse_profile(const char *body, size_t len, char *name, size_t namesz,
 
 int cloud_parse_token_response(const char *body, size_t len, char **token, struct errmsg *e)
 {
-	json_t *root = parse_body(body, len, "the token refresh", e);
+	json_t *root = parse_body(body, len, "the token refresh", true, e);
 	const json_t *v;
 	char *t;
+	size_t keep;
 	int rc = 0;
 
 	*token = NULL;
@@ -196,8 +232,11 @@ int cloud_parse_token_response(const char *body, size_t len, char **token, struc
 		if (!t) {
 			rc = errmsg_set(e, -ENOMEM, "out of memory");
 		} else {
-			/* The CLI trims stray line ends the same way. */
-			t[strcspn(t, "\r\n")] = '\0';
+			/* The CLI trims stray line ends the same way (and the
+			 * cut-off tail is wiped: later wipes stop at the NUL). */
+			keep = strcspn(t, "\r\n");
+
+			secret_wipe(t + keep, strlen(t) - keep);
 			*token = t;
 		}
 	}
@@ -219,4 +258,42 @@ void cloud_sanitize_scope(const char *in, char *out, size_t outsz)
 		out[i] = ok ? ch : '_';
 	}
 	out[i] = '\0';
+}
+
+void cloud_json_wiping_free(void *p)
+{
+	if (p) {
+		/* Every jansson block (strings, parser buffers, json_dumps output)
+		 * is wiped; they are small, so the cost does not matter. */
+		explicit_bzero(p, malloc_usable_size(p));
+		free(p);
+	}
+}
+
+void cloud_json_use_wiping_allocator(void)
+{
+	json_set_alloc_funcs(malloc, cloud_json_wiping_free);
+}
+
+void cloud_redact(char *text, size_t textsz, const char *secret)
+{
+	static const char mark[] = "[redacted]";
+	size_t n, m = sizeof(mark) - 1, len;
+	char *p = text;
+
+	if (!text || !secret || !*secret)
+		return;
+	n = strlen(secret);
+	while ((p = strstr(p, secret)) != NULL) {
+		len = strlen(text);
+		/* Replace in place; if the mark would not fit, stars do. */
+		if (len - n + m < textsz) {
+			memmove(p + m, p + n, len - (size_t)(p - text) - n + 1);
+			memcpy(p, mark, m);
+			p += m;
+		} else {
+			memset(p, '*', n);
+			p += n;
+		}
+	}
 }

@@ -87,6 +87,20 @@ int cloud_parse_profile(const char *body, size_t len, char *name, size_t namesz,
 int cloud_parse_token_response(const char *body, size_t len, char **token, struct errmsg *e);
 /* Replaces every byte outside [A-Za-z0-9._-] with '_'. */
 void cloud_sanitize_scope(const char *in, char *out, size_t outsz);
+/* A fixed description of a jansson error code (json_error_code()). For
+ * text that may hold a token, where jerr.text would quote the input. */
+const char *cloud_json_error_kind(int code);
+/* Makes jansson wipe every block before freeing it, so parsed tokens and
+ * serialised credentials do not linger in freed memory. Process-wide;
+ * blocks still come from malloc, so free() on json_dumps output stays
+ * valid everywhere. Call before any other jansson use. */
+void cloud_json_use_wiping_allocator(void);
+/* The wiping free function installed above (for tests). */
+void cloud_json_wiping_free(void *p);
+/* Overwrites every occurrence of secret in text with "[redacted]" (text
+ * may grow up to textsz). For server-supplied messages that could echo a
+ * token back. */
+void cloud_redact(char *text, size_t textsz, const char *secret);
 
 /* ---- cloud_http.c ------------------------------------------------------- */
 
@@ -105,14 +119,21 @@ struct cloud {
 	char *ca_blob;
 	size_t ca_blob_len;
 
+	/* Never held across the network: a refresh marks itself in
+	 * `refreshing`, drops the lock for its POST and broadcasts
+	 * token_cond when it has published the outcome. */
 	pthread_mutex_t token_lock;
+	pthread_cond_t token_cond;      /* CLOCK_MONOTONIC */
+	bool refreshing;                /* a refresh POST is in flight */
 	struct cloud_credentials creds; /* token guarded by token_lock */
 	long long token_exp;            /* seconds; 0 unknown */
-	unsigned token_generation;      /* bumped by every refresh */
+	unsigned token_generation;      /* bumped by every new token */
 	/* A failed refresh is not retried for a few seconds (no hammering of
 	 * the auth server by the refresher); its message is reused. */
 	long long refresh_failed_ms;
 	char refresh_failure[ERRMSG_MAX];
+	/* The failure last written to the log: a repeat is not logged again. */
+	char refresh_logged[ERRMSG_MAX];
 
 	pthread_mutex_t pool_lock;
 	void *pool[CLOUD_POOL_MAX]; /* idle CURL easy handles */
@@ -145,12 +166,22 @@ int cloud_http_load_cas(struct cloud *c, const char *cafile, struct errmsg *e);
 int cloud_api_call(struct cloud *c, enum http_method m, const char *path, bool with_org,
                    const char *json_body, enum request_kind kind, long timeout_ms,
                    struct http_result *res, const char *label, struct errmsg *e);
+/* Initialises / destroys token_lock, token_cond and pool_lock. */
+int cloud_locks_init(struct cloud *c);
+void cloud_locks_destroy(struct cloud *c);
 /* Exchanges the refresh token for a new access token and writes it back.
- * Called with token_lock held. */
-int cloud_refresh_token_locked(struct cloud *c, struct errmsg *e);
-/* After a 401: adopts the credentials file's token if someone (a new
- * `npx dbos-cloud login`) replaced it, else refreshes. token_lock held. */
-int cloud_renew_token_locked(struct cloud *c, struct errmsg *e);
+ * Called and returns with token_lock held, but drops it during the POST.
+ * Single-flight: while another refresh is in flight it waits for it
+ * (-EINTR if the caller is interrupted meanwhile); if the token's
+ * generation has moved past seen_gen, someone already refreshed and it
+ * returns 0 at once. A failure within REFRESH_BACKOFF_MS of the last one
+ * returns that failure again without a request. */
+int cloud_refresh_token_locked(struct cloud *c, unsigned seen_gen, struct errmsg *e);
+/* After a 401 with a token of generation seen_gen: adopts the credentials
+ * file's token if someone (a new `npx dbos-cloud login`) replaced it, else
+ * refreshes. Same locking as cloud_refresh_token_locked. */
+int cloud_renew_token_locked(struct cloud *c, unsigned seen_gen, struct errmsg *e);
+#define REFRESH_BACKOFF_MS 5000
 /* Formats a non-2xx answer into e and returns its errno. */
 int cloud_http_error(const struct http_result *res, enum request_kind kind, const char *label,
                      struct errmsg *e);

@@ -199,8 +199,7 @@ static void cloud_destroy_priv(struct cloud *c)
 	free(c->org);
 	free(c->user);
 	free(c->ca_blob);
-	pthread_mutex_destroy(&c->token_lock);
-	pthread_mutex_destroy(&c->pool_lock);
+	cloud_locks_destroy(c);
 	free(c);
 }
 
@@ -272,7 +271,7 @@ static int check_token(struct cloud *c, struct errmsg *e)
 		                  c->creds.path);
 	}
 	pthread_mutex_lock(&c->token_lock);
-	rc = cloud_refresh_token_locked(c, &why);
+	rc = cloud_refresh_token_locked(c, c->token_generation, &why);
 	pthread_mutex_unlock(&c->token_lock);
 	if (rc < 0)
 		return errmsg_set(e, -EACCES,
@@ -333,18 +332,19 @@ int cloud_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	if (!domain_ok(auth))
 		return errmsg_set(e, -EINVAL, "invalid auth_domain=%s", auth);
 
+	/* Before any jansson use in this process: tokens and credentials
+	 * pass through jansson, so its freed blocks are wiped. */
+	cloud_json_use_wiping_allocator();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return errmsg_set(e, -EIO, "cannot initialise libcurl");
 	p = calloc(1, sizeof(*p));
 	c = calloc(1, sizeof(*c));
-	if (!p || !c) {
+	if (!p || !c || cloud_locks_init(c) < 0) {
 		free(p);
 		free(c);
 		curl_global_cleanup();
 		return errmsg_set(e, -ENOMEM, "out of memory");
 	}
-	pthread_mutex_init(&c->token_lock, NULL);
-	pthread_mutex_init(&c->pool_lock, NULL);
 	p->ops = &cloud_ops;
 	p->priv = c;
 	c->domain = strdup(domain);

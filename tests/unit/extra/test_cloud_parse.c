@@ -1,8 +1,13 @@
 /* Unit tests of the cloud provider's pure logic: base64url and JWT exp
  * decoding, instance JSON in all its variants, error bodies, profile and
- * token answers, credentials parsing and secret_scope sanitising. */
+ * token answers, credentials parsing and secret_scope sanitising; that
+ * malformed token text never reaches a message; the single-flight token
+ * refresh (waiting, Ctrl-C, backoff, one log line per failure). */
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +16,7 @@
 
 #include "../tap.h"
 #include "cloud_private.h"
+#include "log.h"
 
 #define S(lit) lit, strlen(lit)
 
@@ -335,6 +341,222 @@ static void test_ca_blob(void)
 	CHECK(cloud_http_load_cas(&c, path, &e) == -ENOENT && strstr(e.text, "cannot read cafile"));
 }
 
+/* Malformed JSON that breaks right at a token: jansson's own message
+ * would quote it ("near '"FAKE..."). */
+static void test_no_token_in_parse_errors(void)
+{
+	static const char *const bodies[] = {
+	    "{\"access_token\":\"FAKETOKENxyz123",          /* unterminated string */
+	    "{\"access_token\":\"FAKETOKENxyz123\x01\"}",   /* control character */
+	    "{\"access_token\":FAKETOKENxyz123}",           /* bare word */
+	    "{\"access_token\":\"FAKETOKENxyz123\" \"x\"}", /* missing colon/comma */
+	};
+	struct cloud_credentials c;
+	struct errmsg e;
+	char *tok = NULL, text[256];
+
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		memset(&e, 0, sizeof(e));
+		CHECK(cloud_parse_token_response(bodies[i], strlen(bodies[i]), &tok, &e) == -EIO);
+		CHECK(!tok);
+		CHECK(strstr(e.text, "malformed response to the token refresh") != NULL);
+		CHECK(strstr(e.text, "FAKETOKEN") == NULL);
+		CHECK(strstr(e.text, "at byte") != NULL);
+
+		/* The same text as a credentials file ("token" instead). */
+		snprintf(text, sizeof(text), "%s", bodies[i]);
+		memcpy(strstr(text, "access_token"), "tokenxxxxxxx", 12);
+		memset(&e, 0, sizeof(e));
+		CHECK(cloud_credentials_parse(text, strlen(text), "/p", &c, &e) == -EINVAL);
+		CHECK(strstr(e.text, "malformed credentials file /p") != NULL);
+		CHECK(strstr(e.text, "FAKETOKEN") == NULL);
+		CHECK(strstr(e.text, "line 1, column") != NULL);
+	}
+	/* Other bodies may still be quoted: they help and hold no secret. */
+	CHECK(cloud_parse_instance(S("{\"PostgresInstanceName\": oops}"), &(struct instance){0},
+	                           &e) == -EIO);
+	CHECK(strstr(e.text, "oops") != NULL);
+	CHECK(strcmp(cloud_json_error_kind(json_error_premature_end_of_input),
+	             "unexpected end of input") == 0);
+}
+
+static void test_redact(void)
+{
+	char t[64];
+
+	snprintf(t, sizeof(t), "bad token rt-SECRET, again rt-SECRET.");
+	cloud_redact(t, sizeof(t), "rt-SECRET");
+	CHECK(strcmp(t, "bad token [redacted], again [redacted].") == 0);
+	/* No room for the mark: stars, never a longer string. */
+	snprintf(t, 20, "x rt-S y");
+	cloud_redact(t, 12, "rt-S");
+	CHECK(strcmp(t, "x **** y") == 0);
+	snprintf(t, sizeof(t), "nothing here");
+	cloud_redact(t, sizeof(t), "");
+	cloud_redact(t, sizeof(t), NULL);
+	CHECK(strcmp(t, "nothing here") == 0);
+}
+
+static void test_wiping_allocator(void)
+{
+	json_malloc_t m = NULL;
+	json_free_t f = NULL;
+	json_t *root;
+	char *dump;
+
+	cloud_json_use_wiping_allocator();
+	json_get_alloc_funcs(&m, &f);
+	CHECK(m == malloc && f == cloud_json_wiping_free);
+	/* Blocks still come from malloc: free() on json_dumps output, as
+	 * util/content.c does, stays valid (ASan would object otherwise). */
+	root = json_loads("{\"token\":\"a.b.c\",\"n\":[1,2,3]}", 0, NULL);
+	CHECK(root != NULL);
+	dump = json_dumps(root, JSON_COMPACT);
+	CHECK(dump && strcmp(dump, "{\"token\":\"a.b.c\",\"n\":[1,2,3]}") == 0);
+	free(dump);
+	json_decref(root);
+	cloud_json_wiping_free(NULL);
+}
+
+/* ---- single-flight refresh, without a server ---------------------------- */
+
+static int interrupted_always(void)
+{
+	return 1;
+}
+
+static long long elapsed_ms(long long t0)
+{
+	return now_ms() - t0;
+}
+
+static void cloud_init_for_test(struct cloud *c)
+{
+	memset(c, 0, sizeof(*c));
+	CHECK(cloud_locks_init(c) == 0);
+	/* Nothing listens on port 1: a request that is made fails at once
+	 * with ECONNREFUSED, which no test below expects to see. */
+	c->auth_domain = "127.0.0.1:1";
+	c->client_id = CLOUD_DEV_CLIENT_ID;
+	c->timeout_ms = 3000;
+	c->creds.path = "/nonexistent/credentials";
+	c->creds.token = strdup("old.token.value");
+	c->creds.refresh_token = strdup("rt-unit");
+	c->token_generation = 7;
+}
+
+static void cloud_fini_for_test(struct cloud *c)
+{
+	cloud_http_pool_drain(c);
+	free(c->creds.token);
+	free(c->creds.refresh_token);
+	cloud_locks_destroy(c);
+}
+
+/* Plays the thread whose refresh is in flight: publishes after 300 ms. */
+static void *finish_refresh_later(void *arg)
+{
+	struct cloud *c = arg;
+
+	usleep(300 * 1000);
+	pthread_mutex_lock(&c->token_lock);
+	free(c->creds.token);
+	c->creds.token = strdup("new.token.value");
+	c->token_generation++;
+	c->refreshing = false;
+	pthread_cond_broadcast(&c->token_cond);
+	pthread_mutex_unlock(&c->token_lock);
+	return NULL;
+}
+
+static int count_lines_with(const char *needle)
+{
+	struct buf b = BUF_INIT;
+	int n = 0;
+
+	CHECK(log_snapshot(&b) == 0);
+	for (const char *p = b.data; p && (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	buf_free(&b);
+	return n;
+}
+
+static void test_single_flight_refresh(void)
+{
+	struct cloud c;
+	struct errmsg e;
+	pthread_t th;
+	long long t0;
+	int rc;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+
+	/* A refresh in flight: the caller waits for it (on the condition
+	 * variable, the mutex is free meanwhile) and takes its result. */
+	cloud_init_for_test(&c);
+	c.refreshing = true;
+	CHECK(pthread_create(&th, NULL, finish_refresh_later, &c) == 0);
+	t0 = now_ms();
+	pthread_mutex_lock(&c.token_lock);
+	rc = cloud_refresh_token_locked(&c, 7, &e);
+	CHECK(rc == 0);
+	CHECK(strcmp(c.creds.token, "new.token.value") == 0 && c.token_generation == 8);
+	pthread_mutex_unlock(&c.token_lock);
+	CHECK(elapsed_ms(t0) >= 250 && elapsed_ms(t0) < 2000);
+	pthread_join(th, NULL);
+	/* renew after a 401 takes the same path. */
+	c.refreshing = true;
+	CHECK(pthread_create(&th, NULL, finish_refresh_later, &c) == 0);
+	pthread_mutex_lock(&c.token_lock);
+	CHECK(cloud_renew_token_locked(&c, 8, &e) == 0 && c.token_generation == 9);
+	pthread_mutex_unlock(&c.token_lock);
+	pthread_join(th, NULL);
+	cloud_fini_for_test(&c);
+
+	/* Ctrl-C while waiting: -EINTR within one 100 ms step. */
+	cloud_init_for_test(&c);
+	c.refreshing = true;
+	op_interrupted_hook = interrupted_always;
+	t0 = now_ms();
+	pthread_mutex_lock(&c.token_lock);
+	memset(&e, 0, sizeof(e));
+	CHECK(cloud_refresh_token_locked(&c, 7, &e) == -EINTR);
+	CHECK(strstr(e.text, "interrupted") != NULL);
+	CHECK(cloud_renew_token_locked(&c, 7, &e) == -EINTR);
+	pthread_mutex_unlock(&c.token_lock);
+	op_interrupted_hook = NULL;
+	CHECK(elapsed_ms(t0) < 500);
+	CHECK(c.refresh_failed_ms == 0); /* an interruption is no failure */
+	cloud_fini_for_test(&c);
+
+	/* A failed refresh backs off: the next callers get its message back
+	 * without a request; and it is logged once, not per attempt. */
+	cloud_init_for_test(&c);
+	pthread_mutex_lock(&c.token_lock);
+	memset(&e, 0, sizeof(e));
+	int before = count_lines_with("refreshing the DBOS Cloud token failed");
+	rc = cloud_refresh_token_locked(&c, 7, &e);
+	CHECK(rc < 0 && rc != -EINTR && !c.refreshing);
+	CHECK(strstr(e.text, "cannot connect") != NULL);
+	CHECK(c.refresh_failed_ms != 0 && strcmp(c.refresh_failure, e.text) == 0);
+	CHECK(count_lines_with("refreshing the DBOS Cloud token failed") == before + 1);
+	snprintf(c.refresh_failure, sizeof(c.refresh_failure), "remembered failure");
+	CHECK(cloud_refresh_token_locked(&c, 7, &e) == -EACCES);
+	CHECK(strcmp(e.text, "remembered failure") == 0);
+	/* After the backoff: tried again, fails the same way, not re-logged. */
+	c.refresh_failed_ms = now_ms() - REFRESH_BACKOFF_MS - 1;
+	rc = cloud_refresh_token_locked(&c, 7, &e);
+	CHECK(rc < 0 && strstr(e.text, "cannot connect") != NULL);
+	CHECK(count_lines_with("refreshing the DBOS Cloud token failed") == before + 1);
+	/* Someone else refreshed since the caller's token: nothing to do. */
+	CHECK(cloud_refresh_token_locked(&c, 6, &e) == 0);
+	pthread_mutex_unlock(&c.token_lock);
+	CHECK(strcmp(c.creds.token, "old.token.value") == 0 && c.token_generation == 7);
+	cloud_fini_for_test(&c);
+
+	curl_global_cleanup();
+}
+
 int main(void)
 {
 	test_base64url();
@@ -348,5 +570,10 @@ int main(void)
 	test_write_token();
 	test_scope();
 	test_ca_blob();
+	test_no_token_in_parse_errors();
+	test_redact();
+	test_wiping_allocator();
+	test_single_flight_refresh();
+	log_shutdown();
 	return tap_done();
 }
