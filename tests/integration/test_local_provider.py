@@ -1,7 +1,8 @@
 """The local provider through a real mount: supervision of real PostgreSQL
 servers (kill -9, ports taken at remount, stale and leftover postmasters),
 data surviving remounts, nothing left running after unmount, concurrent
-mkdir of one name, and no secret or /dev/fuse reaching a server."""
+mkdir of one name, no secret or /dev/fuse reaching a server, and a hung
+(SIGSTOPped) server reported "unresponsive" without slowing anything else."""
 import errno
 import os
 import pathlib
@@ -288,3 +289,93 @@ def test_a_server_that_cannot_start_ends_up_failed_and_can_be_destroyed(local_mo
     assert not servers_of(inst_dir(m, name))
     m.destroy(name)
     assert not inst_dir(m, name).exists()
+
+
+def cont(pid):
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
+def timed(fn, *args):
+    t = time.monotonic()
+    v = fn(*args)
+    return v, time.monotonic() - t
+
+
+def test_a_stopped_postmaster_is_unresponsive_until_it_answers_again(local_mount):
+    m = local_mount
+    hung, other = unique_name("hu"), unique_name("ok")
+    m.mkdir(hung)
+    m.mkdir(other)
+    pid = postmaster_pid(m, hung)
+    assert pid > 0 and alive(pid)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        # Probes every refresh (1 s here) with a 2 s answer timeout; two
+        # misses in a row mark it, and the next refresh shows it.
+        wait_for(lambda: m.read(hung, "status").strip() == "unresponsive", 20, step=0.1,
+                 what="unresponsive status")
+        took = time.monotonic() - t0
+        assert took < 10, f"took {took:.1f} s"
+        # Meanwhile everything else is served at once, for several probe
+        # rounds (each waiting 2 s on the hung server).
+        slowest, end = 0.0, time.monotonic() + 5
+        while time.monotonic() < end:
+            names, d1 = timed(os.listdir, m.path)
+            st, d2 = timed(m.read, other, "status")
+            st_hung, d3 = timed(m.read, hung, "status")
+            _, d4 = timed(m.read, hung, "info")
+            assert hung in names and other in names
+            assert st.strip() == "available"
+            assert st_hung.strip() == "unresponsive"
+            slowest = max(slowest, d1, d2, d3, d4)
+            time.sleep(0.05)
+        assert slowest < 0.5, f"slowest ls/cat while a server hangs: {slowest:.3f} s"
+        # `wait` treats it as settled: it answers instead of blocking.
+        w, dw = timed(m.read, hung, "wait")
+        assert w.strip() == "unresponsive" and dw < 2
+        assert psql(m, other, "SELECT 1").stdout.strip() == "1"
+        # Reported, never restarted or killed.
+        assert postmaster_pid(m, hung) == pid and alive(pid)
+        log = m.read(".dbosfs", "log")
+        assert f"instance {hung}: server (pid {pid}) is running but did not answer" in log
+        assert log.count(f"instance {hung}: server (pid {pid}) is running") == 1  # once
+        assert f"instance {other}: server" not in log
+    finally:
+        cont(pid)
+    t0 = time.monotonic()
+    wait_for(lambda: m.read(hung, "status").strip() == "available", 20, step=0.1,
+             what="available again")
+    print(f"SIGSTOP -> unresponsive {took:.1f} s; SIGCONT -> available "
+          f"{time.monotonic() - t0:.1f} s; slowest ls/cat {slowest * 1000:.0f} ms")
+    assert postmaster_pid(m, hung) == pid
+    assert psql(m, hung, "SELECT 1").stdout.strip() == "1"
+    assert f"instance {hung}: server answers again; status is available" in \
+        m.read(".dbosfs", "log")
+
+
+def test_a_stopped_postmaster_can_be_destroyed_and_unmounted_promptly(local_mount):
+    m = local_mount
+    a, b = unique_name("sa"), unique_name("sb")
+    m.mkdir(a)
+    m.mkdir(b)
+    pa, pb = postmaster_pid(m, a), postmaster_pid(m, b)
+    assert pa > 0 and pb > 0
+    os.kill(pa, signal.SIGSTOP)
+    os.kill(pb, signal.SIGSTOP)
+    try:
+        # rmdir shuts it down gracefully (it is woken to act on SIGINT)
+        # rather than waiting 10 s for a kill.
+        _, took = timed(m.destroy, a)
+        assert took < 5, f"destroy took {took:.1f} s"
+        assert not alive(pa) and not inst_dir(m, a).exists()
+        _, took = timed(m.unmount)
+        assert took < 8, f"unmount took {took:.1f} s"
+        assert not alive(pb)
+        assert "did not stop in time" not in m.log()
+    finally:
+        cont(pa)
+        cont(pb)

@@ -29,6 +29,8 @@
 #define LOCAL_MAX_FAILURES     5     /* consecutive crashes/failed starts before "failed" */
 #define LOCAL_STOP_TIMEOUT_MS  10000 /* SIGINT, then SIGKILL after this */
 #define LOCAL_READY_TIMEOUT_MS 60000 /* crash recovery can replay WAL for a while */
+#define LOCAL_PROBE_TIMEOUT_MS 2000  /* a liveness probe's answer must come within this */
+#define LOCAL_PROBE_MISSES     2     /* consecutive unanswered probes before "unresponsive" */
 
 /* Who runs the servers and helper commands. */
 struct local_account {
@@ -55,6 +57,9 @@ struct local_instance {
 	int failures;      /* consecutive crashes or failed starts */
 	long long next_start_ms;
 	long long up_since_ms;
+	unsigned long long
+	    run_id;       /* new at every start: late probe results of an old run are dropped */
+	int probe_misses; /* consecutive liveness probes without an answer */
 	struct local_instance *next;
 };
 
@@ -82,7 +87,10 @@ struct local_provider {
 
 	pthread_t supervisor;
 	pthread_t preparer;
+	pthread_t prober;
 	bool spare_wanted;
+	int probe_period_ms;        /* the mount's refresh period */
+	unsigned long long run_seq; /* source of local_instance.run_id */
 };
 
 /* ---- local_meta.c: pure helpers (unit-tested) ---- */
@@ -133,6 +141,17 @@ int local_path(char *out, size_t outsz, const char *fmt, ...) __attribute__((for
 /* Restart backoff after n consecutive failures (n >= 1), in ms. */
 long long local_backoff_ms(int failures);
 
+/* What one liveness probe of a running server changes. */
+enum probe_verdict {
+	PROBE_KEEP,             /* status stays as it is */
+	PROBE_NOW_UNRESPONSIVE, /* "available" -> "unresponsive" */
+	PROBE_RESPONSIVE_AGAIN, /* "unresponsive" -> "available" */
+};
+/* Counts consecutive misses in *misses; after LOCAL_PROBE_MISSES of them
+ * an available server becomes unresponsive, and one answer brings it
+ * back. */
+enum probe_verdict local_probe_verdict(bool unresponsive, bool answered, int *misses);
+
 /* ---- pg_server.c: processes ---- */
 
 struct spawn_spec {
@@ -175,6 +194,20 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e);
  * set); -ETIMEDOUT; -EINTR when *cancel turns true or op_interrupted(). */
 int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user, int timeout_ms,
                          const bool *cancel, int *wstatus);
+
+/* One liveness probe target and its outcome. */
+struct pg_probe {
+	const char *sockdir;
+	int port;
+	const char *user;
+	bool ok;          /* out: the server answered (any answer, even a refusal) */
+	char reason[256]; /* out: why not, when !ok */
+};
+/* Starts a connection to every target at once (libpq's non-blocking API)
+ * and waits up to timeout_ms in all, so one hung server costs the round
+ * timeout_ms, never timeout_ms per server. Returns early when *cancel
+ * turns true (the unanswered ones then count as not ok). */
+void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const bool *cancel);
 
 /* ALTER ROLE user PASSWORD '<SCRAM verifier>' over the Unix socket, so the
  * plaintext never reaches the server or its log. */

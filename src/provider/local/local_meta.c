@@ -174,3 +174,14 @@ int local_path(char *out, size_t outsz, const char *fmt, ...)
 	va_end(ap);
 	return (n < 0 || (size_t)n >= outsz) ? -ENAMETOOLONG : 0;
 }
+
+enum probe_verdict local_probe_verdict(bool unresponsive, bool answered, int *misses)
+{
+	if (answered) {
+		*misses = 0;
+		return unresponsive ? PROBE_RESPONSIVE_AGAIN : PROBE_KEEP;
+	}
+	if (*misses < LOCAL_PROBE_MISSES)
+		(*misses)++;
+	return !unresponsive && *misses >= LOCAL_PROBE_MISSES ? PROBE_NOW_UNRESPONSIVE : PROBE_KEEP;
+}

@@ -1,8 +1,10 @@
 /* The local provider: every instance is a PostgreSQL cluster whose
  * postmaster is a child of dbosfs. This file holds the instance table, the
- * provider operations, and two threads: the supervisor (reaps our
- * postmasters, restarts the ones that die) and the preparer (keeps a
- * template and a warm spare ready so provisioning is fast). */
+ * provider operations, and three threads: the supervisor (reaps our
+ * postmasters, restarts the ones that die), the prober (asks every running
+ * server for an answer once per refresh period, so a hung one shows as
+ * "unresponsive") and the preparer (keeps a template and a warm spare ready
+ * so provisioning is fast). */
 #include "local_internal.h"
 #include "log.h"
 #include "options.h"
@@ -64,6 +66,16 @@ static void unlink_locked(struct local_provider *lp, struct local_instance *li)
 static void set_status(struct local_instance *li, const char *status)
 {
 	snprintf(li->status, sizeof(li->status), "%s", status);
+}
+
+/* li's server has just started and accepts connections. Caller holds the
+ * lock. */
+static void mark_running_locked(struct local_provider *lp, struct local_instance *li)
+{
+	set_status(li, "available");
+	li->up_since_ms = now_ms();
+	li->run_id = ++lp->run_seq;
+	li->probe_misses = 0;
 }
 
 static void to_instance(const struct local_instance *li, struct instance *out)
@@ -285,8 +297,7 @@ static void *supervisor_main(void *arg)
 			li->busy = false;
 			pthread_cond_broadcast(&lp->cond);
 			if (rc == 0) {
-				set_status(li, "available");
-				li->up_since_ms = now_ms();
+				mark_running_locked(lp, li);
 				log_event("local: instance %s %s on port %d", li->name,
 				          restart ? "restarted" : "started", li->port);
 			} else if (!lp->stopping) {
@@ -298,6 +309,130 @@ static void *supervisor_main(void *arg)
 		}
 		if (!lp->stopping)
 			timed_wait(lp, 100);
+	}
+	pthread_mutex_unlock(&lp->lock);
+	return NULL;
+}
+
+/* True if our child pid has exited but is not reaped yet (WNOWAIT: the
+ * supervisor still reaps it and reports the exit). Caller holds the lock. */
+static bool exited_unreaped(pid_t pid)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+		return errno == ECHILD;
+	return si.si_pid == pid;
+}
+
+struct probe_target {
+	char name[32];
+	unsigned long long run_id;
+	char sock[PATH_MAX];
+	char user[64];
+};
+
+/* Snapshot of the running servers to probe, in two parallel arrays (the
+ * probes point into the targets). Caller holds the lock. */
+static size_t probe_collect_locked(struct local_provider *lp, struct probe_target **tout,
+                                   struct pg_probe **pout)
+{
+	size_t n = 0, i = 0;
+
+	*tout = NULL;
+	*pout = NULL;
+	for (struct local_instance *li = lp->instances; li; li = li->next)
+		n += !li->busy && !li->hidden && li->pid > 0;
+	if (!n)
+		return 0;
+	struct probe_target *t = calloc(n, sizeof(*t));
+	struct pg_probe *p = calloc(n, sizeof(*p));
+	if (!t || !p) {
+		free(t);
+		free(p);
+		return 0;
+	}
+	for (struct local_instance *li = lp->instances; li && i < n; li = li->next) {
+		if (li->busy || li->hidden || li->pid <= 0)
+			continue;
+		snprintf(t[i].name, sizeof(t[i].name), "%s", li->name);
+		snprintf(t[i].user, sizeof(t[i].user), "%s", li->username);
+		t[i].run_id = li->run_id;
+		inst_paths(lp, li->name, NULL, NULL, t[i].sock, NULL);
+		p[i].sockdir = t[i].sock;
+		p[i].port = li->port;
+		p[i].user = t[i].user;
+		i++;
+	}
+	*tout = t;
+	*pout = p;
+	return i;
+}
+
+/* Applies one probe's outcome, unless the instance changed meanwhile
+ * (destroyed, restarted, owned by an operation). Caller holds the lock. */
+static void probe_apply_locked(struct local_provider *lp, const struct probe_target *t,
+                               const struct pg_probe *probe)
+{
+	struct local_instance *li = find_locked(lp, t->name);
+
+	if (!li || li->run_id != t->run_id || li->busy || li->hidden || li->pid <= 0)
+		return;
+	/* A dead server is the supervisor's to report and restart. */
+	if (!probe->ok && exited_unreaped(li->pid))
+		return;
+	bool unresponsive = strcmp(li->status, "unresponsive") == 0;
+	if (!unresponsive && strcmp(li->status, "available") != 0)
+		return;
+	switch (local_probe_verdict(unresponsive, probe->ok, &li->probe_misses)) {
+	case PROBE_NOW_UNRESPONSIVE:
+		set_status(li, "unresponsive");
+		/* Not restarted: a long checkpoint or a debugger stop is the
+		 * user's business; we only report it. */
+		log_error("local: instance %s: server (pid %d) is running but did not answer %d "
+		          "probes in a row (%s); status is unresponsive",
+		          li->name, (int)li->pid, LOCAL_PROBE_MISSES, probe->reason);
+		break;
+	case PROBE_RESPONSIVE_AGAIN:
+		set_status(li, "available");
+		log_event("local: instance %s: server answers again; status is available",
+		          li->name);
+		break;
+	case PROBE_KEEP:
+		break;
+	}
+}
+
+/* Once per refresh period, one connection attempt per running server, all
+ * in flight together and bounded by LOCAL_PROBE_TIMEOUT_MS. The lock is
+ * not held while waiting for answers, so list/get/provision/destroy never
+ * wait on a hung server; its own thread keeps the supervisor's reaping and
+ * restarts (which can take a minute) from delaying probes, and vice versa. */
+static void *prober_main(void *arg)
+{
+	struct local_provider *lp = arg;
+	long long next_round = now_ms() + lp->probe_period_ms;
+
+	pthread_mutex_lock(&lp->lock);
+	while (!lp->stopping) {
+		long long left = next_round - now_ms();
+		if (left > 0) {
+			timed_wait(lp, left > 1000 ? 1000 : (int)left);
+			continue;
+		}
+		next_round = now_ms() + lp->probe_period_ms;
+
+		struct probe_target *t;
+		struct pg_probe *probes;
+		size_t n = probe_collect_locked(lp, &t, &probes);
+		pthread_mutex_unlock(&lp->lock);
+		pg_probe_many(probes, n, LOCAL_PROBE_TIMEOUT_MS, &lp->stopping);
+		pthread_mutex_lock(&lp->lock);
+		for (size_t i = 0; i < n && !lp->stopping; i++)
+			probe_apply_locked(lp, &t[i], &probes[i]);
+		free(t);
+		free(probes);
 	}
 	pthread_mutex_unlock(&lp->lock);
 	return NULL;
@@ -410,24 +545,35 @@ static void rediscover(struct local_provider *lp)
 	closedir(d);
 }
 
+/* Stops and joins the first n of the provider's threads after a failed
+ * start. */
+static void join_threads(struct local_provider *lp, pthread_t *threads, int n)
+{
+	pthread_mutex_lock(&lp->lock);
+	lp->stopping = true;
+	pthread_cond_broadcast(&lp->cond);
+	pthread_mutex_unlock(&lp->lock);
+	for (int i = 0; i < n; i++)
+		pthread_join(threads[i], NULL);
+}
+
 static int local_start(struct provider *p, struct errmsg *e)
 {
 	struct local_provider *lp = LP(p);
-	int rc;
+	pthread_t *threads[] = {&lp->supervisor, &lp->preparer, &lp->prober};
+	void *(*mains[])(void *) = {supervisor_main, preparer_main, prober_main};
+	pthread_t started[3];
 
 	tmpl_cleanup(lp);
 	rediscover(lp);
-	rc = pthread_create(&lp->supervisor, NULL, supervisor_main, lp);
-	if (rc)
-		return errmsg_set(e, -rc, "cannot start the supervisor thread: %s", strerror(rc));
-	rc = pthread_create(&lp->preparer, NULL, preparer_main, lp);
-	if (rc) {
-		pthread_mutex_lock(&lp->lock);
-		lp->stopping = true;
-		pthread_cond_broadcast(&lp->cond);
-		pthread_mutex_unlock(&lp->lock);
-		pthread_join(lp->supervisor, NULL);
-		return errmsg_set(e, -rc, "cannot start the preparer thread: %s", strerror(rc));
+	for (int i = 0; i < 3; i++) {
+		int rc = pthread_create(threads[i], NULL, mains[i], lp);
+		if (rc) {
+			join_threads(lp, started, i);
+			return errmsg_set(e, -rc, "cannot start the provider's threads: %s",
+			                  strerror(rc));
+		}
+		started[i] = *threads[i];
 	}
 	lp->started = true;
 	return 0;
@@ -448,6 +594,7 @@ static void local_stop(struct provider *p)
 	if (lp->started) {
 		pthread_join(lp->supervisor, NULL);
 		pthread_join(lp->preparer, NULL);
+		pthread_join(lp->prober, NULL);
 		lp->started = false;
 	}
 
@@ -468,9 +615,12 @@ static void local_stop(struct provider *p)
 	}
 	pthread_mutex_unlock(&lp->lock);
 
-	/* Signal every server first, then wait: they shut down in parallel. */
-	for (size_t i = 0; i < n; i++)
+	/* Signal every server first, then wait: they shut down in parallel.
+	 * SIGCONT wakes a stopped (unresponsive) one so it can shut down too. */
+	for (size_t i = 0; i < n; i++) {
 		kill(pids[i], SIGINT);
+		kill(pids[i], SIGCONT);
+	}
 	long long deadline = now_ms() + LOCAL_STOP_TIMEOUT_MS;
 	for (size_t i = 0; i < n; i++) {
 		long long left = deadline - now_ms();
@@ -624,11 +774,10 @@ static int local_provision(struct provider *p, const char *name, const char *use
 		goto fail;
 
 	pthread_mutex_lock(&lp->lock);
-	set_status(li, "available");
+	mark_running_locked(lp, li);
 	li->hidden = false;
 	li->busy = false;
 	li->want_running = true;
-	li->up_since_ms = now_ms();
 	to_instance(li, out);
 	pthread_cond_broadcast(&lp->cond);
 	pthread_mutex_unlock(&lp->lock);
@@ -1041,6 +1190,7 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 		rc = errmsg_set(e, -EINVAL, "state_dir must be an absolute path");
 		goto fail;
 	}
+	lp->probe_period_ms = (opt->refresh > 0 ? opt->refresh : 2) * 1000;
 	snprintf(lp->default_user, sizeof(lp->default_user), "%s",
 	         opt->db_username && *opt->db_username ? opt->db_username : "dbos_user");
 	rc = resolve_bindir(opt, lp->bindir, sizeof(lp->bindir), e);

@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,8 +174,10 @@ void pg_server_stop(pid_t pid, int timeout_ms)
 {
 	if (pid <= 0)
 		return;
-	/* SIGINT is PostgreSQL's fast shutdown: roll back, checkpoint, exit. */
+	/* SIGINT is PostgreSQL's fast shutdown: roll back, checkpoint, exit.
+	 * SIGCONT lets a stopped (SIGSTOP) postmaster act on it at once. */
 	kill(pid, SIGINT);
+	kill(pid, SIGCONT);
 	if (local_reap_wait(pid, timeout_ms, NULL))
 		return;
 	kill(pid, SIGKILL);
@@ -440,4 +443,122 @@ int local_pick_port(const int *used, size_t nused)
 			return port;
 	}
 	return -EADDRINUSE;
+}
+
+/* Past the startup packet: whatever ends the attempt from here on (an
+ * error message, an authentication request, the server closing) came
+ * from a postmaster that is alive and accepting connections. */
+static bool probe_answered_state(ConnStatusType st)
+{
+	switch (st) {
+	case CONNECTION_AWAITING_RESPONSE:
+	case CONNECTION_AUTH_OK:
+	case CONNECTION_CHECK_WRITABLE:
+	case CONNECTION_CONSUME:
+	case CONNECTION_CHECK_TARGET:
+	case CONNECTION_CHECK_STANDBY:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void probe_fail(struct pg_probe *p, const char *why)
+{
+	snprintf(p->reason, sizeof(p->reason), "%s", why && *why ? why : "connection failed");
+	p->reason[strcspn(p->reason, "\n")] = '\0';
+}
+
+void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const bool *cancel)
+{
+	PGconn **conns = calloc(n, sizeof(*conns));
+	PostgresPollingStatusType *want = calloc(n, sizeof(*want));
+	bool *past_startup = calloc(n, sizeof(*past_startup));
+	struct pollfd *fds = calloc(n, sizeof(*fds));
+	size_t *idx = calloc(n, sizeof(*idx));
+	long long deadline = now_ms() + timeout_ms;
+	size_t pending = 0;
+
+	if (n == 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		probes[i].ok = false;
+		snprintf(probes[i].reason, sizeof(probes[i].reason), "no answer within %d ms",
+		         timeout_ms);
+	}
+	if (!conns || !want || !past_startup || !fds || !idx) {
+		for (size_t i = 0; i < n; i++)
+			probe_fail(&probes[i], "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char portstr[16];
+		const char *keys[] = {
+		    "host", "port", "user", "dbname", "sslmode", "gssencmode", "application_name",
+		    NULL};
+		const char *vals[] = {probes[i].sockdir, portstr,   probes[i].user, "postgres",
+		                      "disable",         "disable", "dbosfs-probe", NULL};
+
+		snprintf(portstr, sizeof(portstr), "%d", probes[i].port);
+		/* Non-blocking: connect() on a Unix socket never waits, and every
+		 * server's answer is awaited below at the same time. */
+		conns[i] = PQconnectStartParams(keys, vals, 0);
+		if (!conns[i]) {
+			probe_fail(&probes[i], "out of memory");
+		} else if (PQstatus(conns[i]) == CONNECTION_BAD) {
+			probe_fail(&probes[i], PQerrorMessage(conns[i]));
+		} else {
+			want[i] = PGRES_POLLING_WRITING; /* as libpq's docs prescribe */
+			pending++;
+		}
+	}
+	while (pending > 0) {
+		long long left = deadline - now_ms();
+		size_t m = 0;
+
+		if (left <= 0 || (cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)))
+			break;
+		for (size_t i = 0; i < n; i++) {
+			if (!conns[i] || want[i] == PGRES_POLLING_OK ||
+			    want[i] == PGRES_POLLING_FAILED)
+				continue;
+			fds[m].fd = PQsocket(conns[i]);
+			fds[m].events = want[i] == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+			fds[m].revents = 0;
+			idx[m++] = i;
+		}
+		/* Short slices so a stop request is noticed quickly. */
+		int r = poll(fds, m, left < 100 ? (int)left : 100);
+		if (r < 0 && errno != EINTR)
+			break;
+		for (size_t k = 0; r > 0 && k < m; k++) {
+			size_t i = idx[k];
+			if (!fds[k].revents)
+				continue;
+			want[i] = PQconnectPoll(conns[i]);
+			if (want[i] == PGRES_POLLING_OK) {
+				probes[i].ok = true;
+				probes[i].reason[0] = '\0';
+				pending--;
+			} else if (want[i] == PGRES_POLLING_FAILED) {
+				probes[i].ok = past_startup[i];
+				if (probes[i].ok)
+					probes[i].reason[0] = '\0';
+				else
+					probe_fail(&probes[i], PQerrorMessage(conns[i]));
+				pending--;
+			} else if (probe_answered_state(PQstatus(conns[i]))) {
+				past_startup[i] = true;
+			}
+		}
+	}
+out:
+	for (size_t i = 0; conns && i < n; i++)
+		if (conns[i])
+			PQfinish(conns[i]);
+	free(conns);
+	free(want);
+	free(past_startup);
+	free(fds);
+	free(idx);
 }

@@ -1,12 +1,17 @@
 /* Pure pieces of the local provider: instance metadata, the stale
  * postmaster.pid decision, server-log parsing, socket path limits,
- * restart backoff, port picking. */
+ * restart backoff, port picking; and the liveness probe against fake
+ * servers on Unix sockets (one that never answers, two that do). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "../tap.h"
@@ -162,6 +167,160 @@ static void test_ports(void)
 	}
 }
 
+static void test_probe_verdict(void)
+{
+	int misses = 0;
+
+	/* One miss is forgiven; the second in a row marks it. */
+	CHECK(local_probe_verdict(false, false, &misses) == PROBE_KEEP && misses == 1);
+	CHECK(local_probe_verdict(false, true, &misses) == PROBE_KEEP && misses == 0);
+	CHECK(local_probe_verdict(false, false, &misses) == PROBE_KEEP && misses == 1);
+	CHECK(local_probe_verdict(false, false, &misses) == PROBE_NOW_UNRESPONSIVE);
+	/* Reported once: further misses change nothing. */
+	CHECK(local_probe_verdict(true, false, &misses) == PROBE_KEEP);
+	CHECK(local_probe_verdict(true, false, &misses) == PROBE_KEEP);
+	CHECK(misses == LOCAL_PROBE_MISSES);
+	/* One answer brings it back, and the count starts over. */
+	CHECK(local_probe_verdict(true, true, &misses) == PROBE_RESPONSIVE_AGAIN && misses == 0);
+	CHECK(local_probe_verdict(false, false, &misses) == PROBE_KEEP);
+}
+
+static char probe_dir[64];
+
+/* A listening Unix socket where libpq looks for port (DIR/.s.PGSQL.PORT). */
+static int fake_listen(int port)
+{
+	struct sockaddr_un sa;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/.s.PGSQL.%d", probe_dir, port);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+		perror("fake server");
+		return -1;
+	}
+	return fd;
+}
+
+struct fake_server {
+	int fd;
+	bool accept_login; /* AuthenticationOk + ReadyForQuery, else a FATAL */
+};
+
+static void put32(unsigned char *p, unsigned v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+/* Answers one connection the way a postmaster would. */
+static void *fake_serve(void *arg)
+{
+	struct fake_server *f = arg;
+	unsigned char buf[1024], reply[256];
+	size_t got = 0, len = 0;
+	int c = accept(f->fd, NULL, NULL);
+
+	if (c < 0)
+		return NULL;
+	while (got < 4 || got < len) {
+		ssize_t r = read(c, buf + got, sizeof(buf) - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+		if (got >= 4)
+			len = ((size_t)buf[0] << 24) | ((size_t)buf[1] << 16) |
+			      ((size_t)buf[2] << 8) | buf[3];
+	}
+	if (f->accept_login) {
+		reply[0] = 'R';
+		put32(reply + 1, 8);
+		put32(reply + 5, 0);
+		reply[9] = 'Z';
+		put32(reply + 10, 5);
+		reply[14] = 'I';
+		len = 15;
+	} else {
+		static const char body[] = "SFATAL\0C57P03\0Mthe database system is starting up\0";
+		reply[0] = 'E';
+		put32(reply + 1, (unsigned)(4 + sizeof(body)));
+		memcpy(reply + 5, body, sizeof(body)); /* sizeof counts the final NUL */
+		len = 5 + sizeof(body);
+	}
+	ssize_t w = write(c, reply, len);
+	(void)w;
+	/* Wait for the client to hang up, as a server would. */
+	struct pollfd pfd = {c, POLLIN, 0};
+	poll(&pfd, 1, 2000);
+	close(c);
+	return NULL;
+}
+
+static void test_probe_many(void)
+{
+	enum { NHUNG = 5 };
+	struct pg_probe pr[NHUNG + 3];
+	int hung[NHUNG];
+	struct fake_server ok_srv, fatal_srv;
+	pthread_t t1, t2;
+	bool cancel = false;
+
+	snprintf(probe_dir, sizeof(probe_dir), "/tmp/dbosfs-probe-XXXXXX");
+	CHECK(mkdtemp(probe_dir) != NULL);
+	/* Hung servers: connect() succeeds (the kernel queues it), nobody
+	 * ever accepts or answers, like a SIGSTOPped postmaster. */
+	for (int i = 0; i < NHUNG; i++)
+		hung[i] = fake_listen(6000 + i);
+	ok_srv.fd = fake_listen(6100);
+	ok_srv.accept_login = true;
+	fatal_srv.fd = fake_listen(6101);
+	fatal_srv.accept_login = false;
+	CHECK(hung[0] >= 0 && ok_srv.fd >= 0 && fatal_srv.fd >= 0);
+	pthread_create(&t1, NULL, fake_serve, &ok_srv);
+	pthread_create(&t2, NULL, fake_serve, &fatal_srv);
+
+	memset(pr, 0, sizeof(pr));
+	for (int i = 0; i < NHUNG + 3; i++) {
+		pr[i].sockdir = probe_dir;
+		pr[i].user = "dbos_user";
+		pr[i].port = i < NHUNG ? 6000 + i : 6100 + (i - NHUNG); /* 6102: no socket */
+	}
+	long long t0 = now_ms();
+	pg_probe_many(pr, NHUNG + 3, 600, &cancel);
+	long long took = now_ms() - t0;
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+
+	for (int i = 0; i < NHUNG; i++)
+		CHECK(!pr[i].ok && strstr(pr[i].reason, "no answer within 600 ms"));
+	CHECK(pr[NHUNG].ok && pr[NHUNG].reason[0] == '\0');         /* logged in */
+	CHECK(pr[NHUNG + 1].ok && pr[NHUNG + 1].reason[0] == '\0'); /* a refusal is an answer */
+	CHECK(!pr[NHUNG + 2].ok && strstr(pr[NHUNG + 2].reason, "No such file"));
+	CHECK(!strchr(pr[NHUNG + 2].reason, '\n'));
+	/* Five hung servers cost one timeout, not five. */
+	printf("# %d hung + 3 others probed in %lld ms\n", NHUNG, took);
+	CHECK(took >= 550 && took < 1500);
+
+	/* A stop request cuts a round short. */
+	cancel = true;
+	t0 = now_ms();
+	pg_probe_many(pr, NHUNG, 5000, &cancel);
+	CHECK(now_ms() - t0 < 500);
+	CHECK(!pr[0].ok);
+	pg_probe_many(pr, 0, 5000, NULL); /* nothing to do */
+
+	for (int i = 0; i < NHUNG; i++)
+		close(hung[i]);
+	close(ok_srv.fd);
+	close(fatal_srv.fd);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", probe_dir);
+	CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
 	test_meta();
@@ -169,5 +328,7 @@ int main(void)
 	test_log();
 	test_paths_and_backoff();
 	test_ports();
+	test_probe_verdict();
+	test_probe_many();
 	return tap_done();
 }

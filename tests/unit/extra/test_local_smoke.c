@@ -1,9 +1,12 @@
 /* Drives the local provider end to end without FUSE: provision, connect
  * over TCP with the password, kill -9 the postmaster and watch it come
- * back with its rows, reset the password, concurrent provisions of one
+ * back with its rows, reset the password, SIGSTOP the postmaster and see
+ * it reported unresponsive (and available after SIGCONT), concurrent
+ * provisions of one
  * name, destroy, and stop leaving no server behind. Needs the PostgreSQL
  * server binaries; skipped (exit 77) without them. */
 #include <errno.h>
+#include <glob.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
@@ -84,6 +87,22 @@ static int wait_status(struct provider *p, const char *name, const char *want, i
 	return -ETIMEDOUT;
 }
 
+/* Waits until pattern matches a path. */
+static int wait_glob(const char *pattern, int ms)
+{
+	long long end = now_ms() + ms;
+
+	while (now_ms() < end) {
+		glob_t g;
+		int rc = glob(pattern, 0, NULL, &g);
+		globfree(&g);
+		if (rc == 0)
+			return 0;
+		usleep(50000);
+	}
+	return -ETIMEDOUT;
+}
+
 struct race {
 	struct provider *p;
 	int rc;
@@ -120,6 +139,7 @@ int main(void)
 	opt.state_dir = state_dir;
 	opt.db_username = "dbos_user";
 	opt.owner_uid = getuid();
+	opt.refresh = 1; /* probe every second */
 
 	/* A bindir without binaries fails clearly, in create(). */
 	opt.pg_bindir = "/nonexistent";
@@ -197,6 +217,28 @@ int main(void)
 	CHECK(query(inst.port, "NewPassw0rd", "SELECT 1") != NULL);
 	CHECK(query(inst.port, "Sm0kePassword", "SELECT 1") == NULL);
 
+	/* A stopped postmaster is alive but answers nothing: after two missed
+	 * probes (1 s apart, 2 s timeout) it is unresponsive, get() stays
+	 * instant, and it is not restarted; SIGCONT brings it back. */
+	pm = postmaster_pid("smoke1");
+	CHECK(pm > 0 && kill(pm, SIGSTOP) == 0);
+	t0 = now_ms();
+	CHECK(wait_status(p, "smoke1", "unresponsive", 10000) == 0);
+	printf("SIGSTOP to unresponsive: %lld ms\n", now_ms() - t0);
+	t0 = now_ms();
+	for (int i = 0; i < 100; i++)
+		CHECK(p->ops->get(p, "smoke1", &got, &e) == 0);
+	CHECK(now_ms() - t0 < 200);
+	CHECK(p->ops->reset_password(p, &inst, "Other1Passw0rd", &e) == -EBUSY);
+	CHECK(strstr(e.text, "unresponsive") != NULL);
+	CHECK(postmaster_pid("smoke1") == pm);
+	kill(pm, SIGCONT);
+	t0 = now_ms();
+	CHECK(wait_status(p, "smoke1", "available", 10000) == 0);
+	printf("SIGCONT to available: %lld ms\n", now_ms() - t0);
+	CHECK(postmaster_pid("smoke1") == pm);
+	CHECK(query(inst.port, "NewPassw0rd", "SELECT 1") != NULL);
+
 	/* Two concurrent provisions of one name: exactly one wins. */
 	struct race r1 = {.p = p, .rc = 1}, r2 = {.p = p, .rc = 1};
 	pthread_t t1, t2;
@@ -236,7 +278,13 @@ int main(void)
 		CHECK(p->ops->destroy(p, &got, &e) == 0);
 
 		/* A provision whose server cannot start leaves nothing behind
-		 * and says why. Break the template and every spare. */
+		 * and says why. Break the template and every spare, once the
+		 * preparer has made its spare (else it could copy the template
+		 * while we break it, and the provision would succeed). */
+		char pat[256];
+		snprintf(pat, sizeof(pat), "%s/local/spares/dbos_user.*[0-9]/data/postgresql.conf",
+		         state_dir);
+		CHECK(wait_glob(pat, 30000) == 0);
 		char cmd0[512];
 		snprintf(cmd0, sizeof(cmd0),
 		         "for f in %s/local/templates/dbos_user/postgresql.conf "
