@@ -300,9 +300,7 @@ static int writable_by_caller(const char *path)
 		return rc;
 	const struct file_def *def = node_def(&n);
 	if (!def)
-		return n.kind == NODE_ROOT || n.kind == NODE_INST_DIR || n.kind == NODE_META_DIR
-		           ? -EPERM
-		           : -EISDIR;
+		return -EPERM; /* a directory: its times are not kept */
 	if (!def->writable || !fs_caller_is_owner())
 		return -EACCES;
 	return 0;
