@@ -1,11 +1,16 @@
 """The local provider through a real mount: supervision of real PostgreSQL
 servers (kill -9, ports taken at remount, stale and leftover postmasters),
 data surviving remounts, nothing left running after unmount, concurrent
-mkdir of one name, no secret or /dev/fuse reaching a server, and a hung
-(SIGSTOPped) server reported "unresponsive" without slowing anything else."""
+mkdir of one name, no secret or /dev/fuse reaching a server, a hung
+(SIGSTOPped) server reported "unresponsive" without slowing anything else,
+one mount per state_dir (a second is refused, even against a daemonized
+first), and a nearly full disk (a small tmpfs): mkdir fails with ENOSPC and
+leaves nothing behind, and no warm spare takes the last of the space."""
 import errno
 import os
 import pathlib
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import psql, unique_name
+from conftest import BAD_STDERR, DBOSFS, errno_of, make_base, psql, unique_name
 
 
 def inst_dir(m, name):
@@ -379,3 +384,182 @@ def test_a_stopped_postmaster_can_be_destroyed_and_unmounted_promptly(local_moun
     finally:
         cont(pa)
         cont(pb)
+
+
+# ---- one mount per state_dir ----
+
+def dbosfs_argv(mnt, state_dir, foreground):
+    o = ("entry_timeout=0,attr_timeout=0,negative_timeout=0,refresh=1,"
+         f"state_dir={state_dir},provider=local")
+    wrapper = os.environ.get("DBOSFS_WRAPPER", "").split()
+    return wrapper + [DBOSFS] + (["-f"] if foreground else []) + ["-o", o, str(mnt)]
+
+
+def lock_pid(state_dir):
+    return int((pathlib.Path(state_dir) / "local" / "lock").read_text().split()[0])
+
+
+class MountedAt:
+    """Enough of conftest.Mount for psql() and postmaster_pid() against a
+    mount we started ourselves."""
+    def __init__(self, path, state_dir):
+        self.path = pathlib.Path(path)
+        self.state_dir = state_dir
+
+    def read(self, *parts):
+        return self.path.joinpath(*parts).read_text()
+
+
+def test_a_second_mount_of_one_state_dir_is_refused(mount_factory):
+    base = pathlib.Path(make_base())
+    state, mnt1, mnt2 = base / "state", base / "mnt1", base / "mnt2"
+    mnt1.mkdir()
+    mnt2.mkdir()
+    daemon, m = 0, None
+    try:
+        # The first daemonizes: its lock must outlive the parent's exit.
+        parent = subprocess.Popen(dbosfs_argv(mnt1, state, False), stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = parent.communicate(timeout=90)[0].decode(errors="replace")
+        assert parent.returncode == 0, out
+        assert os.path.ismount(mnt1)
+        daemon = lock_pid(state)
+        assert daemon != parent.pid and alive(daemon)
+        assert (state / "local" / "lock").stat().st_mode & 0o777 == 0o600
+        name = unique_name("lk")
+        os.mkdir(mnt1 / name)
+        first = MountedAt(mnt1, state)
+        pm = postmaster_pid(first, name)
+        assert pm > 0 and ppid_of(pm) == daemon
+
+        # A second one fails in the foreground and when daemonizing, says
+        # who holds the state_dir, and disturbs nothing.
+        for fg in (True, False):
+            r = subprocess.run(dbosfs_argv(mnt2, state, fg), stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode != 0, r.stderr
+            assert f"state_dir {state} is in use by another dbosfs (pid {daemon})" in r.stderr
+            assert not any(re.search(bad, r.stderr) for bad in BAD_STDERR), r.stderr
+            assert not os.path.ismount(mnt2)
+        time.sleep(1.5)  # what a second supervisor would have done by now
+        assert postmaster_pid(first, name) == pm and alive(pm)
+        assert (mnt1 / name / "status").read_text().strip() == "available"
+        assert psql(first, name, "SELECT 1").stdout.strip() == "1"
+        assert "leftover" not in (mnt1 / ".dbosfs" / "log").read_text()
+
+        # Once the first is unmounted, the state_dir is free again.
+        subprocess.run(["fusermount3", "-u", str(mnt1)], check=True)
+        wait_for(lambda: not alive(daemon), 60, what="the first daemon to exit")
+        assert not alive(pm)
+        m = mount_factory("local", options={"state_dir": str(state)})
+        wait_available(m, name)
+        assert psql(m, name, "SELECT 1").stdout.strip() == "1"
+        assert lock_pid(state) == m.proc.pid
+        m.unmount()
+    finally:
+        if m is not None and m.proc:
+            m.kill()
+        if os.path.ismount(mnt1):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt1)])
+        if daemon and alive(daemon):
+            wait_for(lambda: not alive(daemon), 30, what="the first daemon to exit")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---- a nearly full disk ----
+
+@pytest.fixture
+def small_disk():
+    """A 120 MiB tmpfs: room for the template (~39 MiB) and one instance,
+    not for a warm spare with its margin nor for a second instance."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    base = pathlib.Path(make_base())
+    disk = base / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m,mode=0711", "tmpfs",
+                        str(disk)], capture_output=True, text=True)
+    if r.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)])
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def free_mib(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize / 2**20
+
+
+def leftovers(state_dir):
+    """Everything under spares/ and trash/ (both should be empty here)."""
+    local = pathlib.Path(state_dir) / "local"
+    return sorted(os.listdir(local / "spares")) + sorted(os.listdir(local / "trash"))
+
+
+def fill(path):
+    """Writes a file until the filesystem is full."""
+    block = b"\0" * 65536
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    with open(path, "ab", buffering=0) as f:  # the last partial block
+        try:
+            while True:
+                f.write(b"\0" * 512)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+def test_a_nearly_full_disk_fails_mkdir_with_enospc_and_leaves_nothing(small_disk,
+                                                                        mount_factory):
+    state = small_disk / "state"
+    m = mount_factory("local", options={"state_dir": str(state)})
+    first = unique_name("nf")
+    m.mkdir(first)
+    assert m.read(first, "status").strip() == "available"
+    assert psql(m, first, "SELECT 1").stdout.strip() == "1"
+    # No warm spare: a copy (~39 MiB) plus its margin does not fit, and
+    # the preparer says so once rather than racing mkdir for the space.
+    wait_for(lambda: "not preparing a spare instance" in m.read(".dbosfs", "log"), 15,
+             what="the preparer's note")
+    time.sleep(2.5)  # a few preparer rounds
+    log = m.read(".dbosfs", "log")
+    assert log.count("not preparing a spare instance") == 1, log
+    assert "No space left on device" in log
+    assert leftovers(state) == []
+    print(f"free after the first instance: {free_mib(small_disk):.0f} MiB")
+
+    second = unique_name("nf")
+    assert errno_of(m.mkdir, second) == errno.ENOSPC
+    log = m.read(".dbosfs", "log")
+    assert f"mkdir {second} failed (ENOSPC)" in log
+    assert "No space left on device" in log.split(f"mkdir {second} failed", 1)[1]
+    assert second not in os.listdir(m.path)
+    assert not inst_dir(m, second).exists() and leftovers(state) == []
+
+    # Truly full: still a clean refusal that mentions the space.
+    third = unique_name("nf")
+    filler = small_disk / "filler"
+    fill(filler)
+    try:
+        assert errno_of(m.mkdir, third) is not None
+        log = m.read(".dbosfs", "log")
+        assert f"mkdir {third} failed" in log
+        assert "No space left on device" in log.split(f"mkdir {third} failed", 1)[1]
+        assert third not in os.listdir(m.path)
+        assert not inst_dir(m, third).exists() and leftovers(state) == []
+        # The running instance is not harmed by the refusals.
+        assert m.read(first, "status").strip() == "available"
+    finally:
+        filler.unlink()
+
+    # With the room back (the first instance gone), mkdir works again.
+    m.destroy(first)
+    m.mkdir(third)
+    assert m.read(third, "status").strip() == "available"
+    assert psql(m, third, "SELECT 1").stdout.strip() == "1"

@@ -11,6 +11,8 @@
  *   run/NAME/              Unix-socket directory (0700, server account);
  *                          a short /tmp directory instead when the path
  *                          would exceed the 107-byte socket path limit
+ *   lock                   flock()ed by the one dbosfs using this directory
+ *                          (holds its pid, for the refusal message)
  */
 #ifndef DBOSFS_LOCAL_INTERNAL_H
 #define DBOSFS_LOCAL_INTERNAL_H
@@ -31,6 +33,18 @@
 #define LOCAL_READY_TIMEOUT_MS 60000 /* crash recovery can replay WAL for a while */
 #define LOCAL_PROBE_TIMEOUT_MS 2000  /* a liveness probe's answer must come within this */
 #define LOCAL_PROBE_MISSES     2     /* consecutive unanswered probes before "unresponsive" */
+/* A leftover postmaster (not our child) that survives SIGINT and repeated
+ * SIGKILLs this long is stuck in the kernel: give up on its instance. */
+#define LOCAL_LEFTOVER_TIMEOUT_MS 30000
+/* Room a warm spare must leave free besides its own copy of the template
+ * (at least this, or the template's size if larger): a spare is only a
+ * speed-up and must never take the space a real mkdir or a running server
+ * needs. */
+#define LOCAL_SPARE_MARGIN_BYTES (64LL << 20)
+/* Room a mkdir needs besides its copy of the template: the server's first
+ * WAL segment, lock and statistics files. Also the level below which a
+ * server that died silently at startup is reported as out of space. */
+#define LOCAL_START_MARGIN_BYTES (16LL << 20)
 
 /* Who runs the servers and helper commands. */
 struct local_account {
@@ -60,6 +74,7 @@ struct local_instance {
 	unsigned long long
 	    run_id;       /* new at every start: late probe results of an old run are dropped */
 	int probe_misses; /* consecutive liveness probes without an answer */
+	bool give_up;     /* set by a start that cannot succeed by retrying */
 	struct local_instance *next;
 };
 
@@ -79,6 +94,8 @@ struct local_provider {
 	struct local_instance *instances;
 	bool stopping;
 	bool started;
+	int lock_fd;      /* STATE_DIR/local/lock, flock()ed until free(); -1 if none */
+	int provisioning; /* provisions in progress: the preparer waits for them */
 
 	pthread_mutex_t tmpl_lock; /* one template build or spare copy at a time */
 	pthread_mutex_t spare_lock;
@@ -89,6 +106,7 @@ struct local_provider {
 	pthread_t preparer;
 	pthread_t prober;
 	bool spare_wanted;
+	bool spare_space_logged;    /* "no room for a spare" said once (preparer only) */
 	int probe_period_ms;        /* the mount's refresh period */
 	unsigned long long run_seq; /* source of local_instance.run_id */
 };
@@ -214,9 +232,27 @@ void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const bool
 int pg_set_password(const char *sockdir, int port, const char *user, const char *password,
                     struct errmsg *e);
 
+/* How pg_stop_leftover observes and signals the process; NULL means /proc
+ * and kill(2) (tests substitute fakes: a real unkillable process needs a
+ * process stuck in the kernel). */
+struct leftover_ops {
+	bool (*alive)(pid_t pid, void *arg);
+	int (*signal)(pid_t pid, int sig, void *arg);
+	void *arg;
+};
+/* Stops a live postmaster that is not our child: SIGINT, SIGKILL after
+ * grace_ms and again every 5 s. 0 once it is gone; -ETIMEDOUT if it still
+ * lives after total_ms (stuck in the kernel, D state); -EINTR as soon as
+ * *cancel turns true. */
+int pg_stop_leftover(pid_t pid, int grace_ms, int total_ms, const bool *cancel,
+                     const struct leftover_ops *ops);
+
 /* Reads /proc for the pid named in DATADIR/postmaster.pid, decides, and
- * acts: removes the file, or shuts down a leftover postmaster. */
-int pg_handle_stale_pid(const char *datadir, const char *name, struct errmsg *e);
+ * acts: removes the file, or shuts down a leftover postmaster (giving up
+ * after LOCAL_LEFTOVER_TIMEOUT_MS with -ETIMEDOUT, or at *cancel with
+ * -EINTR). */
+int pg_handle_stale_pid(const char *datadir, const char *name, const bool *cancel,
+                        struct errmsg *e);
 
 /* A free TCP port on 127.0.0.1 (bind test), avoiding those in used[]. */
 int local_pick_port(const int *used, size_t nused);
@@ -239,6 +275,18 @@ int spare_claim(struct local_provider *lp, const char *path, const char *user, c
                 int port, struct errmsg *e);
 /* Removes *.tmp leftovers of interrupted builds and copies. */
 void tmpl_cleanup(struct local_provider *lp);
+/* Disk space a copy of user's template takes (its allocated blocks); 0 or
+ * negative errno. */
+int tmpl_size(struct local_provider *lp, const char *user, long long *bytes);
+/* Space available to unprivileged users on the filesystem of path;
+ * negative errno on failure. */
+long long local_free_bytes(const char *path);
+/* 0 if the filesystem of STATE_DIR/local has room for one more copy of
+ * user's template with margin bytes to spare (or the template's size, if
+ * larger and margin_at_least_template); else -ENOSPC and a message naming
+ * the sizes. */
+int spare_room(struct local_provider *lp, const char *user, long long margin,
+               bool margin_at_least_template, struct errmsg *e);
 
 /* ---- shared file helpers (pg_template.c) ---- */
 int local_rmtree(const char *path);

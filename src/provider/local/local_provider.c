@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -149,6 +150,30 @@ static void read_log_since(const char *logp, off_t off, char *out, size_t outsz)
 	close(fd);
 }
 
+/* The server died at startup without a word in its log: most often
+ * because the disk is full (the log is on it too), so say how much room
+ * there is. */
+static int silent_exit(const struct local_instance *li, const char *how, const char *data,
+                       struct errmsg *e)
+{
+	long long avail = local_free_bytes(data);
+
+	if (avail >= 0 && avail < LOCAL_START_MARGIN_BYTES)
+		return errmsg_set(e, -ENOSPC,
+		                  "the server of %s exited during startup (%s) with no message in "
+		                  "the server log: %s (%lld KiB free on the filesystem of %s)",
+		                  li->name, how, strerror(ENOSPC), avail >> 10, data);
+	if (avail >= 0)
+		return errmsg_set(e, -EIO,
+		                  "the server of %s exited during startup (%s) with no message in "
+		                  "the server log (%lld MiB free on the filesystem of %s)",
+		                  li->name, how, avail >> 20, data);
+	return errmsg_set(e, -EIO,
+	                  "the server of %s exited during startup (%s) with no message in the "
+	                  "server log (free space of %s unknown: %s)",
+	                  li->name, how, data, strerror((int)-avail));
+}
+
 /* Starts li's postmaster and waits until it accepts connections. The
  * caller owns li (busy). A port taken by someone else is replaced and
  * persisted; other failures return the server's own FATAL line. */
@@ -162,9 +187,14 @@ static int instance_start(struct local_provider *lp, struct local_instance *li, 
 	if (rc)
 		return errmsg_set(e, rc, "cannot create socket directory %s: %s", sock,
 		                  strerror(-rc));
-	rc = pg_handle_stale_pid(data, li->name, e);
-	if (rc)
+	li->give_up = false;
+	rc = pg_handle_stale_pid(data, li->name, &lp->stopping, e);
+	if (rc) {
+		/* A postmaster that outlived 30 s of SIGKILLs will not be gone
+		 * at the next attempt either; the user has to look. */
+		li->give_up = rc == -ETIMEDOUT;
 		return rc;
+	}
 	rotate_log(logp);
 
 	for (int attempt = 0; attempt < 6; attempt++) {
@@ -214,8 +244,10 @@ static int instance_start(struct local_provider *lp, struct local_instance *li, 
 		read_log_since(logp, off, tail, sizeof(tail));
 		if (local_log_port_conflict(tail))
 			continue; /* someone took the port between our check and bind */
-		local_log_reason(tail, reason, sizeof(reason));
 		local_describe_status(st, how, sizeof(how));
+		if (!tail[strspn(tail, " \t\r\n")])
+			return silent_exit(li, how, data, e);
+		local_log_reason(tail, reason, sizeof(reason));
 		return errmsg_set(e, -EIO, "the server of %s exited during startup (%s): %s",
 		                  li->name, how, reason);
 	}
@@ -300,6 +332,10 @@ static void *supervisor_main(void *arg)
 				mark_running_locked(lp, li);
 				log_event("local: instance %s %s on port %d", li->name,
 				          restart ? "restarted" : "started", li->port);
+			} else if (!lp->stopping && li->give_up) {
+				li->want_running = false;
+				set_status(li, "failed");
+				log_error("local: instance %s: gave up: %s", li->name, e.text);
 			} else if (!lp->stopping) {
 				li->failures++;
 				li->next_start_ms = now_ms() + local_backoff_ms(li->failures);
@@ -448,16 +484,35 @@ static void *preparer_main(void *arg)
 		bool worked = false;
 
 		lp->spare_wanted = false;
-		if (now_ms() >= retry_at) {
+		/* A provision goes first: its copy and its server's start must
+		 * not race a spare's copy for the disk. It wakes us when done. */
+		if (now_ms() >= retry_at && lp->provisioning == 0) {
 			struct errmsg e;
 			int rc;
 
 			pthread_mutex_unlock(&lp->lock);
 			errmsg_clear(&e);
 			rc = tmpl_ensure(lp, lp->default_user, true, &e);
-			if (!rc && spare_count(lp, lp->default_user) < LOCAL_SPARES) {
-				rc = spare_make(lp, lp->default_user, true, NULL, 0, &e);
-				worked = rc == 0;
+			pthread_mutex_lock(&lp->lock);
+			bool yield = lp->provisioning > 0;
+			pthread_mutex_unlock(&lp->lock);
+			if (!rc && !yield && spare_count(lp, lp->default_user) < LOCAL_SPARES) {
+				rc = spare_room(lp, lp->default_user, LOCAL_SPARE_MARGIN_BYTES,
+				                true, &e);
+				if (rc == -ENOSPC) {
+					/* Checked again every round; said once. */
+					if (!lp->spare_space_logged)
+						log_event(
+						    "local: not preparing a spare instance: %s",
+						    e.text);
+					lp->spare_space_logged = true;
+					rc = 0;
+				} else if (rc == 0) {
+					rc = spare_make(lp, lp->default_user, true, NULL, 0, &e);
+					worked = rc == 0;
+					if (worked)
+						lp->spare_space_logged = false;
+				}
 			}
 			pthread_mutex_lock(&lp->lock);
 			if (rc && !lp->stopping) {
@@ -472,12 +527,13 @@ static void *preparer_main(void *arg)
 	return NULL;
 }
 
-static void wake_preparer(struct local_provider *lp)
+/* A provision has ended (with its server up, or with nothing left):
+ * the preparer may replace the spare it took. Caller holds the lock. */
+static void provision_done_locked(struct local_provider *lp)
 {
-	pthread_mutex_lock(&lp->lock);
+	lp->provisioning--;
 	lp->spare_wanted = true;
 	pthread_cond_broadcast(&lp->cond);
-	pthread_mutex_unlock(&lp->lock);
 }
 
 /* ---- start / rediscovery ---- */
@@ -545,6 +601,19 @@ static void rediscover(struct local_provider *lp)
 	closedir(d);
 }
 
+/* The pid in the lock file, fixed width so a reader never sees half of
+ * it. Only read for the refusal message of a second dbosfs. */
+static void write_lock_pid(struct local_provider *lp)
+{
+	char text[16];
+	int n = snprintf(text, sizeof(text), "%-10d\n", (int)getpid());
+
+	if (lp->lock_fd < 0)
+		return;
+	if (pwrite(lp->lock_fd, text, (size_t)n, 0) != n || ftruncate(lp->lock_fd, n) < 0)
+		log_error("local: cannot write our pid into %s/lock: %m", lp->root);
+}
+
 /* Stops and joins the first n of the provider's threads after a failed
  * start. */
 static void join_threads(struct local_provider *lp, pthread_t *threads, int n)
@@ -564,6 +633,9 @@ static int local_start(struct provider *p, struct errmsg *e)
 	void *(*mains[])(void *) = {supervisor_main, preparer_main, prober_main};
 	pthread_t started[3];
 
+	/* The lock is ours since create(); the pid in it is now the
+	 * daemon's, no longer that of the parent that has exited. */
+	write_lock_pid(lp);
 	tmpl_cleanup(lp);
 	rediscover(lp);
 	for (int i = 0; i < 3; i++) {
@@ -656,6 +728,8 @@ static void local_free(struct provider *p)
 		if (lp->runbase_is_tmp) /* created but never started */
 			local_rmtree(lp->runbase);
 		free(lp->acct.groups);
+		if (lp->lock_fd >= 0)
+			close(lp->lock_fd); /* releases the state_dir */
 		pthread_mutex_destroy(&lp->lock);
 		pthread_mutex_destroy(&lp->tmpl_lock);
 		pthread_mutex_destroy(&lp->spare_lock);
@@ -738,6 +812,7 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	}
 	li->next = lp->instances;
 	lp->instances = li;
+	lp->provisioning++;
 	pthread_mutex_unlock(&lp->lock);
 
 	rc = assign_port(lp, li);
@@ -751,6 +826,9 @@ static int local_provision(struct provider *p, const char *name, const char *use
 		/* No warm spare (several provisions in a row, or a username
 		 * other than the default): make one now. */
 		rc = tmpl_ensure(lp, username, false, e);
+		/* A clear ENOSPC now rather than a cp or a server dying of it. */
+		if (!rc)
+			rc = spare_room(lp, username, LOCAL_START_MARGIN_BYTES, false, e);
 		if (!rc)
 			rc = spare_make(lp, username, false, spare, sizeof(spare), e);
 		if (!rc) {
@@ -762,8 +840,6 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	if (rc)
 		goto fail;
 	claimed = true;
-	if (strcmp(username, lp->default_user) == 0)
-		wake_preparer(lp);
 
 	rc = instance_start(lp, li, e);
 	if (rc)
@@ -779,7 +855,7 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	li->busy = false;
 	li->want_running = true;
 	to_instance(li, out);
-	pthread_cond_broadcast(&lp->cond);
+	provision_done_locked(lp);
 	pthread_mutex_unlock(&lp->lock);
 	log_event("local: instance %s provisioned on port %d in %lld ms", name, out->port,
 	          now_ms() - t0);
@@ -798,7 +874,7 @@ fail:
 	}
 	pthread_mutex_lock(&lp->lock);
 	unlink_locked(lp, li);
-	pthread_cond_broadcast(&lp->cond);
+	provision_done_locked(lp);
 	pthread_mutex_unlock(&lp->lock);
 	free(li);
 	if (rc != -EEXIST)
@@ -1146,6 +1222,44 @@ static int make_dirs(struct local_provider *lp, const char *state_dir, struct er
 	return 0;
 }
 
+/* One dbosfs per STATE_DIR/local: two would each take the other's
+ * postmasters for leftovers of a crash and kill them. The flock belongs to
+ * the open file, so it survives the fork that daemonizes (the parent's
+ * copy closes at its exit, the daemon's stays) and the kernel drops it
+ * when the holder dies; it is released at free(). Children never inherit
+ * it (O_CLOEXEC, and local_spawn closes every fd). A cloud mount uses
+ * other subdirectories of state_dir and takes no part in this. */
+static int lock_state_dir(struct local_provider *lp, const char *state_dir, struct errmsg *e)
+{
+	char path[PATH_MAX], text[32];
+	int fd, err;
+
+	if (local_path(path, sizeof(path), "%s/lock", lp->root))
+		return errmsg_set(e, -ENAMETOOLONG, "state_dir is too long");
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return errmsg_set(e, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+		lp->lock_fd = fd;
+		write_lock_pid(lp);
+		return 0;
+	}
+	err = errno;
+	if (err != EWOULDBLOCK) {
+		close(fd);
+		return errmsg_set(e, -err, "cannot lock %s: %s", path, strerror(err));
+	}
+	ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+	text[n > 0 ? n : 0] = '\0';
+	close(fd);
+	int pid = atoi(text);
+	if (pid > 0)
+		return errmsg_set(e, -EBUSY, "state_dir %s is in use by another dbosfs (pid %d)",
+		                  state_dir, pid);
+	/* It has locked the file but not written its pid yet. */
+	return errmsg_set(e, -EBUSY, "state_dir %s is in use by another dbosfs", state_dir);
+}
+
 /* A short socket directory when state_dir is too deep. Made in create()
  * (a directory is not a thread or a process, so daemonizing keeps it). */
 static int make_tmp_runbase(struct local_provider *lp, struct errmsg *e)
@@ -1176,6 +1290,7 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	}
 	p->ops = &local_ops;
 	p->priv = lp;
+	lp->lock_fd = -1;
 	pthread_mutex_init(&lp->lock, NULL);
 	pthread_mutex_init(&lp->tmpl_lock, NULL);
 	pthread_mutex_init(&lp->spare_lock, NULL);
@@ -1204,6 +1319,8 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 		goto fail;
 	}
 	rc = make_dirs(lp, opt->state_dir, e);
+	if (!rc)
+		rc = lock_state_dir(lp, opt->state_dir, e);
 	if (!rc && !lp->runbase[0])
 		rc = make_tmp_runbase(lp, e);
 	if (rc)

@@ -341,7 +341,47 @@ static pid_t proc_ppid(pid_t pid)
 	return ppid;
 }
 
-int pg_handle_stale_pid(const char *datadir, const char *name, struct errmsg *e)
+static bool real_alive(pid_t pid, void *arg)
+{
+	(void)arg;
+	return proc_alive(pid);
+}
+
+static int real_signal(pid_t pid, int sig, void *arg)
+{
+	(void)arg;
+	return kill(pid, sig);
+}
+
+int pg_stop_leftover(pid_t pid, int grace_ms, int total_ms, const bool *cancel,
+                     const struct leftover_ops *ops)
+{
+	static const struct leftover_ops real = {real_alive, real_signal, NULL};
+	long long start = now_ms(), next_kill = start + grace_ms;
+
+	if (!ops)
+		ops = &real;
+	ops->signal(pid, SIGINT, ops->arg);
+	/* SIGKILL cannot end a process stuck in the kernel (D state), so the
+	 * wait has an end of its own: the supervisor must not hang here, nor
+	 * stop() in joining it. */
+	while (ops->alive(pid, ops->arg)) {
+		long long t = now_ms();
+
+		if (cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))
+			return -EINTR;
+		if (t - start >= total_ms)
+			return -ETIMEDOUT;
+		if (t >= next_kill) {
+			ops->signal(pid, SIGKILL, ops->arg);
+			next_kill = t + 5000;
+		}
+		sleep_ms(20);
+	}
+	return 0;
+}
+
+int pg_handle_stale_pid(const char *datadir, const char *name, const bool *cancel, struct errmsg *e)
 {
 	char path[PATH_MAX + 32], text[256], link[PATH_MAX], real[PATH_MAX];
 	struct stale_pid_facts f;
@@ -389,14 +429,19 @@ int pg_handle_stale_pid(const char *datadir, const char *name, struct errmsg *e)
 		 * longer our child, so stop it and start one we supervise. */
 		log_event("local: instance %s: shutting down leftover postmaster %d", name,
 		          (int)f.pid);
-		kill(f.pid, SIGINT);
-		for (long long end = now_ms() + LOCAL_STOP_TIMEOUT_MS; proc_alive(f.pid);) {
-			if (now_ms() > end) {
-				kill(f.pid, SIGKILL);
-				end = now_ms() + 5000;
-			}
-			sleep_ms(20);
-		}
+		rc = pg_stop_leftover(f.pid, LOCAL_STOP_TIMEOUT_MS, LOCAL_LEFTOVER_TIMEOUT_MS,
+		                      cancel, NULL);
+		if (rc == -EINTR)
+			return errmsg_set(e, rc,
+			                  "interrupted while waiting for leftover postmaster %d to "
+			                  "exit",
+			                  (int)f.pid);
+		if (rc)
+			return errmsg_set(e, rc,
+			                  "leftover postmaster %d still runs on %s %d s after "
+			                  "SIGINT and repeated SIGKILLs (stuck in the kernel?); "
+			                  "not starting a second server on that data directory",
+			                  (int)f.pid, datadir, LOCAL_LEFTOVER_TIMEOUT_MS / 1000);
 		return 0;
 	}
 	return 0;

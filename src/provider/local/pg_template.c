@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -114,8 +115,12 @@ static bool dir_has(const char *dir, const char *file)
 
 /* ---- template ---- */
 
+/* Runs a helper with its output in logpath. On failure the message quotes
+ * the log; keep_log says whether the log stays for the user to read (else
+ * the caller removes it and the message does not point to it). A failure
+ * the helper reports as "No space left on device" returns -ENOSPC. */
 static int run_helper(struct local_provider *lp, bool track, char **argv, const char *logpath,
-                      const char *what, struct errmsg *e)
+                      bool keep_log, const char *what, struct errmsg *e)
 {
 	int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	struct spawn_spec s;
@@ -139,8 +144,28 @@ static int run_helper(struct local_provider *lp, bool track, char **argv, const 
 		local_describe_status(st, how, sizeof(how));
 		local_read_file(logpath, tailbuf, sizeof(tailbuf), true);
 		local_log_reason(tailbuf, reason, sizeof(reason));
-		return errmsg_set(e, -EIO, "%s failed (%s): %s (see %s)", what, how, reason,
-		                  logpath);
+		/* Helpers run with LC_MESSAGES=C, so this is their wording. */
+		rc = strstr(tailbuf, "No space left on device") ? -ENOSPC : -EIO;
+		if (!tailbuf[strspn(tailbuf, " \t\r\n")]) {
+			/* Its log is on the same filesystem: a full disk leaves
+			 * it empty, so look at the disk itself. */
+			char dir[PATH_MAX];
+			snprintf(dir, sizeof(dir), "%s", logpath);
+			char *slash = strrchr(dir, '/');
+			if (slash && slash != dir)
+				*slash = '\0';
+			long long avail = local_free_bytes(dir);
+			if (avail >= 0 && avail < LOCAL_START_MARGIN_BYTES)
+				return errmsg_set(
+				    e, -ENOSPC,
+				    "%s failed (%s) with no output: %s (%lld KiB free on "
+				    "the filesystem of %s)",
+				    what, how, strerror(ENOSPC), avail >> 10, dir);
+		}
+		if (keep_log)
+			return errmsg_set(e, rc, "%s failed (%s): %s (see %s)", what, how, reason,
+			                  logpath);
+		return errmsg_set(e, rc, "%s failed (%s): %s", what, how, reason);
 	}
 	unlink(logpath);
 	return 0;
@@ -207,7 +232,7 @@ int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct 
 	                "--auth-host=scram-sha-256",
 	                "--no-sync",
 	                NULL};
-	rc = run_helper(lp, track, argv, logpath, "initdb", e);
+	rc = run_helper(lp, track, argv, logpath, true, "initdb", e);
 	if (rc)
 		goto out;
 	rc = append_settings(tmp, e);
@@ -296,7 +321,7 @@ int spare_make(struct local_provider *lp, const char *user, bool track, char *ou
 	/* cp runs as the server account, so the copy has the right owner;
 	 * --reflink=auto makes it nearly free on XFS and btrfs. */
 	char *argv[] = {"/bin/cp", "-a", "--reflink=auto", tmpl, data, NULL};
-	rc = run_helper(lp, track, argv, logpath, "copying the template", e);
+	rc = run_helper(lp, track, argv, logpath, false, "copying the template", e);
 	if (!rc) {
 		pthread_mutex_lock(&lp->spare_lock);
 		if (rename(tmp, final) < 0)
@@ -304,8 +329,23 @@ int spare_make(struct local_provider *lp, const char *user, bool track, char *ou
 		pthread_mutex_unlock(&lp->spare_lock);
 	}
 	if (rc) {
-		local_rmtree(tmp);
+		/* A partial copy (ENOSPC, or cp killed at stop) must not stay and
+		 * hold the space; tmpl_cleanup catches what a crash leaves. */
+		int rrc = local_rmtree(tmp);
 		unlink(logpath);
+		if (rrc)
+			log_error("local: cannot remove the partial copy %s: %s", tmp,
+			          strerror(-rrc));
+		if (rc == -ENOSPC) {
+			long long avail = local_free_bytes(lp->root);
+			char *at = e ? e->text + strlen(e->text) : NULL;
+			size_t room = e ? sizeof(e->text) - strlen(e->text) : 0;
+			if (at && room > 1 && avail >= 0)
+				snprintf(at, room,
+				         "; %lld MiB free on the filesystem of %s after removing "
+				         "the partial copy",
+				         avail >> 20, lp->root);
+		}
 		return rc;
 	}
 	if (out)
@@ -383,4 +423,66 @@ void tmpl_cleanup(struct local_provider *lp)
 	clean_dir(dir, true);
 	snprintf(dir, sizeof(dir), "%s/trash", lp->root);
 	clean_dir(dir, false);
+}
+
+/* ---- disk space ---- */
+
+/* nftw has no user argument; each walk is one thread's own. */
+static __thread long long walk_bytes;
+
+static int add_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)path;
+	(void)ftw;
+	if (type == FTW_F || type == FTW_D || type == FTW_SL || type == FTW_DP)
+		walk_bytes += (long long)st->st_blocks * 512;
+	return 0;
+}
+
+int tmpl_size(struct local_provider *lp, const char *user, long long *bytes)
+{
+	char path[PATH_MAX];
+
+	if (local_path(path, sizeof(path), "%s/templates/%s", lp->root, user))
+		return -ENAMETOOLONG;
+	walk_bytes = 0;
+	if (nftw(path, add_entry, 32, FTW_PHYS | FTW_MOUNT) < 0)
+		return errno ? -errno : -EIO;
+	*bytes = walk_bytes;
+	return 0;
+}
+
+long long local_free_bytes(const char *path)
+{
+	struct statvfs sv;
+
+	if (statvfs(path, &sv) < 0)
+		return -errno;
+	/* f_bavail, not f_bfree: copies and servers run as the server account,
+	 * which cannot use the blocks reserved for root. */
+	return (long long)sv.f_bavail * (long long)sv.f_frsize;
+}
+
+int spare_room(struct local_provider *lp, const char *user, long long margin,
+               bool margin_at_least_template, struct errmsg *e)
+{
+	long long need, avail;
+	int rc = tmpl_size(lp, user, &need);
+
+	if (rc)
+		return errmsg_set(e, rc, "cannot measure the template for %s: %s", user,
+		                  strerror(-rc));
+	if (margin_at_least_template && margin < need)
+		margin = need;
+	avail = local_free_bytes(lp->root);
+	if (avail < 0)
+		return errmsg_set(e, (int)avail, "cannot read the free space of %s: %s", lp->root,
+		                  strerror((int)-avail));
+	if (avail >= need + margin)
+		return 0;
+	return errmsg_set(e, -ENOSPC,
+	                  "%s: a copy of the template needs %lld MiB and %lld MiB more must "
+	                  "stay free, but the filesystem of %s has %lld MiB free",
+	                  strerror(ENOSPC), (need + (1 << 20) - 1) >> 20, margin >> 20, lp->root,
+	                  avail >> 20);
 }

@@ -1,8 +1,12 @@
 /* Pure pieces of the local provider: instance metadata, the stale
  * postmaster.pid decision, server-log parsing, socket path limits,
- * restart backoff, port picking; and the liveness probe against fake
- * servers on Unix sockets (one that never answers, two that do). */
+ * restart backoff, port picking; the liveness probe against fake
+ * servers on Unix sockets (one that never answers, two that do); stopping
+ * a leftover postmaster (fakes for one that never dies, real processes for
+ * the rest); and disk-space checks and a template copy that runs out of
+ * space on a small tmpfs (as root). */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -10,12 +14,17 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../tap.h"
 #include "local_internal.h"
+#include "log.h"
 
 static void test_meta(void)
 {
@@ -321,6 +330,298 @@ static void test_probe_many(void)
 	CHECK(system(cmd) == 0);
 }
 
+/* ---- stopping a leftover postmaster ---- */
+
+/* A fake process: dies at the first signal in dies_at (0: never), and
+ * records what it was sent and when. */
+struct fake_proc {
+	int dies_at;
+	bool dead;
+	int nint, nkill;
+	long long first_kill_ms;
+	long long t0;
+};
+
+static bool fake_alive(pid_t pid, void *arg)
+{
+	(void)pid;
+	return !((struct fake_proc *)arg)->dead;
+}
+
+static int fake_signal(pid_t pid, int sig, void *arg)
+{
+	struct fake_proc *f = arg;
+
+	(void)pid;
+	if (sig == SIGINT)
+		f->nint++;
+	if (sig == SIGKILL && f->nkill++ == 0)
+		f->first_kill_ms = now_ms() - f->t0;
+	if (sig == f->dies_at)
+		f->dead = true;
+	return 0;
+}
+
+static void *set_after(void *arg)
+{
+	usleep(200 * 1000);
+	__atomic_store_n((bool *)arg, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* A process that is not our child (double fork), running exe with its
+ * working directory in dir, optionally ignoring SIGINT (the disposition
+ * survives exec). Returns its pid. */
+static pid_t orphan(const char *exe, const char *dir, bool ignore_int)
+{
+	int fds[2];
+	pid_t pid = 0, mid;
+
+	if (pipe(fds) < 0)
+		return -1;
+	mid = fork();
+	if (mid == 0) {
+		pid_t g = fork();
+		if (g == 0) {
+			close(fds[0]);
+			close(fds[1]);
+			if (ignore_int)
+				signal(SIGINT, SIG_IGN);
+			if (chdir(dir) < 0)
+				_exit(1);
+			execl(exe, exe, "300", (char *)NULL);
+			_exit(127);
+		}
+		ssize_t w = write(fds[1], &g, sizeof(g));
+		_exit(w == sizeof(g) ? 0 : 1);
+	}
+	close(fds[1]);
+	if (mid < 0 || read(fds[0], &pid, sizeof(pid)) != sizeof(pid))
+		pid = -1;
+	close(fds[0]);
+	if (mid > 0)
+		waitpid(mid, NULL, 0);
+	return pid;
+}
+
+static bool gone_or_zombie(pid_t pid)
+{
+	char path[64], buf[512];
+	FILE *f;
+	bool gone = true;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return true;
+	if (fgets(buf, sizeof(buf), f)) {
+		char *rp = strrchr(buf, ')');
+		gone = rp && (rp[2] == 'Z' || rp[2] == 'X');
+	}
+	fclose(f);
+	return gone;
+}
+
+static void test_stop_leftover(void)
+{
+	struct fake_proc f;
+	struct leftover_ops ops = {fake_alive, fake_signal, &f};
+	bool cancel = false;
+	long long t0;
+	int rc;
+
+	/* Dies of SIGINT: no SIGKILL, no waiting for the grace period. */
+	memset(&f, 0, sizeof(f));
+	f.dies_at = SIGINT;
+	f.t0 = t0 = now_ms();
+	CHECK(pg_stop_leftover(1234, 5000, 10000, NULL, &ops) == 0);
+	CHECK(f.nint == 1 && f.nkill == 0 && now_ms() - t0 < 500);
+
+	/* Ignores SIGINT, dies of SIGKILL after the grace period. */
+	memset(&f, 0, sizeof(f));
+	f.dies_at = SIGKILL;
+	f.t0 = t0 = now_ms();
+	CHECK(pg_stop_leftover(1234, 150, 10000, NULL, &ops) == 0);
+	CHECK(f.nint == 1 && f.nkill == 1);
+	CHECK(f.first_kill_ms >= 150 && f.first_kill_ms < 600);
+
+	/* Never dies (stuck in the kernel): gives up at the overall deadline
+	 * instead of sending SIGKILL forever. */
+	memset(&f, 0, sizeof(f));
+	f.t0 = t0 = now_ms();
+	rc = pg_stop_leftover(1234, 100, 700, NULL, &ops);
+	long long took = now_ms() - t0;
+	CHECK(rc == -ETIMEDOUT);
+	CHECK(took >= 700 && took < 1500);
+	CHECK(f.nint == 1 && f.nkill == 1); /* the next SIGKILL is 5 s later */
+
+	/* A stop request ends the wait at once. */
+	memset(&f, 0, sizeof(f));
+	pthread_t th;
+	f.t0 = t0 = now_ms();
+	pthread_create(&th, NULL, set_after, &cancel);
+	rc = pg_stop_leftover(1234, 100, 30000, &cancel, &ops);
+	pthread_join(th, NULL);
+	CHECK(rc == -EINTR);
+	CHECK(now_ms() - t0 < 1000);
+	CHECK(pg_stop_leftover(1234, 100, 30000, &cancel, &ops) == -EINTR);
+
+	/* Real processes through pg_handle_stale_pid: a "postgres" (a copy
+	 * of sleep under that name) with its cwd in the data directory and
+	 * not our child is what a crashed dbosfs leaves. */
+	char dir[] = "/tmp/dbosfs-leftover-XXXXXX", data[128], exe[128], cmd[300], pidtext[200];
+	struct errmsg e;
+	if (!mkdtemp(dir)) {
+		CHECK(0);
+		return;
+	}
+	snprintf(data, sizeof(data), "%s/data", dir);
+	snprintf(exe, sizeof(exe), "%s/postgres", dir);
+	snprintf(cmd, sizeof(cmd), "cp /bin/sleep %s", exe);
+	CHECK(mkdir(data, 0700) == 0 && system(cmd) == 0);
+	snprintf(cmd, sizeof(cmd), "%s/postmaster.pid", data);
+
+	pid_t pm = orphan(exe, data, false);
+	CHECK(pm > 0);
+	usleep(100 * 1000); /* let it exec */
+	snprintf(pidtext, sizeof(pidtext), "%d\n%s\n", (int)pm, data);
+	CHECK(local_write_file(cmd, pidtext, 0600) == 0);
+	errmsg_clear(&e);
+	t0 = now_ms();
+	rc = pg_handle_stale_pid(data, "lo", NULL, &e);
+	CHECK(rc == 0);
+	CHECK(now_ms() - t0 < 2000);
+	CHECK(gone_or_zombie(pm));
+
+	/* One that ignores SIGINT: a stop request interrupts the wait for
+	 * the grace period, with a message, instead of hanging stop(). */
+	pm = orphan(exe, data, true);
+	CHECK(pm > 0);
+	usleep(100 * 1000);
+	snprintf(pidtext, sizeof(pidtext), "%d\n%s\n", (int)pm, data);
+	CHECK(local_write_file(cmd, pidtext, 0600) == 0);
+	cancel = false;
+	errmsg_clear(&e);
+	t0 = now_ms();
+	pthread_create(&th, NULL, set_after, &cancel);
+	rc = pg_handle_stale_pid(data, "lo", &cancel, &e);
+	pthread_join(th, NULL);
+	CHECK(rc == -EINTR && strstr(e.text, "interrupted"));
+	CHECK(now_ms() - t0 < 1500);
+	CHECK(!gone_or_zombie(pm)); /* SIGINT ignored, no SIGKILL yet */
+	kill(pm, SIGKILL);
+	for (int i = 0; i < 100 && !gone_or_zombie(pm); i++)
+		usleep(10 * 1000);
+	CHECK(gone_or_zombie(pm));
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0);
+}
+
+/* ---- disk space ---- */
+
+static int write_bytes(const char *path, long long n)
+{
+	static char block[65536];
+	FILE *f = fopen(path, "w");
+	int rc = 0;
+
+	if (!f)
+		return -1;
+	for (long long done = 0; done < n && !rc; done += (long long)sizeof(block))
+		rc = fwrite(block, 1, sizeof(block), f) == sizeof(block) ? 0 : -1;
+	if (fclose(f) != 0)
+		rc = -1;
+	return rc;
+}
+
+static int dir_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+	closedir(d);
+	return n;
+}
+
+static void test_space(void)
+{
+	struct local_provider *lp = calloc(1, sizeof(*lp));
+	char dir[] = "/tmp/dbosfs-space-XXXXXX", path[PATH_MAX + 64], out[PATH_MAX];
+	struct errmsg e;
+	long long bytes = 0;
+
+	if (!lp || !mkdtemp(dir)) {
+		CHECK(0);
+		free(lp);
+		return;
+	}
+	CHECK(local_free_bytes("/nonexistent/dir") == -ENOENT);
+	CHECK(local_free_bytes(dir) > 0);
+	pthread_mutex_init(&lp->spare_lock, NULL);
+	lp->acct.drop = false; /* cp runs as we are */
+	lp->lock_fd = -1;
+
+	/* A small filesystem of our own, so running out of space is real.
+	 * Needs root (mount); otherwise only the arithmetic is checked. */
+	bool tmpfs = geteuid() == 0 && mount("tmpfs", dir, "tmpfs", 0, "size=8m") == 0;
+	if (!tmpfs)
+		printf("# not root or no tmpfs: ENOSPC copy checks skipped\n");
+	snprintf(lp->root, sizeof(lp->root), "%s", dir);
+	snprintf(path, sizeof(path), "%s/templates", dir);
+	CHECK(mkdir(path, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/spares", dir);
+	CHECK(mkdir(path, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/templates/u", dir);
+	CHECK(mkdir(path, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/templates/u/base", dir);
+	CHECK(write_bytes(path, 3LL << 20) == 0);
+	CHECK(tmpl_size(lp, "u", &bytes) == 0);
+	CHECK(bytes >= 3LL << 20 && bytes < 4LL << 20);
+	CHECK(tmpl_size(lp, "nobody", &bytes) == -ENOENT);
+
+	errmsg_clear(&e);
+	CHECK(spare_room(lp, "u", 0, false, &e) == 0);
+	CHECK(spare_room(lp, "u", 1LL << 60, false, &e) == -ENOSPC);
+	CHECK(strstr(e.text, "No space left on device") && strstr(e.text, "MiB free"));
+
+	if (tmpfs) {
+		/* 8 MiB, 3 of them the template: room for one copy (5 free),
+		 * not for one with a margin as large as the template. */
+		CHECK(spare_room(lp, "u", 0, true, &e) == -ENOSPC);
+		CHECK(spare_room(lp, "u", 1LL << 20, false, &e) == 0);
+		CHECK(spare_make(lp, "u", false, out, sizeof(out), &e) == 0);
+		CHECK(strstr(out, "/spares/u.") != NULL);
+		/* 2 MiB free: the next copy fails half-way, with ENOSPC, and
+		 * removes what it had copied. */
+		errmsg_clear(&e);
+		CHECK(spare_room(lp, "u", 0, false, &e) == -ENOSPC);
+		long long before = local_free_bytes(dir);
+		int rc = spare_make(lp, "u", false, NULL, 0, &e);
+		CHECK(rc == -ENOSPC);
+		CHECK(strstr(e.text, "copying the template failed") &&
+		      strstr(e.text, "No space left on device") && strstr(e.text, "MiB free"));
+		CHECK(!strstr(e.text, "see ")); /* its log is gone with it */
+		printf("# %s\n", e.text);
+		CHECK(local_free_bytes(dir) == before);
+		/* Only the good spare is left: no partial copy, no log. */
+		snprintf(path, sizeof(path), "%s/spares", dir);
+		CHECK(dir_entries(path) == 1);
+		CHECK(spare_count(lp, "u") == 1);
+		CHECK(umount2(dir, MNT_DETACH) == 0);
+	}
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0);
+	pthread_mutex_destroy(&lp->spare_lock);
+	free(lp);
+}
+
 int main(void)
 {
 	test_meta();
@@ -330,5 +631,9 @@ int main(void)
 	test_ports();
 	test_probe_verdict();
 	test_probe_many();
+	log_init(false);
+	test_stop_leftover();
+	test_space();
+	log_shutdown();
 	return tap_done();
 }

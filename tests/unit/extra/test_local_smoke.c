@@ -3,8 +3,11 @@
  * back with its rows, reset the password, SIGSTOP the postmaster and see
  * it reported unresponsive (and available after SIGCONT), concurrent
  * provisions of one
- * name, destroy, and stop leaving no server behind. Needs the PostgreSQL
- * server binaries; skipped (exit 77) without them. */
+ * name, destroy, and stop leaving no server behind; a second provider on
+ * the same state_dir refused; and (as root, on a small tmpfs) a server that
+ * cannot start because the disk is full reported as ENOSPC with nothing
+ * left behind. Needs the PostgreSQL server binaries; skipped (exit 77)
+ * without them. */
 #include <errno.h>
 #include <glob.h>
 #include <libpq-fe.h>
@@ -13,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -118,6 +123,87 @@ static void *race_provision(void *arg)
 	return NULL;
 }
 
+/* Fills the filesystem of path with a file, then gives back `keep` bytes. */
+static int fill_disk(const char *path, off_t keep)
+{
+	static char block[65536];
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	off_t size = 0;
+
+	if (fd < 0)
+		return -1;
+	for (;;) {
+		ssize_t n = write(fd, block, sizeof(block));
+		if (n <= 0) {
+			n = write(fd, block, 512); /* the last partial block */
+			if (n <= 0)
+				break;
+		}
+		size += n;
+	}
+	int rc = errno == ENOSPC && ftruncate(fd, size - keep) == 0 ? 0 : -1;
+	close(fd);
+	return rc;
+}
+
+/* The failure this guards against: a server starting on a full disk dies
+ * before it can write a word to its (new, equally full) log. The error
+ * must say why, the errno must be ENOSPC, and nothing may stay behind. */
+static void test_full_disk(const struct dbosfs_options *base)
+{
+	char dir[] = "/tmp/dbosfs-full-XXXXXX", state[64], path[256], filler[64];
+	struct dbosfs_options opt = *base;
+	struct provider *p = NULL;
+	struct instance inst;
+	struct errmsg e;
+
+	if (geteuid() != 0) {
+		printf("# not root: full-disk checks skipped\n");
+		return;
+	}
+	CHECK(mkdtemp(dir) != NULL && chmod(dir, 0711) == 0);
+	if (mount("tmpfs", dir, "tmpfs", 0, "size=160m,mode=0711") != 0) {
+		printf("# cannot mount a tmpfs: full-disk checks skipped\n");
+		rmdir(dir);
+		return;
+	}
+	snprintf(state, sizeof(state), "%s/state", dir);
+	snprintf(filler, sizeof(filler), "%s/filler", dir);
+	opt.state_dir = state;
+	CHECK(local_provider_create(&opt, &p, &e) == 0);
+	if (!p)
+		goto out;
+	CHECK(p->ops->start(p, &e) == 0);
+	/* 160 MiB: template 39, then room for a spare and its margin. */
+	snprintf(path, sizeof(path), "%s/local/spares/dbos_user.*[0-9]/data/PG_VERSION", state);
+	CHECK(wait_glob(path, 30000) == 0);
+
+	/* One page left: enough for the claim's metadata, not for the
+	 * server's postmaster.pid nor for its log. */
+	CHECK(fill_disk(filler, 4096) == 0);
+	int rc = p->ops->provision(p, "full1", "dbos_user", "FullPassw0rd1", &inst, &e);
+	printf("# %s\n", e.text);
+	CHECK(rc == -ENOSPC);
+	CHECK(strstr(e.text, "exited during startup") && strstr(e.text, "no message") &&
+	      strstr(e.text, "No space left on device") && strstr(e.text, "KiB free"));
+	CHECK(p->ops->get(p, "full1", &inst, &e) == -ENOENT);
+	snprintf(path, sizeof(path), "%s/local/instances/full1", state);
+	CHECK(access(path, F_OK) < 0 && errno == ENOENT);
+
+	/* With the space back, provisioning works again. */
+	CHECK(unlink(filler) == 0);
+	rc = p->ops->provision(p, "full2", "dbos_user", "FullPassw0rd2", &inst, &e);
+	CHECK(rc == 0);
+	if (rc)
+		fprintf(stderr, "provision after freeing space: %s\n", e.text);
+	CHECK(rc != 0 || query(inst.port, "FullPassw0rd2", "SELECT 1") != NULL);
+	p->ops->stop(p);
+	p->ops->free(p);
+out:
+	CHECK(umount2(dir, MNT_DETACH) == 0);
+	CHECK(rmdir(dir) == 0);
+}
+
 int main(void)
 {
 	struct dbosfs_options opt;
@@ -160,6 +246,15 @@ int main(void)
 		fprintf(stderr, "create: %s\n", e.text);
 		return tap_done();
 	}
+	/* One provider per state_dir: a second is refused and says who has
+	 * it (the lock is per open file, so even this process is refused). */
+	struct provider *p2 = NULL;
+	char want[160];
+	snprintf(want, sizeof(want), "state_dir %s is in use by another dbosfs (pid %d)", state_dir,
+	         (int)getpid());
+	rc = local_provider_create(&opt, &p2, &e);
+	CHECK(rc == -EBUSY && p2 == NULL);
+	CHECK(strcmp(e.text, want) == 0);
 	CHECK(strcmp(p->provider_line, "local") == 0);
 	CHECK(strcmp(p->secret_scope, "local") == 0);
 	CHECK(geteuid() != 0 || strcmp(p->account, "root (servers run as postgres)") == 0);
@@ -305,6 +400,7 @@ int main(void)
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", state_dir);
 	CHECK(system(cmd) == 0);
+	test_full_disk(&opt);
 	log_shutdown();
 	return tap_done();
 }
