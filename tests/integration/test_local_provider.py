@@ -4,7 +4,9 @@ data surviving remounts, nothing left running after unmount, concurrent
 mkdir of one name, no secret or /dev/fuse reaching a server, a hung
 (SIGSTOPped) server reported "unresponsive" without slowing anything else,
 one mount per state_dir (a second is refused, even against a daemonized
-first), and a nearly full disk (a small tmpfs): mkdir fails with ENOSPC and
+first), a failed instance retried slowly in the background until it is
+available again, a start in flight cancelled by destroy and unmount, and a
+nearly full disk (a small tmpfs): mkdir fails with ENOSPC and
 leaves nothing behind, and no warm spare takes the last of the space."""
 import errno
 import os
@@ -307,6 +309,90 @@ def timed(fn, *args):
     t = time.monotonic()
     v = fn(*args)
     return v, time.monotonic() - t
+
+
+# ---- failed instances are retried slowly in the background ----
+
+def test_a_failed_instance_comes_back_by_itself_once_repaired(mount_factory):
+    # DBOSFS_LOCAL_RETRY_S=2: background retries after 2, 4, 8 ... s
+    # instead of 30, 60 ... s (an override for tests only).
+    m = mount_factory("local", env={"DBOSFS_LOCAL_RETRY_S": "2"})
+    name = unique_name("rp")
+    m.mkdir(name)
+    psql(m, name, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
+    m.unmount()
+    auto = inst_dir(m, name) / "data" / "postgresql.auto.conf"
+    original = auto.read_text()
+    auto.write_text(original + "no_such_setting_at_all = 1\n")
+    m.start()
+    wait_for(lambda: m.read(name, "status").strip() == "failed", 30, what="failed status")
+    # Two background retries (after 2 and 4 s) fail: still failed, and only
+    # the first retry of the episode is logged, not every attempt.
+    time.sleep(7)
+    wait_for(lambda: m.read(name, "status").strip() == "failed", 5, what="failed again")
+    log = m.read(".dbosfs", "log")
+    assert log.count(f"instance {name}: gave up after") == 1
+    assert log.count(f"instance {name}: retrying the start in the background") == 1
+    assert log.count(f"instance {name}: background retry failed") == 1
+    assert "no_such_setting_at_all" in log.split(f"{name}: background retry failed", 1)[1]
+    assert not servers_of(inst_dir(m, name))
+
+    auto.write_text(original)
+    # The next retry is at most 8 s away; no remount, no user action.
+    wait_available(m, name, timeout=20)
+    assert psql(m, name, "SELECT v FROM kept").stdout.strip() == "42"
+    log = m.read(".dbosfs", "log")
+    assert re.search(rf"instance {name} is available again after \d+ failed starts", log)
+    assert log.count(f"instance {name}: retrying the start in the background") == 1
+    # Recovered: a later crash is restarted at once again, not left failed.
+    pid = postmaster_pid(m, name)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: postmaster_pid(m, name) not in (0, pid), 30, what="a restart")
+    wait_available(m, name)
+
+
+def test_a_failed_instance_being_retried_is_destroyed_at_once(mount_factory):
+    m = mount_factory("local", env={"DBOSFS_LOCAL_RETRY_S": "1"})
+    name = unique_name("fd")
+    m.mkdir(name)
+    m.unmount()
+    with open(inst_dir(m, name) / "data" / "postgresql.conf", "a") as f:
+        f.write("this is not a setting\n")
+    m.start()
+    wait_for(lambda: m.read(name, "status").strip() == "failed", 30, what="failed status")
+    time.sleep(1.5)  # retries every 1, 2, 4 s: destroy meets one due or running
+    _, took = timed(m.destroy, name)
+    assert took < 5, f"destroy took {took:.1f} s"
+    assert not inst_dir(m, name).exists()
+    assert not servers_of(inst_dir(m, name))
+
+
+def test_a_start_in_flight_ends_at_once_for_destroy_and_unmount(local_mount):
+    # A standby without hot_standby never accepts connections: its start
+    # would run to the 60 s readiness timeout unless cancelled.
+    m = local_mount
+    name = unique_name("sf")
+    m.mkdir(name)
+    m.unmount()
+    data = inst_dir(m, name) / "data"
+    (data / "standby.signal").touch()
+    with open(data / "postgresql.auto.conf", "a") as f:
+        f.write("hot_standby = off\n")
+    m.start()
+    wait_for(lambda: servers_of(inst_dir(m, name)), 30, what="the server to start")
+    time.sleep(1)
+    assert m.read(name, "status").strip() in ("starting", "restarting")
+    _, took = timed(m.unmount)
+    assert took < 15, f"unmount took {took:.1f} s"
+    assert not servers_of(inst_dir(m, name))
+    m.start()
+    wait_for(lambda: servers_of(inst_dir(m, name)), 30, what="the server to start")
+    time.sleep(1)
+    assert m.read(name, "status").strip() in ("starting", "restarting")
+    _, took = timed(m.destroy, name)
+    assert took < 8, f"destroy took {took:.1f} s"
+    assert not inst_dir(m, name).exists()
+    wait_for(lambda: not servers_of(inst_dir(m, name)), 10, what="no server left")
 
 
 def test_a_stopped_postmaster_is_unresponsive_until_it_answers_again(local_mount):

@@ -36,6 +36,11 @@
 /* A leftover postmaster (not our child) that survives SIGINT and repeated
  * SIGKILLs this long is stuck in the kernel: give up on its instance. */
 #define LOCAL_LEFTOVER_TIMEOUT_MS 30000
+/* A "failed" instance is still retried, slowly, in the background (the
+ * cause may go away: a full disk, a bad setting fixed by hand): after
+ * LOCAL_RETRY_FIRST_MS, then twice as long each time, capped. */
+#define LOCAL_RETRY_FIRST_MS 30000
+#define LOCAL_RETRY_MAX_MS   300000
 /* Room a warm spare must leave free besides its own copy of the template
  * (at least this, or the template's size if larger): a spare is only a
  * speed-up and must never take the space a real mkdir or a running server
@@ -72,9 +77,13 @@ struct local_instance {
 	long long next_start_ms;
 	long long up_since_ms;
 	unsigned long long
-	    run_id;       /* new at every start: late probe results of an old run are dropped */
-	int probe_misses; /* consecutive liveness probes without an answer */
-	bool give_up;     /* set by a start that cannot succeed by retrying */
+	    run_id;          /* new at every start: late probe results of an old run are dropped */
+	int probe_misses;    /* consecutive liveness probes without an answer */
+	bool give_up;        /* set by a start that cannot succeed by retrying soon */
+	bool slow;           /* "failed": only retried on the slow schedule */
+	int slow_retries;    /* slow retries so far (reset once stable for a minute) */
+	int episode_retries; /* slow retries since it last became "failed" */
+	bool cancel;         /* destroy or stop wants a start in flight to end now */
 	struct local_instance *next;
 };
 
@@ -108,6 +117,7 @@ struct local_provider {
 	bool spare_wanted;
 	bool spare_space_logged;    /* "no room for a spare" said once (preparer only) */
 	int probe_period_ms;        /* the mount's refresh period */
+	long long retry_first_ms;   /* first slow retry of a failed instance */
 	unsigned long long run_seq; /* source of local_instance.run_id */
 };
 
@@ -158,6 +168,11 @@ int local_path(char *out, size_t outsz, const char *fmt, ...) __attribute__((for
 
 /* Restart backoff after n consecutive failures (n >= 1), in ms. */
 long long local_backoff_ms(int failures);
+
+/* Delay before slow retry number n (n >= 1) of a failed instance, in ms:
+ * first_ms, then doubling, capped at LOCAL_RETRY_MAX_MS (first_ms <= 0
+ * means LOCAL_RETRY_FIRST_MS). */
+long long local_retry_ms(int n, long long first_ms);
 
 /* What one liveness probe of a running server changes. */
 enum probe_verdict {

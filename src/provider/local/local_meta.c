@@ -164,6 +164,15 @@ long long local_backoff_ms(int failures)
 	return ms > 30000 ? 30000 : ms;
 }
 
+long long local_retry_ms(int n, long long first_ms)
+{
+	long long ms = first_ms > 0 ? first_ms : LOCAL_RETRY_FIRST_MS;
+
+	for (int i = 1; i < n && ms < LOCAL_RETRY_MAX_MS; i++)
+		ms *= 2;
+	return ms > LOCAL_RETRY_MAX_MS ? LOCAL_RETRY_MAX_MS : ms;
+}
+
 int local_path(char *out, size_t outsz, const char *fmt, ...)
 {
 	va_list ap;

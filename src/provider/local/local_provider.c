@@ -188,10 +188,10 @@ static int instance_start(struct local_provider *lp, struct local_instance *li, 
 		return errmsg_set(e, rc, "cannot create socket directory %s: %s", sock,
 		                  strerror(-rc));
 	li->give_up = false;
-	rc = pg_handle_stale_pid(data, li->name, &lp->stopping, e);
+	rc = pg_handle_stale_pid(data, li->name, &li->cancel, e);
 	if (rc) {
 		/* A postmaster that outlived 30 s of SIGKILLs will not be gone
-		 * at the next attempt either; the user has to look. */
+		 * a second later either: only the slow retries try again. */
 		li->give_up = rc == -ETIMEDOUT;
 		return rc;
 	}
@@ -223,7 +223,7 @@ static int instance_start(struct local_provider *lp, struct local_instance *li, 
 		if (pid < 0)
 			return (int)pid;
 		rc = pg_server_wait_ready(pid, sock, li->port, li->username, LOCAL_READY_TIMEOUT_MS,
-		                          &lp->stopping, &st);
+		                          &li->cancel, &st);
 		if (rc == 0) {
 			pthread_mutex_lock(&lp->lock);
 			li->pid = pid;
@@ -290,6 +290,83 @@ static void reap_if_exited(struct local_instance *li)
 	log_error("local: instance %s: server exited unexpectedly (%s); restarting", li->name, how);
 }
 
+/* li has failed too often (or cannot be started by retrying soon): report
+ * "failed" and leave it to the slow background retries. Caller holds the
+ * lock. */
+static void enter_failed_locked(struct local_provider *lp, struct local_instance *li,
+                                const char *reason)
+{
+	long long delay = local_retry_ms(li->slow_retries + 1, lp->retry_first_ms);
+
+	li->slow = true;
+	li->episode_retries = 0;
+	li->next_start_ms = now_ms() + delay;
+	set_status(li, "failed");
+	if (reason)
+		log_error("local: instance %s: gave up: %s; retrying in the background in %lld s",
+		          li->name, reason, delay / 1000);
+	else
+		log_error("local: instance %s: gave up after %d failed starts; see "
+		          "%s/instances/%s/server.log; retrying in the background in %lld s",
+		          li->name, li->failures, lp->root, li->name, delay / 1000);
+}
+
+/* One start (or background retry) of li, which is not busy and due. Caller
+ * holds the lock; it is released while the server starts. */
+static void supervise_start_locked(struct local_provider *lp, struct local_instance *li)
+{
+	struct errmsg e;
+	bool restart = li->slow || strcmp(li->status, "restarting") == 0;
+	bool retry = li->slow;
+
+	if (retry) {
+		li->slow_retries++;
+		/* Only the first retry of an episode and the recovery are
+		 * logged: a retry every few minutes for days is no news. */
+		if (li->episode_retries++ == 0)
+			log_event("local: instance %s: retrying the start in the background (later "
+			          "retries are logged only when one succeeds)",
+			          li->name);
+		set_status(li, "restarting");
+	}
+	li->busy = true;
+	pthread_mutex_unlock(&lp->lock);
+	errmsg_clear(&e);
+	int rc = instance_start(lp, li, &e);
+	pthread_mutex_lock(&lp->lock);
+	li->busy = false;
+	pthread_cond_broadcast(&lp->cond);
+	if (rc == 0) {
+		mark_running_locked(lp, li);
+		if (retry)
+			log_event("local: instance %s is available again after %d failed starts "
+			          "(port %d)",
+			          li->name, li->failures, li->port);
+		else
+			log_event("local: instance %s %s on port %d", li->name,
+			          restart ? "restarted" : "started", li->port);
+		li->slow = false;
+		return;
+	}
+	if (lp->stopping || li->cancel)
+		return; /* stop or destroy takes over */
+	li->failures++;
+	if (retry) {
+		set_status(li, "failed");
+		li->next_start_ms =
+		    now_ms() + local_retry_ms(li->slow_retries + 1, lp->retry_first_ms);
+		if (li->episode_retries == 1)
+			log_error("local: instance %s: background retry failed: %s", li->name,
+			          e.text);
+	} else if (li->give_up) {
+		enter_failed_locked(lp, li, e.text);
+	} else {
+		li->next_start_ms = now_ms() + local_backoff_ms(li->failures);
+		set_status(li, "restarting");
+		log_error("local: instance %s: %s", li->name, e.text);
+	}
+}
+
 static void *supervisor_main(void *arg)
 {
 	struct local_provider *lp = arg;
@@ -298,50 +375,29 @@ static void *supervisor_main(void *arg)
 	while (!lp->stopping) {
 		for (struct local_instance *li = lp->instances; li && !lp->stopping;
 		     li = li->next) {
-			if (li->busy)
+			/* cancel: a destroy is waiting to take it over. */
+			if (li->busy || li->cancel)
 				continue;
 			if (li->pid > 0) {
 				reap_if_exited(li);
-				/* Stable for a minute: past crashes are forgiven. */
-				if (li->pid > 0 && li->failures &&
-				    now_ms() - li->up_since_ms > 60000)
+				/* Stable for a minute: past crashes and slow
+				 * retries are forgiven (not at once: a server that
+				 * starts and then crashes must not loop fast). */
+				if (li->pid > 0 && (li->failures || li->slow_retries) &&
+				    now_ms() - li->up_since_ms > 60000) {
 					li->failures = 0;
+					li->slow_retries = 0;
+				}
 			}
 			if (li->pid > 0 || !li->want_running)
 				continue;
-			if (li->failures >= LOCAL_MAX_FAILURES) {
-				li->want_running = false;
-				set_status(li, "failed");
-				log_error("local: instance %s: gave up after %d failed starts; see "
-				          "%s/instances/%s/server.log",
-				          li->name, li->failures, lp->root, li->name);
+			if (!li->slow && li->failures >= LOCAL_MAX_FAILURES) {
+				enter_failed_locked(lp, li, NULL);
 				continue;
 			}
 			if (now_ms() < li->next_start_ms)
 				continue;
-			struct errmsg e;
-			bool restart = strcmp(li->status, "restarting") == 0;
-			li->busy = true;
-			pthread_mutex_unlock(&lp->lock);
-			errmsg_clear(&e);
-			int rc = instance_start(lp, li, &e);
-			pthread_mutex_lock(&lp->lock);
-			li->busy = false;
-			pthread_cond_broadcast(&lp->cond);
-			if (rc == 0) {
-				mark_running_locked(lp, li);
-				log_event("local: instance %s %s on port %d", li->name,
-				          restart ? "restarted" : "started", li->port);
-			} else if (!lp->stopping && li->give_up) {
-				li->want_running = false;
-				set_status(li, "failed");
-				log_error("local: instance %s: gave up: %s", li->name, e.text);
-			} else if (!lp->stopping) {
-				li->failures++;
-				li->next_start_ms = now_ms() + local_backoff_ms(li->failures);
-				set_status(li, "restarting");
-				log_error("local: instance %s: %s", li->name, e.text);
-			}
+			supervise_start_locked(lp, li);
 		}
 		if (!lp->stopping)
 			timed_wait(lp, 100);
@@ -659,6 +715,10 @@ static void local_stop(struct provider *p)
 
 	pthread_mutex_lock(&lp->lock);
 	lp->stopping = true;
+	/* Starts in flight (supervisor, provisions) end now, not after a
+	 * leftover's 30 s or a server's readiness timeout. */
+	for (struct local_instance *li = lp->instances; li; li = li->next)
+		__atomic_store_n(&li->cancel, true, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&lp->cond);
 	if (lp->helper_pid > 0)
 		kill(lp->helper_pid, SIGKILL); /* an initdb or cp of the preparer */
@@ -884,8 +944,8 @@ fail:
 
 /* Waits (polling for Ctrl-C) until no operation owns the entry; returns it
  * with the lock held, or NULL with the lock held and *rc set. */
-static struct local_instance *acquire_locked(struct local_provider *lp, const char *name, int *rc,
-                                             struct errmsg *e)
+static struct local_instance *acquire_locked(struct local_provider *lp, const char *name,
+                                             bool cancel_start, int *rc, struct errmsg *e)
 {
 	long long deadline = now_ms() + 15000;
 
@@ -896,15 +956,25 @@ static struct local_instance *acquire_locked(struct local_provider *lp, const ch
 			*rc = errmsg_set(e, -ENOENT, "no instance named %s", name);
 			return NULL;
 		}
-		if (!li->busy)
+		if (!li->busy) {
+			__atomic_store_n(&li->cancel, false, __ATOMIC_RELEASE);
 			return li;
-		if (op_interrupted()) {
-			*rc = errmsg_set(e, -EINTR, "interrupted");
-			return NULL;
 		}
-		if (now_ms() > deadline) {
-			*rc = errmsg_set(e, -EBUSY, "instance %s is busy (%s); try again later",
-			                 name, li->status);
+		/* A start by the supervisor (a restart, a background retry of a
+		 * failed instance) ends at once rather than after its timeouts;
+		 * the supervisor leaves a cancelled entry alone until we have it. */
+		if (cancel_start)
+			__atomic_store_n(&li->cancel, true, __ATOMIC_RELEASE);
+		if (op_interrupted() || now_ms() > deadline) {
+			/* Not ours after all: the supervisor may have it again. */
+			if (cancel_start && !lp->stopping)
+				__atomic_store_n(&li->cancel, false, __ATOMIC_RELEASE);
+			if (op_interrupted())
+				*rc = errmsg_set(e, -EINTR, "interrupted");
+			else
+				*rc = errmsg_set(e, -EBUSY,
+				                 "instance %s is busy (%s); try again later", name,
+				                 li->status);
 			return NULL;
 		}
 		timed_wait(lp, 100);
@@ -920,7 +990,7 @@ static int local_destroy(struct provider *p, const struct instance *inst, struct
 	pid_t pid;
 
 	pthread_mutex_lock(&lp->lock);
-	li = acquire_locked(lp, inst->name, &rc, e);
+	li = acquire_locked(lp, inst->name, true, &rc, e);
 	if (!li) {
 		pthread_mutex_unlock(&lp->lock);
 		return rc;
@@ -1306,6 +1376,12 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 		goto fail;
 	}
 	lp->probe_period_ms = (opt->refresh > 0 ? opt->refresh : 2) * 1000;
+	/* For tests only: the first slow retry of a failed instance after
+	 * DBOSFS_LOCAL_RETRY_S seconds (1..300) instead of 30, so a test can
+	 * watch a repaired instance come back without waiting minutes. */
+	const char *retry_s = getenv("DBOSFS_LOCAL_RETRY_S");
+	long rs = retry_s ? strtol(retry_s, NULL, 10) : 0;
+	lp->retry_first_ms = rs >= 1 && rs <= 300 ? rs * 1000 : LOCAL_RETRY_FIRST_MS;
 	snprintf(lp->default_user, sizeof(lp->default_user), "%s",
 	         opt->db_username && *opt->db_username ? opt->db_username : "dbos_user");
 	rc = resolve_bindir(opt, lp->bindir, sizeof(lp->bindir), e);

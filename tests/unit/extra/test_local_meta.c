@@ -146,6 +146,20 @@ static void test_paths_and_backoff(void)
 	CHECK(local_backoff_ms(3) == 1000);
 	CHECK(local_backoff_ms(5) == 4000);
 	CHECK(local_backoff_ms(100) == 30000);
+
+	/* The slow schedule of a failed instance: 30 s, 60 s, ..., 5 min. */
+	CHECK(local_retry_ms(1, 0) == 30000);
+	CHECK(local_retry_ms(2, 0) == 60000);
+	CHECK(local_retry_ms(3, -5) == 120000);
+	CHECK(local_retry_ms(4, 0) == 240000);
+	CHECK(local_retry_ms(5, 0) == 300000);
+	CHECK(local_retry_ms(1000, 0) == 300000);
+	CHECK(local_retry_ms(0, 0) == 30000);
+	/* A short first interval (tests) doubles to the same cap. */
+	CHECK(local_retry_ms(1, 2000) == 2000);
+	CHECK(local_retry_ms(3, 2000) == 8000);
+	CHECK(local_retry_ms(9, 2000) == 300000);
+	CHECK(local_retry_ms(1, 600000) == 300000);
 }
 
 static void test_ports(void)
