@@ -167,6 +167,14 @@ static const struct file_def *node_def(const struct node *n)
 	return NULL;
 }
 
+/* The one rule for files (spec, "Who may do what"): only control files
+ * are written, only by the owner (or root); secrets are read only by them. */
+static bool file_permits(const struct file_def *def, bool read, bool write)
+{
+	bool owner = fs_caller_is_owner();
+	return !(write && (!def->writable || !owner)) && !(read && def->secret && !owner);
+}
+
 static void open_file_free(struct open_file *of)
 {
 	buf_free_secret(&of->content);
@@ -185,11 +193,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	if (!def)
 		return -EISDIR;
 	int acc = fi->flags & O_ACCMODE;
-	bool wants_write = acc != O_RDONLY;
-	bool wants_read = acc != O_WRONLY;
-	if (wants_write && (!def->writable || !fs_caller_is_owner()))
-		return -EACCES;
-	if (wants_read && def->secret && !fs_caller_is_owner())
+	if (!file_permits(def, acc != O_WRONLY, acc != O_RDONLY))
 		return -EACCES;
 
 	struct open_file *of = calloc(1, sizeof(*of));
@@ -301,7 +305,7 @@ static int writable_by_caller(const char *path)
 	const struct file_def *def = node_def(&n);
 	if (!def)
 		return -EPERM; /* a directory: its times are not kept */
-	if (!def->writable || !fs_caller_is_owner())
+	if (!file_permits(def, false, true))
 		return -EACCES;
 	return 0;
 }
@@ -335,11 +339,10 @@ static int op_access(const char *path, int mask)
 	if (rc || mask == F_OK)
 		return rc;
 	const struct file_def *def = node_def(&n);
-	bool owner = fs_caller_is_owner();
 	if (!def) /* a directory: only the root takes new names, from the owner */
-		return (mask & W_OK) && !(n.kind == NODE_ROOT && owner) ? -EACCES : 0;
-	if ((mask & X_OK) || ((mask & R_OK) && def->secret && !owner) ||
-	    ((mask & W_OK) && (!def->writable || !owner)))
+		return (mask & W_OK) && !(n.kind == NODE_ROOT && fs_caller_is_owner()) ? -EACCES
+		                                                                       : 0;
+	if ((mask & X_OK) || !file_permits(def, mask & R_OK, mask & W_OK))
 		return -EACCES;
 	return 0;
 }

@@ -278,14 +278,19 @@ def test_servers_get_no_secret_and_no_fuse_fd(local_mount):
         assert os.stat(pw_dir).st_mode & 0o777 == 0o700
 
 
-def test_a_server_that_cannot_start_ends_up_failed_and_can_be_destroyed(local_mount):
-    m = local_mount
-    name = unique_name("fa")
-    m.mkdir(name)
+def remount_unstartable(m, name):
+    """Remounts with a syntax error in the instance's postgresql.conf."""
     m.unmount()
     with open(inst_dir(m, name) / "data" / "postgresql.conf", "a") as f:
         f.write("this is not a setting\n")
     m.start()
+
+
+def test_a_server_that_cannot_start_ends_up_failed_and_can_be_destroyed(local_mount):
+    m = local_mount
+    name = unique_name("fa")
+    m.mkdir(name)
+    remount_unstartable(m, name)
     # Starts are retried with backoff (0, 0.5, 1, 2 s), then given up.
     wait_for(lambda: m.read(name, "status").strip() == "failed", 30, what="failed status")
     assert m.read(name, "wait").strip() == "failed"
@@ -355,10 +360,7 @@ def test_a_failed_instance_being_retried_is_destroyed_at_once(mount_factory):
     m = mount_factory("local", env={"DBOSFS_LOCAL_RETRY_S": "1"})
     name = unique_name("fd")
     m.mkdir(name)
-    m.unmount()
-    with open(inst_dir(m, name) / "data" / "postgresql.conf", "a") as f:
-        f.write("this is not a setting\n")
-    m.start()
+    remount_unstartable(m, name)
     wait_for(lambda: m.read(name, "status").strip() == "failed", 30, what="failed status")
     time.sleep(1.5)  # retries every 1, 2, 4 s: destroy meets one due or running
     _, took = timed(m.destroy, name)
