@@ -388,11 +388,9 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_set_max_threads(lc, FUSE_THREADS);
 	fuse_loop_cfg_set_idle_threads(lc, 8);
 	fuse_loop_cfg_set_clone_fd(lc, cl.clone_fd);
-	/* A signal (SIGTERM, SIGINT, SIGHUP) ends the loop with its number:
-	 * an orderly shutdown, not a failure. */
-	int loop_rc = fuse_loop_mt(fuse, lc);
-	status =
-	    loop_rc == 0 || loop_rc == SIGTERM || loop_rc == SIGINT || loop_rc == SIGHUP ? 0 : 1;
+	/* Our signal handlers end the loop with fuse_session_exit(), which
+	 * returns 0: only a failure of the loop itself is an error. */
+	status = fuse_loop_mt(fuse, lc) == 0 ? 0 : 1;
 	fuse_loop_cfg_destroy(lc);
 	log_event("unmounting %s", cl.mountpoint);
 
