@@ -2,6 +2,7 @@
  * fs_meta.c or fs_instance.c. Nothing here waits on a provider except the
  * operations that mutate (mkdir, rmdir, writes to control files). */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,53 +38,79 @@ int fs_root_fail(struct dbosfs *fs, int err, const char *msg)
 	return err;
 }
 
-static int find_file(const struct file_def *table, int count, const char *name)
+int run_op(struct dbosfs *fs, const char *name, const char *op,
+           int (*fn)(struct dbosfs *fs, void *arg, struct errmsg *e), void *arg, struct errmsg *e)
 {
-	for (int i = 0; i < count; i++)
-		if (strcmp(table[i].name, name) == 0)
-			return i;
-	return -1;
+	int rc = state_begin_op(fs->cache, name, op, e);
+	if (rc)
+		return rc;
+	rc = fn(fs, arg, e);
+	state_end_op(fs->cache, name);
+	return rc;
 }
 
-/* The directory itself (rest == NULL) or one of the files of its table. */
-static int resolve_child(struct node *n, const char *rest, enum node_kind dir_kind,
-                         enum node_kind file_kind, const struct file_def *table, int count)
+static const struct file_def *find_file(const struct dir_def *d, const char *name)
 {
-	if (!rest) {
-		n->kind = dir_kind;
-		return 0;
-	}
-	n->kind = file_kind;
-	n->file = find_file(table, count, rest);
-	return n->file < 0 ? -ENOENT : 0;
+	for (int i = 0; i < d->file_count; i++)
+		if (strcmp(d->files[i].name, name) == 0)
+			return &d->files[i];
+	return NULL;
 }
 
+static const struct dir_def *find_dir(const struct dir_def *d, const char *name)
+{
+	for (int i = 0; i < d->dir_count; i++)
+		if (strcmp(d->dirs[i]->name, name) == 0)
+			return d->dirs[i];
+	return NULL;
+}
+
+/* Walks the tables one component at a time: a file (the last component),
+ * a fixed subdirectory, or an entry the directory's exists() knows. */
 int fs_resolve(struct dbosfs *fs, const char *path, struct node *n)
 {
 	memset(n, 0, sizeof(*n));
-	if (strcmp(path, "/") == 0) {
-		n->kind = NODE_ROOT;
-		return 0;
+	n->kind = NODE_DIR;
+	n->dir = &root_dir;
+	const char *p = path;
+	while (*p == '/')
+		p++;
+	while (*p) {
+		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+		char comp[NODE_NAME_MAX];
+		if (n->kind != NODE_DIR)
+			return -ENOTDIR;
+		if (len >= sizeof(comp))
+			return -ENOENT;
+		memcpy(comp, p, len);
+		comp[len] = '\0';
+		const struct dir_def *d = n->dir;
+		const struct file_def *f;
+		const struct dir_def *sub;
+		if ((f = find_file(d, comp)) != NULL) {
+			n->kind = NODE_FILE;
+			n->file = f;
+		} else if ((sub = find_dir(d, comp)) != NULL) {
+			n->parent = d;
+			n->dir = sub;
+		} else if (d->entry && d->exists && !n->sub[0]) {
+			/* Entry names are kept by depth: an instance, then one
+			 * level below it. */
+			char *slot = n->name[0] ? n->sub : n->name;
+			memcpy(slot, comp, len + 1);
+			if (!d->exists(fs, n, comp))
+				return -ENOENT;
+			n->parent = d;
+			n->dir = d->entry;
+		} else {
+			return -ENOENT;
+		}
+		p += len;
+		while (*p == '/')
+			p++;
 	}
-	const char *first = path + 1;
-	const char *slash = strchr(first, '/');
-	size_t len = slash ? (size_t)(slash - first) : strlen(first);
-	if (len == 0 || len >= sizeof(n->name))
-		return -ENOENT;
-	memcpy(n->name, first, len);
-	n->name[len] = '\0';
-	const char *rest = slash ? slash + 1 : NULL;
-	if (rest && (!*rest || strchr(rest, '/')))
-		return -ENOENT;
-
-	if (strcmp(n->name, META_DIR) == 0)
-		return resolve_child(n, rest, NODE_META_DIR, NODE_META_FILE, meta_files,
-		                     meta_file_count);
-	/* A name with a dot is never an instance; the cache decides the rest. */
-	if (n->name[0] == '.' || !state_get(fs->cache, n->name, NULL))
-		return -ENOENT;
-	return resolve_child(n, rest, NODE_INST_DIR, NODE_INST_FILE, instance_files,
-	                     instance_file_count);
+	return 0;
 }
 
 void fs_fill_stat(struct dbosfs *fs, struct stat *st, mode_t mode)
@@ -104,22 +131,14 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	int rc = fs_resolve(fs, path, &n);
 	if (rc)
 		return rc;
-	switch (n.kind) {
-	case NODE_ROOT:
-	case NODE_META_DIR:
-	case NODE_INST_DIR:
-		fs_fill_stat(fs, st, S_IFDIR | 0755);
-		if (n.kind == NODE_ROOT)
-			st->st_nlink = 3 + state_count(fs->cache);
-		return 0;
-	case NODE_META_FILE:
-		fs_fill_stat(fs, st, S_IFREG | meta_files[n.file].mode);
-		return 0;
-	case NODE_INST_FILE:
-		fs_fill_stat(fs, st, S_IFREG | instance_files[n.file].mode);
+	if (n.kind == NODE_FILE) {
+		fs_fill_stat(fs, st, S_IFREG | n.file->mode);
 		return 0;
 	}
-	return -ENOENT;
+	fs_fill_stat(fs, st, S_IFDIR | n.dir->mode);
+	if (n.dir == &root_dir)
+		st->st_nlink = 3 + state_count(fs->cache);
+	return 0;
 }
 
 static int fill(void *buf, fuse_fill_dir_t filler, const char *name, struct stat *st)
@@ -135,36 +154,34 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	int rc = fs_resolve(fs, path, &n);
 	if (rc)
 		return rc;
+	if (n.kind != NODE_DIR)
+		return -ENOTDIR;
+	const struct dir_def *d = n.dir;
 	struct stat st;
 	fill(buf, filler, ".", NULL);
 	fill(buf, filler, "..", NULL);
-	switch (n.kind) {
-	case NODE_ROOT:
-		return root_readdir(fs, buf, filler);
-	case NODE_META_DIR:
-		for (int i = 0; i < meta_file_count; i++) {
-			fs_fill_stat(fs, &st, S_IFREG | meta_files[i].mode);
-			fill(buf, filler, meta_files[i].name, &st);
-		}
-		return 0;
-	case NODE_INST_DIR:
-		for (int i = 0; i < instance_file_count; i++) {
-			fs_fill_stat(fs, &st, S_IFREG | instance_files[i].mode);
-			fill(buf, filler, instance_files[i].name, &st);
-		}
-		return 0;
-	default:
-		return -ENOTDIR;
+	for (int i = 0; i < d->dir_count; i++) {
+		fs_fill_stat(fs, &st, S_IFDIR | d->dirs[i]->mode);
+		fill(buf, filler, d->dirs[i]->name, &st);
 	}
-}
-
-static const struct file_def *node_def(const struct node *n)
-{
-	if (n->kind == NODE_META_FILE)
-		return &meta_files[n->file];
-	if (n->kind == NODE_INST_FILE)
-		return &instance_files[n->file];
-	return NULL;
+	if (d->entry && d->list) {
+		char **names;
+		size_t count;
+		rc = d->list(fs, &n, &names, &count);
+		if (rc)
+			return rc;
+		fs_fill_stat(fs, &st, S_IFDIR | d->entry->mode);
+		for (size_t i = 0; i < count; i++) {
+			fill(buf, filler, names[i], &st);
+			free(names[i]);
+		}
+		free(names);
+	}
+	for (int i = 0; i < d->file_count; i++) {
+		fs_fill_stat(fs, &st, S_IFREG | d->files[i].mode);
+		fill(buf, filler, d->files[i].name, &st);
+	}
+	return 0;
 }
 
 /* The one rule for files (spec, "Who may do what"): only control files
@@ -172,7 +189,7 @@ static const struct file_def *node_def(const struct node *n)
 static bool file_permits(const struct file_def *def, bool read, bool write)
 {
 	bool owner = fs_caller_is_owner();
-	return !(write && (!def->writable || !owner)) && !(read && def->secret && !owner);
+	return !(write && (!def->write || !owner)) && !(read && def->secret && !owner);
 }
 
 static void open_file_free(struct open_file *of)
@@ -189,23 +206,30 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	int rc = fs_resolve(fs, path, &n);
 	if (rc)
 		return rc;
-	const struct file_def *def = node_def(&n);
-	if (!def)
+	if (n.kind != NODE_FILE)
 		return -EISDIR;
+	const struct file_def *def = n.file;
 	int acc = fi->flags & O_ACCMODE;
 	if (!file_permits(def, acc != O_WRONLY, acc != O_RDONLY))
 		return -EACCES;
+	/* Writers of one file queue in the kernel (inode lock) before write()
+	 * is called, so a write-open is refused while an operation runs. */
+	if (acc != O_RDONLY && def->op && n.name[0]) {
+		struct errmsg e = {{0}};
+		rc = state_check_idle(fs->cache, n.name, def->op, &e);
+		if (rc)
+			return instance_fail(fs, n.name, rc, e.text);
+	}
 
 	struct open_file *of = calloc(1, sizeof(*of));
 	if (!of)
 		return -ENOMEM;
 	of->node = n;
 	pthread_mutex_init(&of->lock, NULL);
-	if (n.kind == NODE_META_FILE) {
-		rc = meta_build(fs, n.file, &of->content);
-		of->built = true;
-	} else {
-		rc = instance_open(fs, of, fi->flags);
+	/* Snapshot at open, unless nothing will be read or reading blocks. */
+	if (acc != O_WRONLY && !def->build_at_read) {
+		rc = def->build ? def->build(fs, &of->node, &of->content) : 0;
+		of->built = rc == 0;
 	}
 	if (rc) {
 		open_file_free(of);
@@ -231,7 +255,8 @@ static int op_read(const char *path, char *out, size_t size, off_t off, struct f
 	int rc = 0;
 	pthread_mutex_lock(&of->lock);
 	if (!of->built) {
-		rc = instance_build(fs_get(), of);
+		const struct file_def *def = of->node.file;
+		rc = def->build ? def->build(fs_get(), &of->node, &of->content) : 0;
 		of->built = rc == 0;
 	}
 	size_t n = 0;
@@ -245,23 +270,67 @@ static int op_read(const char *path, char *out, size_t size, off_t off, struct f
 	return rc ? rc : (int)n;
 }
 
+/* Records a failed write in the instance's last_error, or the mount's. */
+static int write_fail(struct dbosfs *fs, const struct node *n, int err, const char *msg)
+{
+	return n->name[0] ? instance_fail(fs, n->name, err, msg) : fs_root_fail(fs, err, msg);
+}
+
+struct file_write {
+	const struct node *node;
+	const char *value;
+};
+
+static int run_file_write(struct dbosfs *fs, void *arg, struct errmsg *e)
+{
+	struct file_write *w = arg;
+	return w->node->file->write(fs, w->node, w->value, e);
+}
+
+/* Acts on one written value: the file's write action, as its operation
+ * when it has one. 0 or -errno, the message recorded. */
+static int act(struct dbosfs *fs, const struct node *n, const char *data, size_t size)
+{
+	struct errmsg e = {{0}};
+	char value[WRITE_MAX + 1];
+	char msg[ERRMSG_MAX + 256];
+	int rc = control_value(data, size, value, sizeof(value), &e);
+	if (rc) {
+		/* Never echo what was written (it may be a password). */
+		snprintf(msg, sizeof(msg), "write to %s%s%s refused: %s", n->name,
+		         n->name[0] ? "/" : "", n->file->name, e.text);
+		return write_fail(fs, n, rc, msg);
+	}
+	if (n->file->op && n->name[0]) {
+		struct file_write w = {n, value};
+		rc = run_op(fs, n->name, n->file->op, run_file_write, &w, &e);
+	} else {
+		rc = n->file->write(fs, n, value, &e);
+	}
+	secret_wipe(value, sizeof(value));
+	if (rc)
+		return write_fail(fs, n, rc, e.text[0] ? e.text : strerror(-rc));
+	return 0;
+}
+
 static int op_write(const char *path, const char *data, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-	if (!of || of->node.kind != NODE_INST_FILE)
+	if (!of || of->node.kind != NODE_FILE || !of->node.file->write)
 		return -EBADF;
 	struct dbosfs *fs = fs_get();
 	if (size > WRITE_MAX) {
 		char msg[160];
 		snprintf(msg, sizeof(msg),
 		         "write of %zu bytes to %s refused: control files take at most %d bytes",
-		         size, instance_files[of->node.file].name, WRITE_MAX);
-		return instance_fail(fs, of->node.name, -EINVAL, msg);
+		         size, of->node.file->name, WRITE_MAX);
+		return write_fail(fs, &of->node, -EINVAL, msg);
 	}
 	/* Each write is one whole command, whatever its offset (echo >>
 	 * writes at st_size, which is 0 here). */
-	return instance_write(fs, &of->node, data, size);
+	int rc = act(fs, &of->node, data, size);
+	return rc ? rc : (int)size;
 }
 
 static int op_release(const char *path, struct fuse_file_info *fi)
@@ -302,10 +371,9 @@ static int writable_by_caller(const char *path)
 	int rc = fs_resolve(fs, path, &n);
 	if (rc)
 		return rc;
-	const struct file_def *def = node_def(&n);
-	if (!def)
+	if (n.kind != NODE_FILE)
 		return -EPERM; /* a directory: its times are not kept */
-	if (!file_permits(def, false, true))
+	if (!file_permits(n.file, false, true))
 		return -EACCES;
 	return 0;
 }
@@ -338,26 +406,33 @@ static int op_access(const char *path, int mask)
 	int rc = fs_resolve(fs, path, &n);
 	if (rc || mask == F_OK)
 		return rc;
-	const struct file_def *def = node_def(&n);
-	if (!def) /* a directory: only the root takes new names, from the owner */
-		return (mask & W_OK) && !(n.kind == NODE_ROOT && fs_caller_is_owner()) ? -EACCES
-		                                                                       : 0;
-	if ((mask & X_OK) || !file_permits(def, mask & R_OK, mask & W_OK))
+	if (n.kind == NODE_DIR) /* only mkdir takes new names, from the owner */
+		return (mask & W_OK) && !(n.dir->mkdir && fs_caller_is_owner()) ? -EACCES : 0;
+	if ((mask & X_OK) || !file_permits(n.file, mask & R_OK, mask & W_OK))
 		return -EACCES;
 	return 0;
 }
 
+/* New names are made only in directories that hold entries (mkdir of an
+ * instance at the root). */
 static int op_mkdir(const char *path, mode_t mode)
 {
 	struct dbosfs *fs = fs_get();
-	const char *name = path + 1;
-	if (strchr(name, '/')) {
-		char msg[256];
-		snprintf(msg, sizeof(msg), "mkdir %s refused: instances live at the top level only",
-		         path);
-		return fs_root_fail(fs, -EPERM, msg);
+	const char *slash = strrchr(path, '/');
+	char parent[PATH_MAX];
+	char msg[256];
+	size_t plen = slash > path ? (size_t)(slash - path) : 1;
+	if (!slash || plen >= sizeof(parent))
+		return -ENOENT;
+	memcpy(parent, path, plen);
+	parent[plen] = '\0';
+	struct node n;
+	int rc = fs_resolve(fs, parent, &n);
+	if (rc == 0 && (n.kind != NODE_DIR || !n.dir->mkdir)) {
+		snprintf(msg, sizeof(msg), "mkdir %.200s refused: no new directories here", path);
+		return write_fail(fs, &n, -EPERM, msg);
 	}
-	return root_mkdir(fs, name);
+	return rc ? rc : n.dir->mkdir(fs, &n, slash + 1);
 }
 
 static int op_rmdir(const char *path)
@@ -367,11 +442,11 @@ static int op_rmdir(const char *path)
 	int rc = fs_resolve(fs, path, &n);
 	if (rc)
 		return rc;
-	if (n.kind == NODE_META_DIR)
-		return -EPERM;
-	if (n.kind != NODE_INST_DIR)
+	if (n.kind != NODE_DIR)
 		return -ENOTDIR;
-	return root_rmdir(fs, n.name);
+	if (!n.parent || !n.parent->entry || n.dir != n.parent->entry || !n.parent->rmdir)
+		return -EPERM; /* the root and fixed directories such as .dbosfs */
+	return n.parent->rmdir(fs, &n);
 }
 
 /* Nothing may be created, removed or renamed by name: only mkdir/rmdir of
@@ -424,7 +499,7 @@ static int op_statfs(const char *path, struct statvfs *sv)
 	sv->f_bsize = 4096;
 	sv->f_frsize = 4096;
 	sv->f_blocks = n + 1;
-	sv->f_files = 1 + n * (unsigned long)(1 + instance_file_count);
+	sv->f_files = 1 + n * (unsigned long)(1 + instance_dir.file_count);
 	sv->f_namemax = 255;
 	return 0;
 }

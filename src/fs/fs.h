@@ -1,8 +1,13 @@
-/* The filesystem layer's private interface. fs.c routes every FUSE
- * operation by path to the file that serves that part of the tree:
- *   /                 fs_root.c      (readdir, mkdir, rmdir)
+/* The filesystem layer's private interface. The tree is declared as tables:
+ * each directory is a dir_def (its files, its fixed subdirectories, and the
+ * entries it holds, such as the instances at the root), each file a
+ * file_def row (mode, who may read it, how its content is built, what a
+ * write does). fs.c walks these tables for every FUSE operation; the files
+ * that declare them are
+ *   /                 fs_root.c      (the instances: readdir, mkdir, rmdir)
  *   /.dbosfs/...      fs_meta.c      (about this mount)
- *   /NAME/...         fs_instance.c  (one database instance) */
+ *   /NAME/...         fs_instance.c  (one database instance)
+ * A new per-instance file is one row in fs_instance.c plus its handlers. */
 #ifndef DBOSFS_FS_H
 #define DBOSFS_FS_H
 
@@ -33,12 +38,60 @@ struct dbosfs {
 	char root_error[ERRMSG_MAX]; /* .dbosfs/last_error: mount-wide failures */
 };
 
-enum node_kind { NODE_ROOT, NODE_META_DIR, NODE_META_FILE, NODE_INST_DIR, NODE_INST_FILE };
+enum node_kind { NODE_DIR, NODE_FILE };
 
+#define NODE_NAME_MAX 64
+
+/* A resolved path. Names of entries are kept by depth: the first (an
+ * instance) in name, the one below it (e.g. databases/DB) in sub. */
 struct node {
 	enum node_kind kind;
-	char name[64]; /* instance name (NODE_INST_*) */
-	int file;      /* index in the meta or instance file table */
+	char name[NODE_NAME_MAX];     /* instance name, "" above instances */
+	char sub[NODE_NAME_MAX];      /* entry name below the instance, "" if none */
+	const struct dir_def *dir;    /* the directory, or the file's directory */
+	const struct dir_def *parent; /* the directory holding dir (NULL at /) */
+	const struct file_def *file;  /* NODE_FILE */
+};
+
+/* Content of a file for reads: appends to out, 0 or -errno. */
+typedef int (*file_build_fn)(struct dbosfs *fs, const struct node *n, struct buf *out);
+/* Acts on one written value (one line, its newline removed): 0 or -errno
+ * with the full message (what was refused and why) in e. */
+typedef int (*file_write_fn)(struct dbosfs *fs, const struct node *n, const char *value,
+                             struct errmsg *e);
+
+/* One file of a directory. Permissions follow from the fields (the one
+ * rule in file_permits): a file with a write action is a control file that
+ * only the owner (or root) may write; a secret one only they may read. */
+struct file_def {
+	const char *name;
+	mode_t mode;         /* permission bits shown by stat */
+	bool secret;         /* only the owner (or root) may read it */
+	file_build_fn build; /* NULL: reads see nothing */
+	bool build_at_read;  /* blocks: built at the first read, where Ctrl-C works */
+	file_write_fn write; /* NULL: read-only */
+	/* Non-NULL: each write runs as this per-instance operation (run_op):
+	 * one at a time, and a write-open during another is refused (EBUSY). */
+	const char *op;
+};
+
+/* One directory. Entries are subdirectories named at run time (the
+ * instances at the root, databases/DB below an instance): one table
+ * (entry) serves them all, and list/exists/mkdir/rmdir manage them. */
+struct dir_def {
+	const char *name; /* fixed name; NULL for an entry table */
+	mode_t mode;
+	const struct file_def *files;
+	int file_count;
+	const struct dir_def *const *dirs; /* fixed subdirectories */
+	int dir_count;
+	const struct dir_def *entry; /* NULL: no entries */
+	/* Names of the entries (sorted, caller frees each and the array). */
+	int (*list)(struct dbosfs *fs, const struct node *dir, char ***names, size_t *count);
+	bool (*exists)(struct dbosfs *fs, const struct node *dir, const char *name);
+	/* NULL: mkdir/rmdir are refused (EPERM). */
+	int (*mkdir)(struct dbosfs *fs, const struct node *dir, const char *name);
+	int (*rmdir)(struct dbosfs *fs, const struct node *entry);
 };
 
 /* Per-open state: content is built once (at open, or at the first read for
@@ -51,13 +104,6 @@ struct open_file {
 	struct open_file *prev, *next; /* in dbosfs.open_files */
 };
 
-struct file_def {
-	const char *name;
-	mode_t mode;   /* permission bits */
-	bool secret;   /* only the owner may read it */
-	bool writable; /* a control file */
-};
-
 struct dbosfs *fs_get(void);
 /* The mount's owner or root. */
 bool fs_caller_is_owner(void);
@@ -66,31 +112,22 @@ int fs_resolve(struct dbosfs *fs, const char *path, struct node *n);
 void fs_fill_stat(struct dbosfs *fs, struct stat *st, mode_t type_and_mode);
 /* Records a mount-wide failure (log + .dbosfs/last_error); returns err. */
 int fs_root_fail(struct dbosfs *fs, int err, const char *msg);
+/* Records the message of a failed operation in NAME/last_error and the log;
+ * returns err. */
+int instance_fail(struct dbosfs *fs, const char *name, int err, const char *msg);
+
+/* Runs fn(fs, arg, e) as operation op on instance name: one operation at a
+ * time per instance, so a second gets -EBUSY (message naming the running
+ * one in e) and fn is not called. Returns fn's result. */
+int run_op(struct dbosfs *fs, const char *name, const char *op,
+           int (*fn)(struct dbosfs *fs, void *arg, struct errmsg *e), void *arg, struct errmsg *e);
 
 /* Frees every handle still open (at shutdown). */
 void fs_release_all(struct dbosfs *fs);
 
-/* fs_root.c */
-int root_readdir(struct dbosfs *fs, void *buf, fuse_fill_dir_t filler);
-int root_mkdir(struct dbosfs *fs, const char *name);
-int root_rmdir(struct dbosfs *fs, const char *name);
-
-/* fs_meta.c */
-extern const struct file_def meta_files[];
-extern const int meta_file_count;
-int meta_build(struct dbosfs *fs, int file, struct buf *out);
-
-/* fs_instance.c */
-extern const struct file_def instance_files[];
-extern const int instance_file_count;
-/* Fills content for read-only snapshots at open; 0 or -errno. */
-int instance_open(struct dbosfs *fs, struct open_file *of, int flags);
-/* Builds content at the first read when open did not (blocking files). */
-int instance_build(struct dbosfs *fs, struct open_file *of);
-/* Acts on one write to a control file; returns size or -errno. */
-int instance_write(struct dbosfs *fs, const struct node *n, const char *data, size_t size);
-/* Records the message of a failed operation in NAME/last_error and the log;
- * returns err. */
-int instance_fail(struct dbosfs *fs, const char *name, int err, const char *msg);
+/* The tree's tables. */
+extern const struct dir_def root_dir;     /* fs_root.c */
+extern const struct dir_def meta_dir;     /* fs_meta.c */
+extern const struct dir_def instance_dir; /* fs_instance.c */
 
 #endif

@@ -5,34 +5,43 @@
 #include "fs.h"
 #include "log.h"
 
-enum { META_PROVIDER, META_ACCOUNT, META_VERSION, META_LOG, META_LAST_ERROR };
-
-const struct file_def meta_files[] = {
-    [META_PROVIDER] = {"provider", 0444, false, false},
-    [META_ACCOUNT] = {"account", 0444, false, false},
-    [META_VERSION] = {"version", 0444, false, false},
-    [META_LOG] = {"log", 0444, false, false},
-    [META_LAST_ERROR] = {"last_error", 0444, false, false},
-};
-const int meta_file_count = sizeof(meta_files) / sizeof(meta_files[0]);
-
-int meta_build(struct dbosfs *fs, int file, struct buf *out)
+static int build_provider(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
-	switch (file) {
-	case META_PROVIDER:
-		return buf_printf(out, "%s\n", fs->provider->provider_line);
-	case META_ACCOUNT:
-		return buf_printf(out, "%s\n", fs->provider->account);
-	case META_VERSION:
-		return buf_printf(out, "dbosfs %s\n", DBOSFS_VERSION);
-	case META_LOG:
-		return log_snapshot(out);
-	case META_LAST_ERROR: {
-		pthread_mutex_lock(&fs->lock);
-		int rc = fs->root_error[0] ? buf_printf(out, "%s\n", fs->root_error) : 0;
-		pthread_mutex_unlock(&fs->lock);
-		return rc;
-	}
-	}
-	return -ENOENT;
+	return buf_printf(out, "%s\n", fs->provider->provider_line);
 }
+
+static int build_account(struct dbosfs *fs, const struct node *n, struct buf *out)
+{
+	return buf_printf(out, "%s\n", fs->provider->account);
+}
+
+static int build_version(struct dbosfs *fs, const struct node *n, struct buf *out)
+{
+	return buf_printf(out, "dbosfs %s\n", DBOSFS_VERSION);
+}
+
+static int build_log(struct dbosfs *fs, const struct node *n, struct buf *out)
+{
+	return log_snapshot(out);
+}
+
+static int build_last_error(struct dbosfs *fs, const struct node *n, struct buf *out)
+{
+	pthread_mutex_lock(&fs->lock);
+	int rc = fs->root_error[0] ? buf_printf(out, "%s\n", fs->root_error) : 0;
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+static const struct file_def meta_files[] = {
+    {"provider", 0444, .build = build_provider},     {"account", 0444, .build = build_account},
+    {"version", 0444, .build = build_version},       {"log", 0444, .build = build_log},
+    {"last_error", 0444, .build = build_last_error},
+};
+
+const struct dir_def meta_dir = {
+    .name = ".dbosfs",
+    .mode = 0755,
+    .files = meta_files,
+    .file_count = sizeof(meta_files) / sizeof(meta_files[0]),
+};

@@ -12,25 +12,18 @@
 
 #define GENERATED_PASSWORD_LEN 24
 
-int root_readdir(struct dbosfs *fs, void *buf, fuse_fill_dir_t filler)
+static int list_instances(struct dbosfs *fs, const struct node *dir, char ***names, size_t *count)
 {
-	struct stat st;
-	fs_fill_stat(fs, &st, S_IFDIR | 0755);
-	filler(buf, ".dbosfs", &st, 0, FUSE_FILL_DIR_PLUS);
-	char **names;
-	size_t n;
-	int rc = state_names(fs->cache, &names, &n);
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < n; i++) {
-		filler(buf, names[i], &st, 0, FUSE_FILL_DIR_PLUS);
-		free(names[i]);
-	}
-	free(names);
-	return 0;
+	return state_names(fs->cache, names, count);
 }
 
-int root_mkdir(struct dbosfs *fs, const char *name)
+/* A name with a dot is never an instance; the cache decides the rest. */
+static bool instance_exists(struct dbosfs *fs, const struct node *dir, const char *name)
+{
+	return name[0] != '.' && state_get(fs->cache, name, NULL);
+}
+
+static int root_mkdir(struct dbosfs *fs, const struct node *dir, const char *name)
 {
 	struct errmsg e = {{0}};
 	char msg[ERRMSG_MAX + 64];
@@ -95,42 +88,63 @@ int root_mkdir(struct dbosfs *fs, const char *name)
 	return 0;
 }
 
-int root_rmdir(struct dbosfs *fs, const char *name)
+struct destroy {
+	const char *name;
+	struct instance inst;
+};
+
+static int destroy_instance(struct dbosfs *fs, void *arg, struct errmsg *e)
 {
+	struct destroy *d = arg;
+	struct errmsg why = {{0}};
+	if (!state_get(fs->cache, d->name, &d->inst))
+		return -ENOENT;
+	state_set_status(fs->cache, d->name, "deleting");
+	log_event("%s %s", d->inst.linked ? "unlinking" : "destroying", d->name);
+	int rc = fs->provider->ops->destroy(fs->provider, &d->inst, &why);
+	if (rc) {
+		state_set_status(fs->cache, d->name, d->inst.status);
+		return errmsg_set(e, rc, "rmdir %s failed (%s): %s", d->name, errno_name(rc),
+		                  why.text);
+	}
+	return 0;
+}
+
+static int root_rmdir(struct dbosfs *fs, const struct node *entry)
+{
+	const char *name = entry->name;
 	struct errmsg e = {{0}};
-	char msg[ERRMSG_MAX + 128];
 	if (!fs_caller_is_owner())
 		return -EACCES; /* not recorded, as in root_mkdir */
 	long long left = state_confirm_left(fs->cache, name, now_ms());
 	if (left <= 0) {
-		snprintf(msg, sizeof(msg),
-		         "rmdir %s refused: destroying is irreversible and needs a confirmation "
-		         "first: echo %s > %s/confirm (valid %d s), then rmdir again",
-		         name, name, name, fs->opt->confirm_ttl);
-		return instance_fail(fs, name, -EBUSY, msg);
+		errmsg_set(&e, -EBUSY,
+		           "rmdir %s refused: destroying is irreversible and needs a confirmation "
+		           "first: echo %s > %s/confirm (valid %d s), then rmdir again",
+		           name, name, name, fs->opt->confirm_ttl);
+		return instance_fail(fs, name, -EBUSY, e.text);
 	}
-	int rc = state_begin_op(fs->cache, name, "destroy", &e);
+	struct destroy d = {.name = name};
+	int rc = run_op(fs, name, "destroy", destroy_instance, &d, &e);
+	if (rc == -ENOENT && !e.text[0])
+		return rc;
 	if (rc)
 		return instance_fail(fs, name, rc, e.text);
-
-	struct instance inst;
-	if (!state_get(fs->cache, name, &inst)) {
-		state_end_op(fs->cache, name);
-		return -ENOENT;
-	}
-	state_set_status(fs->cache, name, "deleting");
-	log_event("%s %s", inst.linked ? "unlinking" : "destroying", name);
-	rc = fs->provider->ops->destroy(fs->provider, &inst, &e);
-	if (rc) {
-		state_set_status(fs->cache, name, inst.status);
-		state_end_op(fs->cache, name);
-		snprintf(msg, sizeof(msg), "rmdir %s failed (%s): %s", name, errno_name(rc),
-		         e.text);
-		return instance_fail(fs, name, rc, msg);
-	}
-	state_end_op(fs->cache, name);
 	state_remove(fs->cache, name, now_ms());
 	secret_delete(&fs->secrets, name);
-	log_event("%s %s", inst.linked ? "unlinked" : "destroyed", name);
+	log_event("%s %s", d.inst.linked ? "unlinked" : "destroyed", name);
 	return 0;
 }
+
+static const struct dir_def *const root_dirs[] = {&meta_dir};
+
+const struct dir_def root_dir = {
+    .mode = 0755,
+    .dirs = root_dirs,
+    .dir_count = 1,
+    .entry = &instance_dir,
+    .list = list_instances,
+    .exists = instance_exists,
+    .mkdir = root_mkdir,
+    .rmdir = root_rmdir,
+};
