@@ -19,11 +19,14 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
 #include "common.h"
+#include "instance.h"
+#include "proc.h"
 
 #define LOCAL_PORT_MIN         25432
 #define LOCAL_PORT_MAX         29999
@@ -83,7 +86,9 @@ struct local_instance {
 	bool slow;           /* "failed": only retried on the slow schedule */
 	int slow_retries;    /* slow retries so far (reset once stable for a minute) */
 	int episode_retries; /* slow retries since it last became "failed" */
-	bool cancel;         /* destroy or stop wants a start in flight to end now */
+	/* Destroy or stop wants a start in flight to end now; read without the
+	 * lock by the start's waits. */
+	atomic_bool cancel;
 	struct local_instance *next;
 };
 
@@ -98,10 +103,17 @@ struct local_provider {
 	char default_user[64];
 	struct local_account acct;
 
+	/* Lock order: tmpl_lock, then lock. spare_lock and log.c's lock are
+	 * leaves: nothing else is taken while one is held. lock is never held
+	 * across a child process, a server start or a libpq call, and no
+	 * provider lock is held across a call into another module that locks
+	 * (the state cache calls us, never the reverse). */
 	pthread_mutex_t lock; /* instances list and every entry's fields */
 	pthread_cond_t cond;  /* busy cleared, stop requested, spare wanted */
 	struct local_instance *instances;
-	bool stopping;
+	/* Set once by stop() (under lock, with a broadcast); read without it
+	 * by waits that must end early (probes, starts). */
+	atomic_bool stopping;
 	bool started;
 	int lock_fd;      /* STATE_DIR/local/lock, flock()ed until free(); -1 if none */
 	int provisioning; /* provisions in progress: the preparer waits for them */
@@ -109,7 +121,8 @@ struct local_provider {
 	pthread_mutex_t tmpl_lock; /* one template build or spare copy at a time */
 	pthread_mutex_t spare_lock;
 	unsigned spare_seq;
-	pid_t helper_pid; /* initdb/cp run by the preparer (guarded by lock) */
+	pid_t helper_pid;                 /* initdb/cp run by the preparer (guarded by lock) */
+	char pgroups_dir[LOCAL_ROOT_MAX]; /* STATE_DIR/run/pgroups (proc.h) */
 
 	pthread_t supervisor;
 	pthread_t preparer;
@@ -187,28 +200,14 @@ enum probe_verdict local_probe_verdict(bool unresponsive, bool answered, int *mi
 
 /* ---- pg_server.c: processes ---- */
 
-struct spawn_spec {
-	char *const *argv; /* argv[0] is an absolute path */
-	char *const *envp;
-	int out_fd; /* -1: /dev/null */
-	int err_fd; /* -1: same as out_fd */
-	bool new_session;
-	const struct local_account *acct; /* NULL or !drop: stay as we are */
-};
-
-/* fork + exec with every fd >= 3 closed in the child. Returns the pid or
- * a negative errno. */
-pid_t local_spawn(const struct spawn_spec *s, struct errmsg *e);
-/* Runs to completion; *wstatus gets the wait status. With lp not NULL the
+/* The credentials children of lp run with. */
+void local_creds(const struct local_account *a, struct proc_creds *out);
+/* Runs a helper (initdb, cp) to completion as the server account, in a
+ * process group of its own that dies with us and is recorded in
+ * lp->pgroups_dir; *wstatus gets the wait status. With track, the
  * child's pid is published in lp->helper_pid so stop() can kill it. */
-int local_run(struct local_provider *lp, const struct spawn_spec *s, int *wstatus,
+int local_run(struct local_provider *lp, bool track, char *const *argv, int out_fd, int *wstatus,
               struct errmsg *e);
-/* Human-readable wait status: "exit status 1", "signal 9". */
-void local_describe_status(int wstatus, char *out, size_t outsz);
-
-/* Waits for our child pid to exit (reaping it), up to timeout_ms; 1 if it
- * exited, 0 on timeout. */
-int local_reap_wait(pid_t pid, int timeout_ms, int *wstatus);
 /* SIGINT (fast shutdown), wait, then SIGKILL; always reaps. */
 void pg_server_stop(pid_t pid, int timeout_ms);
 
@@ -226,7 +225,7 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e);
  * connections. 0 when ready; -ECHILD when it exited (reaped, *wstatus
  * set); -ETIMEDOUT; -EINTR when *cancel turns true or op_interrupted(). */
 int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user, int timeout_ms,
-                         const bool *cancel, int *wstatus);
+                         const atomic_bool *cancel, int *wstatus);
 
 /* One liveness probe target and its outcome. */
 struct pg_probe {
@@ -240,7 +239,7 @@ struct pg_probe {
  * and waits up to timeout_ms in all, so one hung server costs the round
  * timeout_ms, never timeout_ms per server. Returns early when *cancel
  * turns true (the unanswered ones then count as not ok). */
-void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const bool *cancel);
+void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const atomic_bool *cancel);
 
 /* ALTER ROLE user PASSWORD '<SCRAM verifier>' over the Unix socket, so the
  * plaintext never reaches the server or its log. */
@@ -259,14 +258,14 @@ struct leftover_ops {
  * grace_ms and again every 5 s. 0 once it is gone; -ETIMEDOUT if it still
  * lives after total_ms (stuck in the kernel, D state); -EINTR as soon as
  * *cancel turns true. */
-int pg_stop_leftover(pid_t pid, int grace_ms, int total_ms, const bool *cancel,
+int pg_stop_leftover(pid_t pid, int grace_ms, int total_ms, const atomic_bool *cancel,
                      const struct leftover_ops *ops);
 
 /* Reads /proc for the pid named in DATADIR/postmaster.pid, decides, and
  * acts: removes the file, or shuts down a leftover postmaster (giving up
  * after LOCAL_LEFTOVER_TIMEOUT_MS with -ETIMEDOUT, or at *cancel with
  * -EINTR). */
-int pg_handle_stale_pid(const char *datadir, const char *name, const bool *cancel,
+int pg_handle_stale_pid(const char *datadir, const char *name, const atomic_bool *cancel,
                         struct errmsg *e);
 
 /* A free TCP port on 127.0.0.1 (bind test), avoiding those in used[]. */
@@ -303,7 +302,7 @@ long long local_free_bytes(const char *path);
 int spare_room(struct local_provider *lp, const char *user, long long margin,
                bool margin_at_least_template, struct errmsg *e);
 
-/* ---- shared file helpers (pg_template.c) ---- */
+/* ---- local_files.c: file helpers ---- */
 int local_rmtree(const char *path);
 /* mkdir (ok if it exists) with mode, owned by the server account when
  * server_owned and we are root. */
@@ -314,5 +313,53 @@ int local_write_file(const char *path, const char *text, mode_t mode);
 int local_read_file(const char *path, char *out, size_t outsz, bool tail);
 /* Minimal environment for server processes: no secrets leak from ours. */
 extern char *const local_child_env[];
+/* Renames a server log above 8 MiB to LOG.1. */
+void local_rotate_log(const char *logp);
+/* What the server wrote to logp since offset off (the current start
+ * attempt), at most outsz-1 bytes of its end. */
+void local_read_log_since(const char *logp, off_t off, char *out, size_t outsz);
+
+/* ---- local_instance.c: the instance table and one instance's start ---- */
+
+/* Paths of name's directory, data directory, socket directory and server
+ * log (each PATH_MAX; NULL to skip). */
+void inst_paths(const struct local_provider *lp, const char *name, char *dir, char *data,
+                char *sock, char *logp);
+/* Caller holds lp->lock for the *_locked functions. */
+struct local_instance *find_locked(struct local_provider *lp, const char *name);
+void unlink_locked(struct local_provider *lp, struct local_instance *li);
+void set_status(struct local_instance *li, const char *status);
+/* li's server has just started and accepts connections. */
+void mark_running_locked(struct local_provider *lp, struct local_instance *li);
+void to_instance(const struct local_instance *li, struct instance *out);
+/* Chooses a free port for li (not used by another instance) and records
+ * it at once; the port or -EADDRINUSE. Takes the lock. */
+int assign_port(struct local_provider *lp, struct local_instance *li);
+int save_meta(struct local_provider *lp, const struct local_instance *li);
+/* Starts li's postmaster and waits until it accepts connections. The
+ * caller owns li (busy). */
+int instance_start(struct local_provider *lp, struct local_instance *li, struct errmsg *e);
+
+/* ---- local_threads.c ---- */
+
+/* Waits on lp->cond for up to ms; caller holds lp->lock. */
+void timed_wait(struct local_provider *lp, int ms);
+void *supervisor_main(void *arg);
+void *prober_main(void *arg);
+void *preparer_main(void *arg);
+
+/* ---- local_setup.c: create()'s checks, before the daemon forks ---- */
+
+struct dbosfs_options;
+int resolve_bindir(const struct dbosfs_options *opt, char *out, size_t outsz, struct errmsg *e);
+int resolve_account(const struct dbosfs_options *opt, struct local_account *a, struct errmsg *e);
+/* STATE_DIR/local and its subdirectories; sets lp->runbase (empty when
+ * the socket paths would be too long). */
+int make_dirs(struct local_provider *lp, const char *state_dir, struct errmsg *e);
+/* flock on STATE_DIR/local/lock: one dbosfs per state directory. */
+int lock_state_dir(struct local_provider *lp, const char *state_dir, struct errmsg *e);
+void write_lock_pid(struct local_provider *lp);
+/* A short socket directory in /tmp when state_dir is too deep. */
+int make_tmp_runbase(struct local_provider *lp, struct errmsg *e);
 
 #endif

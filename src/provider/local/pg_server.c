@@ -3,6 +3,8 @@
  * stopping it, and administering it over its Unix socket. */
 #include "local_internal.h"
 #include "log.h"
+#include "pg.h"
+#include "proc.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,144 +32,52 @@ char *const local_child_env[] = {
     NULL,
 };
 
-static void sleep_ms(int ms)
+void local_creds(const struct local_account *a, struct proc_creds *out)
 {
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+	memset(out, 0, sizeof(*out));
+	out->drop = a->drop;
+	out->uid = a->uid;
+	out->gid = a->gid;
+	out->groups = a->groups;
+	out->ngroups = a->ngroups;
 }
 
-static void child_fail(const char *what)
+int local_run(struct local_provider *lp, bool track, char *const *argv, int out_fd, int *wstatus,
+              struct errmsg *e)
 {
-	/* write(2) is async-signal-safe; stdio is not. */
-	static const char prefix[] = "dbosfs: child setup failed: ";
-	ssize_t r = write(2, prefix, sizeof(prefix) - 1);
-	r = write(2, what, strlen(what));
-	r = write(2, "\n", 1);
-	(void)r;
-	_exit(126);
-}
+	struct proc_creds creds;
+	struct proc_spec s;
 
-pid_t local_spawn(const struct spawn_spec *s, struct errmsg *e)
-{
-	/* Everything the child needs is prepared here, before fork: between
-	 * fork and exec only async-signal-safe calls are allowed, because
-	 * another thread may have held a lock (malloc, stdio) at fork time. */
-	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-	struct rlimit rl;
-	unsigned maxfd = 65536;
-	sigset_t none;
-	pid_t pid;
-
-	if (devnull < 0)
-		return errmsg_set(e, -errno, "cannot open /dev/null: %s", strerror(errno));
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur < 1048576)
-		maxfd = (unsigned)rl.rlim_cur;
-	int out = s->out_fd >= 0 ? s->out_fd : devnull;
-	int err = s->err_fd >= 0 ? s->err_fd : out;
-	sigemptyset(&none);
-
-	pid = fork();
-	if (pid < 0) {
-		int saved = errno;
-		close(devnull);
-		return errmsg_set(e, -saved, "fork failed: %s", strerror(saved));
-	}
-	if (pid == 0) {
-		struct sigaction dfl;
-
-		memset(&dfl, 0, sizeof(dfl));
-		dfl.sa_handler = SIG_DFL;
-		/* Ignored signals (SIGPIPE in a FUSE daemon) survive exec. */
-		for (int sig = 1; sig < NSIG; sig++)
-			if (sig != SIGKILL && sig != SIGSTOP)
-				sigaction(sig, &dfl, NULL);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		/* Own session: a Ctrl-C at dbosfs -f must not reach servers. */
-		if (s->new_session)
-			setsid();
-		if (dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
-			_exit(126);
-		/* The /dev/fuse fd and every other descriptor of ours stop here. */
-		if (close_range(3, ~0U, 0) < 0)
-			for (unsigned fd = 3; fd < maxfd; fd++)
-				close((int)fd);
-		if (chdir("/") < 0)
-			child_fail("chdir /");
-		if (s->acct && s->acct->drop) {
-			if (setgroups((size_t)s->acct->ngroups, s->acct->groups) < 0)
-				child_fail("setgroups");
-			if (setgid(s->acct->gid) < 0)
-				child_fail("setgid");
-			if (setuid(s->acct->uid) < 0)
-				child_fail("setuid");
-		}
-		umask(077);
-		execve(s->argv[0], s->argv, s->envp);
-		child_fail(s->argv[0]);
-	}
-	close(devnull);
-	return pid;
-}
-
-void local_describe_status(int wstatus, char *out, size_t outsz)
-{
-	if (WIFEXITED(wstatus))
-		snprintf(out, outsz, "exit status %d", WEXITSTATUS(wstatus));
-	else if (WIFSIGNALED(wstatus))
-		snprintf(out, outsz, "killed by signal %d (%s)", WTERMSIG(wstatus),
-		         strsignal(WTERMSIG(wstatus)));
-	else
-		snprintf(out, outsz, "wait status %d", wstatus);
-}
-
-int local_run(struct local_provider *lp, const struct spawn_spec *s, int *wstatus, struct errmsg *e)
-{
-	pid_t pid = local_spawn(s, e);
-
+	local_creds(&lp->acct, &creds);
+	memset(&s, 0, sizeof(s));
+	s.argv = argv;
+	s.envp = local_child_env;
+	s.in_fd = -1;
+	s.out_fd = out_fd;
+	s.err_fd = out_fd;
+	/* initdb runs postgres children of its own: the whole group dies
+	 * with us, and a later mount kills what a crash left of it. */
+	s.grouping = PROC_NEW_GROUP;
+	s.die_with_parent = true;
+	s.pgroups_dir = lp->pgroups_dir[0] ? lp->pgroups_dir : NULL;
+	s.creds = &creds;
+	s.nofile = PROC_CHILD_NOFILE;
+	s.umask_private = true;
+	pid_t pid = proc_spawn(&s, e);
 	if (pid < 0)
 		return (int)pid;
-	if (lp) {
+	if (track) {
 		pthread_mutex_lock(&lp->lock);
 		lp->helper_pid = pid;
 		pthread_mutex_unlock(&lp->lock);
 	}
-	/* Only our own pid: migrations fork children of their own. */
-	while (waitpid(pid, wstatus, 0) < 0) {
-		if (errno != EINTR) {
-			*wstatus = 0x7f00; /* unknown: report as exit 127 */
-			break;
-		}
-	}
-	if (lp) {
+	proc_reap(pid, wstatus, s.pgroups_dir);
+	if (track) {
 		pthread_mutex_lock(&lp->lock);
 		lp->helper_pid = 0;
 		pthread_mutex_unlock(&lp->lock);
 	}
 	return 0;
-}
-
-int local_reap_wait(pid_t pid, int timeout_ms, int *wstatus)
-{
-	long long deadline = now_ms() + timeout_ms;
-	int st = 0, delay = 1;
-
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-
-		if (r == pid || (r < 0 && errno == ECHILD)) {
-			if (wstatus)
-				*wstatus = st;
-			return 1;
-		}
-		if (now_ms() >= deadline)
-			return 0;
-		sleep_ms(delay);
-		if (delay < 20)
-			delay *= 2;
-	}
 }
 
 void pg_server_stop(pid_t pid, int timeout_ms)
@@ -178,16 +88,17 @@ void pg_server_stop(pid_t pid, int timeout_ms)
 	 * SIGCONT lets a stopped (SIGSTOP) postmaster act on it at once. */
 	kill(pid, SIGINT);
 	kill(pid, SIGCONT);
-	if (local_reap_wait(pid, timeout_ms, NULL))
+	if (proc_reap_wait(pid, timeout_ms, NULL))
 		return;
 	kill(pid, SIGKILL);
-	local_reap_wait(pid, 5000, NULL);
+	proc_reap_wait(pid, 5000, NULL);
 }
 
 pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e)
 {
 	char exe[PATH_MAX + 16], port[16];
-	struct spawn_spec s;
+	struct proc_creds creds;
+	struct proc_spec s;
 
 	snprintf(exe, sizeof(exe), "%s/postgres", l->bindir);
 	snprintf(port, sizeof(port), "%d", l->port);
@@ -205,42 +116,54 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e)
 	                "-c",
 	                "unix_socket_permissions=0700",
 	                NULL};
+	local_creds(l->acct, &creds);
 	memset(&s, 0, sizeof(s));
 	s.argv = argv;
 	s.envp = local_child_env;
+	s.in_fd = -1;
 	s.out_fd = l->log_fd;
 	s.err_fd = l->log_fd;
-	s.new_session = true;
-	s.acct = l->acct;
-	return local_spawn(&s, e);
+	/* Own session: a Ctrl-C at dbosfs -f must not reach servers. Not
+	 * tied to our life: a later mount adopts or restarts it. */
+	s.grouping = PROC_NEW_SESSION;
+	s.creds = &creds;
+	s.nofile = PROC_CHILD_NOFILE;
+	s.umask_private = true;
+	return proc_spawn(&s, e);
 }
 
 int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user, int timeout_ms,
-                         const bool *cancel, int *wstatus)
+                         const atomic_bool *cancel, int *wstatus)
 {
 	char portstr[16];
-	const char *keys[] = {"host", "port", "user", "dbname", "connect_timeout", NULL};
-	const char *vals[] = {sockdir, portstr, user, "postgres", "2", NULL};
+	const char *keys[] = {"host", "port", "user", "dbname", "application_name", NULL};
+	const char *vals[] = {sockdir, portstr, user, "postgres", "dbosfs", NULL};
 	long long deadline = now_ms() + timeout_ms;
 
 	snprintf(portstr, sizeof(portstr), "%d", port);
 	for (;;) {
 		int st;
 		pid_t r = waitpid(pid, &st, WNOHANG);
+		PGconn *c;
 
 		if (r == pid || (r < 0 && errno == ECHILD)) {
 			*wstatus = r == pid ? st : 0;
 			return -ECHILD;
 		}
 		/* Before the socket exists this fails at connect(), cheaply;
-		 * while starting up the server answers "rejected" at once. */
-		if (PQpingParams(keys, vals, 0) == PQPING_OK)
+		 * while starting up the server answers "starting up" at once.
+		 * Local connections of the admin user are trusted, so a ready
+		 * server lets us in. */
+		int rc = pg_connect(keys, vals, 2000, cancel, &c, NULL);
+		if (rc == 0) {
+			PQfinish(c);
 			return 0;
-		if ((cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)) || op_interrupted())
+		}
+		if (rc == -EINTR || (cancel && atomic_load(cancel)) || op_interrupted())
 			return -EINTR;
 		if (now_ms() >= deadline)
 			return -ETIMEDOUT;
-		sleep_ms(3);
+		proc_sleep_ms(3);
 	}
 }
 
@@ -248,21 +171,18 @@ int pg_set_password(const char *sockdir, int port, const char *user, const char 
                     struct errmsg *e)
 {
 	char portstr[16];
-	const char *keys[] = {
-	    "host", "port", "user", "dbname", "connect_timeout", "application_name", NULL};
-	const char *vals[] = {sockdir, portstr, user, "postgres", "5", "dbosfs", NULL};
+	const char *keys[] = {"host", "port", "user", "dbname", "application_name", NULL};
+	const char *vals[] = {sockdir, portstr, user, "postgres", "dbosfs", NULL};
 	PGconn *conn;
 	char *verifier = NULL, *lit = NULL, *ident = NULL, *sql = NULL;
+	struct errmsg pe;
 	int rc = 0;
 
 	snprintf(portstr, sizeof(portstr), "%d", port);
-	conn = PQconnectdbParams(keys, vals, 0);
-	if (!conn)
-		return errmsg_set(e, -ENOMEM, "out of memory connecting to the server");
-	if (PQstatus(conn) != CONNECTION_OK) {
-		rc = errmsg_set(e, -EIO, "cannot connect to the server: %s", PQerrorMessage(conn));
-		goto out;
-	}
+	errmsg_clear(&pe);
+	rc = pg_connect(keys, vals, 5000, NULL, &conn, &pe);
+	if (rc)
+		return errmsg_set(e, rc, "cannot connect to the server: %s", pe.text);
 	/* The SCRAM verifier is computed here; the server only ever sees it. */
 	verifier = PQencryptPasswordConn(conn, password, user, "scram-sha-256");
 	if (!verifier) {
@@ -276,11 +196,9 @@ int pg_set_password(const char *sockdir, int port, const char *user, const char 
 		rc = errmsg_set(e, -ENOMEM, "out of memory building ALTER ROLE");
 		goto out;
 	}
-	PGresult *res = PQexec(conn, sql);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		rc = errmsg_set(e, -EIO, "ALTER ROLE %s failed: %s", user,
-		                PQresultErrorMessage(res));
-	PQclear(res);
+	rc = pg_command(conn, sql, 10000, NULL, &pe);
+	if (rc)
+		rc = errmsg_set(e, rc, "ALTER ROLE %s failed: %s", user, pe.text);
 out:
 	if (sql) {
 		explicit_bzero(sql, strlen(sql));
@@ -291,55 +209,12 @@ out:
 	PQfreemem(verifier);
 	PQfinish(conn);
 	/* libpq messages end with a newline; last_error wants one line. */
-	if (rc && e) {
-		size_t n = strlen(e->text);
-		while (n && (e->text[n - 1] == '\n' || e->text[n - 1] == ' '))
-			e->text[--n] = '\0';
-	}
+	if (rc && e)
+		pg_trim_message(e->text);
 	return rc;
 }
 
 /* ---- leftover postmaster.pid ---- */
-
-static bool proc_alive(pid_t pid)
-{
-	char path[64], buf[512];
-	FILE *f;
-	bool alive = false;
-
-	if (kill(pid, 0) < 0 && errno == ESRCH)
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	if (fgets(buf, sizeof(buf), f)) {
-		/* State is the field after the parenthesised command name. */
-		char *rp = strrchr(buf, ')');
-		alive = rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
-	}
-	fclose(f);
-	return alive;
-}
-
-static pid_t proc_ppid(pid_t pid)
-{
-	char path[64], buf[512];
-	FILE *f;
-	int ppid = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	if (fgets(buf, sizeof(buf), f)) {
-		char *rp = strrchr(buf, ')');
-		if (rp && sscanf(rp + 2, "%*c %d", &ppid) != 1)
-			ppid = 0;
-	}
-	fclose(f);
-	return ppid;
-}
 
 static bool real_alive(pid_t pid, void *arg)
 {
@@ -353,7 +228,7 @@ static int real_signal(pid_t pid, int sig, void *arg)
 	return kill(pid, sig);
 }
 
-int pg_stop_leftover(pid_t pid, int grace_ms, int total_ms, const bool *cancel,
+int pg_stop_leftover(pid_t pid, int grace_ms, int total_ms, const atomic_bool *cancel,
                      const struct leftover_ops *ops)
 {
 	static const struct leftover_ops real = {real_alive, real_signal, NULL};
@@ -368,7 +243,7 @@ int pg_stop_leftover(pid_t pid, int grace_ms, int total_ms, const bool *cancel,
 	while (ops->alive(pid, ops->arg)) {
 		long long t = now_ms();
 
-		if (cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))
+		if (cancel && atomic_load(cancel))
 			return -EINTR;
 		if (t - start >= total_ms)
 			return -ETIMEDOUT;
@@ -376,12 +251,13 @@ int pg_stop_leftover(pid_t pid, int grace_ms, int total_ms, const bool *cancel,
 			ops->signal(pid, SIGKILL, ops->arg);
 			next_kill = t + 5000;
 		}
-		sleep_ms(20);
+		proc_sleep_ms(20);
 	}
 	return 0;
 }
 
-int pg_handle_stale_pid(const char *datadir, const char *name, const bool *cancel, struct errmsg *e)
+int pg_handle_stale_pid(const char *datadir, const char *name, const atomic_bool *cancel,
+                        struct errmsg *e)
 {
 	char path[PATH_MAX + 32], text[256], link[PATH_MAX], real[PATH_MAX];
 	struct stale_pid_facts f;
@@ -514,7 +390,7 @@ static void probe_fail(struct pg_probe *p, const char *why)
 	p->reason[strcspn(p->reason, "\n")] = '\0';
 }
 
-void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const bool *cancel)
+void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const atomic_bool *cancel)
 {
 	PGconn **conns = calloc(n, sizeof(*conns));
 	PostgresPollingStatusType *want = calloc(n, sizeof(*want));
@@ -561,7 +437,7 @@ void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const bool
 		long long left = deadline - now_ms();
 		size_t m = 0;
 
-		if (left <= 0 || (cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)))
+		if (left <= 0 || (cancel && atomic_load(cancel)))
 			break;
 		for (size_t i = 0; i < n; i++) {
 			if (!conns[i] || want[i] == PGRES_POLLING_OK ||

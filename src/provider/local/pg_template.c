@@ -17,94 +17,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* ---- files ---- */
-
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	if (type == FTW_DP)
-		return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
-	return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
-int local_rmtree(const char *path)
-{
-	struct stat st;
-
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	/* FTW_PHYS: never follow a symlink out of the tree; FTW_MOUNT: never
-	 * cross into another filesystem. */
-	if (nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
-		return errno ? -errno : -EIO;
-	return 0;
-}
-
-int local_mkdir(const struct local_provider *lp, const char *path, mode_t mode, bool server_owned)
-{
-	if (mkdir(path, mode) < 0) {
-		if (errno != EEXIST)
-			return -errno;
-	}
-	/* Enforce mode and owner even on an existing directory: a umask or an
-	 * older version may have left it different. */
-	if (chmod(path, mode) < 0)
-		return -errno;
-	if (lp->acct.drop) {
-		uid_t uid = server_owned ? lp->acct.uid : 0;
-		gid_t gid = server_owned ? lp->acct.gid : 0;
-		if (chown(path, uid, gid) < 0)
-			return -errno;
-	}
-	return 0;
-}
-
-int local_write_file(const char *path, const char *text, mode_t mode)
-{
-	char tmp[PATH_MAX + 8];
-	size_t len = strlen(text);
-	int fd, rc = 0;
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, text, len) != (ssize_t)len)
-		rc = errno ? -errno : -EIO;
-	if (close(fd) < 0 && !rc)
-		rc = -errno;
-	if (!rc && rename(tmp, path) < 0)
-		rc = -errno;
-	if (rc)
-		unlink(tmp);
-	return rc;
-}
-
-int local_read_file(const char *path, char *out, size_t outsz, bool tail)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t got = 0;
-	struct stat st;
-
-	out[0] = '\0';
-	if (fd < 0)
-		return -errno;
-	if (tail && fstat(fd, &st) == 0 && (size_t)st.st_size > outsz - 1)
-		lseek(fd, st.st_size - (off_t)(outsz - 1), SEEK_SET);
-	while (got < outsz - 1) {
-		ssize_t n = read(fd, out + got, outsz - 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	out[got] = '\0';
-	close(fd);
-	return 0;
-}
-
 static bool dir_has(const char *dir, const char *file)
 {
 	char path[PATH_MAX + 64];
@@ -123,25 +35,18 @@ static int run_helper(struct local_provider *lp, bool track, char **argv, const 
                       bool keep_log, const char *what, struct errmsg *e)
 {
 	int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	struct spawn_spec s;
 	int st = 0, rc;
 
 	if (fd < 0)
 		return errmsg_set(e, -errno, "cannot create %s: %s", logpath, strerror(errno));
-	memset(&s, 0, sizeof(s));
-	s.argv = argv;
-	s.envp = local_child_env;
-	s.out_fd = fd;
-	s.err_fd = fd;
-	s.acct = &lp->acct;
-	rc = local_run(track ? lp : NULL, &s, &st, e);
+	rc = local_run(lp, track, argv, fd, &st, e);
 	close(fd);
 	if (rc)
 		return rc;
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		char how[64], tailbuf[4096], reason[512];
 
-		local_describe_status(st, how, sizeof(how));
+		proc_describe_status(st, how, sizeof(how));
 		local_read_file(logpath, tailbuf, sizeof(tailbuf), true);
 		local_log_reason(tailbuf, reason, sizeof(reason));
 		/* Helpers run with LC_MESSAGES=C, so this is their wording. */
@@ -450,17 +355,6 @@ int tmpl_size(struct local_provider *lp, const char *user, long long *bytes)
 		return errno ? -errno : -EIO;
 	*bytes = walk_bytes;
 	return 0;
-}
-
-long long local_free_bytes(const char *path)
-{
-	struct statvfs sv;
-
-	if (statvfs(path, &sv) < 0)
-		return -errno;
-	/* f_bavail, not f_bfree: copies and servers run as the server account,
-	 * which cannot use the blocks reserved for root. */
-	return (long long)sv.f_bavail * (long long)sv.f_frsize;
 }
 
 int spare_room(struct local_provider *lp, const char *user, long long margin,

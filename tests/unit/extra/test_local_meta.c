@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -289,7 +290,7 @@ static void test_probe_many(void)
 	int hung[NHUNG];
 	struct fake_server ok_srv, fatal_srv;
 	pthread_t t1, t2;
-	bool cancel = false;
+	atomic_bool cancel = false;
 
 	snprintf(probe_dir, sizeof(probe_dir), "/tmp/dbosfs-probe-XXXXXX");
 	CHECK(mkdtemp(probe_dir) != NULL);
@@ -379,7 +380,7 @@ static int fake_signal(pid_t pid, int sig, void *arg)
 static void *set_after(void *arg)
 {
 	usleep(200 * 1000);
-	__atomic_store_n((bool *)arg, true, __ATOMIC_RELEASE);
+	atomic_store((atomic_bool *)arg, true);
 	return NULL;
 }
 
@@ -440,7 +441,7 @@ static void test_stop_leftover(void)
 {
 	struct fake_proc f;
 	struct leftover_ops ops = {fake_alive, fake_signal, &f};
-	bool cancel = false;
+	atomic_bool cancel = false;
 	long long t0;
 	int rc;
 

@@ -1,0 +1,32 @@
+/* libpq, in one place: a connect that never blocks the caller beyond a
+ * poll slice, so Ctrl-C (op_interrupted()), a stop request or a deadline
+ * ends it at once. Every dbosfs connection goes through it. */
+#ifndef DBOSFS_PG_H
+#define DBOSFS_PG_H
+
+#include <libpq-fe.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "common.h"
+
+/* Connects with keyword/value arrays (never a conninfo string: a password
+ * must not pass through text that could reach a message). Waits at most
+ * timeout_ms. 0 and *out (blocking mode, ready for PQexec), -EINTR when
+ * *cancel turns true or op_interrupted(), -ETIMEDOUT, or -EIO with
+ * libpq's message (one line). */
+int pg_connect(const char *const *keys, const char *const *vals, int timeout_ms,
+               const atomic_bool *cancel, PGconn **out, struct errmsg *e);
+
+/* Runs one statement that returns no rows (or whose rows are ignored),
+ * waiting at most timeout_ms; on cancel, Ctrl-C or timeout the server is
+ * asked to cancel it. 0, -EINTR, -ETIMEDOUT or -EIO with the server's
+ * message. The connection stays usable only after 0. */
+int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *cancel,
+               struct errmsg *e);
+
+/* libpq messages end with a newline and may span lines: one line, no
+ * trailing blanks. */
+void pg_trim_message(char *m);
+
+#endif

@@ -1,0 +1,142 @@
+/* libpq helpers: see include/pg.h. */
+#include "pg.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#define PG_POLL_SLICE_MS 50 /* how soon a cancel or Ctrl-C is noticed */
+
+void pg_trim_message(char *m)
+{
+	size_t n = strlen(m);
+
+	while (n && (m[n - 1] == '\n' || m[n - 1] == ' ' || m[n - 1] == '\r'))
+		m[--n] = '\0';
+	for (char *p = m; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+}
+
+static int fail(PGconn *c, int err, struct errmsg *e, const char *fallback)
+{
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "%s", c && *PQerrorMessage(c) ? PQerrorMessage(c) : fallback);
+	pg_trim_message(msg);
+	if (c)
+		PQfinish(c);
+	return errmsg_set(e, err, "%s", msg);
+}
+
+/* An error on a connection the caller still owns. */
+static int fail_keep(PGconn *c, int err, struct errmsg *e)
+{
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c));
+	pg_trim_message(msg);
+	return errmsg_set(e, err, "%s", msg[0] ? msg : "connection failed");
+}
+
+int pg_connect(const char *const *keys, const char *const *vals, int timeout_ms,
+               const atomic_bool *cancel, PGconn **out, struct errmsg *e)
+{
+	long long deadline = now_ms() + timeout_ms;
+	PostgresPollingStatusType want = PGRES_POLLING_WRITING; /* as libpq's docs say */
+	PGconn *c = PQconnectStartParams(keys, vals, 0);
+
+	*out = NULL;
+	if (!c)
+		return errmsg_set(e, -ENOMEM, "out of memory connecting to the server");
+	if (PQstatus(c) == CONNECTION_BAD)
+		return fail(c, -EIO, e, "connection failed");
+	for (;;) {
+		if (want == PGRES_POLLING_OK)
+			break;
+		if (want == PGRES_POLLING_FAILED)
+			return fail(c, -EIO, e, "connection failed");
+		if ((cancel && atomic_load(cancel)) || op_interrupted()) {
+			PQfinish(c);
+			return errmsg_set(e, -EINTR, "interrupted while connecting to the server");
+		}
+		long long left = deadline - now_ms();
+		if (left <= 0) {
+			PQfinish(c);
+			return errmsg_set(e, -ETIMEDOUT, "the server did not answer within %d ms",
+			                  timeout_ms);
+		}
+		struct pollfd p = {.fd = PQsocket(c),
+		                   .events = want == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+		if (p.fd < 0)
+			return fail(c, -EIO, e, "lost the connection");
+		int r = poll(&p, 1, left < PG_POLL_SLICE_MS ? (int)left : PG_POLL_SLICE_MS);
+		if (r < 0 && errno != EINTR) {
+			int saved = errno;
+			PQfinish(c);
+			return errmsg_set(e, -EIO, "poll: %s", strerror(saved));
+		}
+		if (r > 0)
+			want = PQconnectPoll(c);
+	}
+	*out = c;
+	return 0;
+}
+
+static void cancel_query(PGconn *c)
+{
+	PGcancel *cn = PQgetCancel(c);
+	char buf[256];
+
+	if (cn) {
+		PQcancel(cn, buf, sizeof(buf));
+		PQfreeCancel(cn);
+	}
+}
+
+int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *cancel,
+               struct errmsg *e)
+{
+	long long deadline = now_ms() + timeout_ms, cancelled_at = 0;
+	int rc = 0;
+
+	if (!PQsendQuery(c, sql))
+		return fail_keep(c, -EIO, e);
+	for (;;) {
+		if (!PQconsumeInput(c))
+			return fail_keep(c, -EIO, e);
+		if (!PQisBusy(c))
+			break;
+		if (!rc && ((cancel && atomic_load(cancel)) || op_interrupted())) {
+			rc = errmsg_set(e, -EINTR, "interrupted");
+			cancelled_at = now_ms();
+			cancel_query(c);
+		} else if (!rc && now_ms() >= deadline) {
+			rc = errmsg_set(e, -ETIMEDOUT, "no answer within %d ms", timeout_ms);
+			cancelled_at = now_ms();
+			cancel_query(c);
+		}
+		struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+		if (p.fd < 0)
+			return errmsg_set(e, -EIO, "lost the connection");
+		/* After a cancel request the answer (an error) comes soon; a
+		 * server that never answers is left after a second more. */
+		if (rc && now_ms() >= cancelled_at + 1000)
+			return rc;
+		if (poll(&p, 1, PG_POLL_SLICE_MS) < 0 && errno != EINTR)
+			return errmsg_set(e, -EIO, "poll: %s", strerror(errno));
+	}
+	PGresult *res;
+	while ((res = PQgetResult(c))) {
+		ExecStatusType st = PQresultStatus(res);
+		if (!rc && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+			char msg[1024];
+			snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
+			pg_trim_message(msg);
+			rc = errmsg_set(e, -EIO, "%s", msg);
+		}
+		PQclear(res);
+	}
+	return rc;
+}
