@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "buf.h"
 #include "common.h"
@@ -68,6 +69,18 @@ int state_check_idle(struct state_cache *c, const char *name, const char *op, st
 void state_set_report(struct state_cache *c, const char *name, int kind, const char *text);
 /* Appends the report to out; false if none. */
 bool state_get_report(struct state_cache *c, const char *name, int kind, struct buf *out);
+
+/* Wall-clock time the instance was last confirmed by a provider list (or
+ * changed through the mount); 0 if there is no such instance. */
+time_t state_updated(struct state_cache *c, const char *name);
+/* The outcome of every provider list (0 or -errno with its message): the
+ * first failure starts "unreachable since", a success ends it. */
+void state_note_list(struct state_cache *c, int rc, const char *reason);
+/* False until a list has been applied (`ls` then fails with EIO rather
+ * than show an empty mount); why gets the last failure. */
+bool state_listed(struct state_cache *c, char *why, size_t whysz);
+/* .dbosfs/health: "ok\n" or "unreachable since TIME: REASON\n". */
+int state_health(struct state_cache *c, struct buf *out);
 
 /* Blocks until the instance is visible with a settled status (copied to
  * out), polling op_interrupted() every 100 ms. 0, -ENOENT (gone), -EINTR. */

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "content.h"
 #include "errmap.h"
@@ -40,7 +41,18 @@ static int build_info(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
 	struct instance inst;
 	int rc = current(fs, n, &inst);
-	return rc ? rc : content_info(&inst, fs->provider->ops->kind, out);
+	if (!rc)
+		rc = content_info(&inst, fs->provider->ops->kind, out);
+	if (rc)
+		return rc;
+	/* When the provider last confirmed this state: during an outage the
+	 * cache serves it on, and this says how old it is. */
+	char when[32] = "";
+	time_t t = state_updated(fs->cache, n->name);
+	struct tm tm;
+	if (t && gmtime_r(&t, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return buf_printf(out, "updated: %s\n", when);
 }
 
 static int build_info_json(struct dbosfs *fs, const struct node *n, struct buf *out)

@@ -33,10 +33,15 @@ static int build_last_error(struct dbosfs *fs, const struct node *n, struct buf 
 	return rc;
 }
 
+static int build_health(struct dbosfs *fs, const struct node *n, struct buf *out)
+{
+	return state_health(fs->cache, out);
+}
+
 static const struct file_def meta_files[] = {
     {"provider", 0444, .build = build_provider},     {"account", 0444, .build = build_account},
     {"version", 0444, .build = build_version},       {"log", 0444, .build = build_log},
-    {"last_error", 0444, .build = build_last_error},
+    {"last_error", 0444, .build = build_last_error}, {"health", 0444, .build = build_health},
 };
 
 const struct dir_def meta_dir = {

@@ -14,6 +14,15 @@
 
 static int list_instances(struct dbosfs *fs, const struct node *dir, char ***names, size_t *count)
 {
+	char why[ERRMSG_MAX], msg[ERRMSG_MAX + 128];
+	/* An empty listing would read as "all instances are gone". */
+	if (!state_listed(fs->cache, why, sizeof(why))) {
+		snprintf(msg, sizeof(msg),
+		         "ls refused: no list of instances has come from the provider yet "
+		         "(see .dbosfs/health): %s",
+		         why);
+		return fs_root_fail(fs, -EIO, msg);
+	}
 	return state_names(fs->cache, names, count);
 }
 

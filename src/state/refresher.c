@@ -27,6 +27,7 @@ int refresher_refresh_once(struct provider *p, struct state_cache *c, struct err
 	struct instance_list l = {0};
 	unsigned long gen = state_generation(c);
 	int rc = p->ops->list(p, &l, e);
+	state_note_list(c, rc, rc ? e->text : NULL);
 	if (rc == 0)
 		state_apply_list(c, &l, gen, now_ms());
 	instance_list_free(&l);

@@ -19,6 +19,7 @@ struct entry {
 	char op[32];             /* running operation, "" if none */
 	char *last_error;        /* malloc'd, NULL if none */
 	char *report[2];         /* last migrate / rollback record */
+	time_t updated;          /* wall clock: last confirmed by a list or a mutation */
 };
 
 struct state_cache {
@@ -27,6 +28,11 @@ struct state_cache {
 	unsigned long generation;
 	struct entry *items;
 	size_t count, cap;
+	/* Provider health: no list applied yet means `ls` cannot tell the
+	 * truth (EIO rather than an empty directory). */
+	bool listed;
+	time_t failing_since;     /* wall clock; 0 while lists succeed */
+	char failure[ERRMSG_MAX]; /* why the last list failed */
 };
 
 struct state_cache *state_new(void)
@@ -146,11 +152,14 @@ bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsi
 		else
 			drop(c, e);
 	}
+	time_t wall = time(NULL);
 	for (size_t i = 0; i < l->count; i++) {
 		const struct instance *inst = &l->items[i];
 		struct entry *e = find(c, inst->name);
 		if (!e) {
-			add(c, inst);
+			e = add(c, inst);
+			if (e)
+				e->updated = wall;
 			continue;
 		}
 		if (e->hidden)
@@ -163,7 +172,9 @@ bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsi
 		if (e->op[0])
 			memcpy(e->inst.status, status, sizeof(status));
 		e->pinned_until = 0;
+		e->updated = wall;
 	}
+	c->listed = true;
 	pthread_cond_broadcast(&c->changed);
 	pthread_mutex_unlock(&c->lock);
 	return true;
@@ -237,6 +248,7 @@ void state_put(struct state_cache *c, const struct instance *inst, long long now
 	if (e) {
 		e->inst = *inst;
 		e->pinned_until = now + STATE_PIN_MS;
+		e->updated = time(NULL);
 	}
 	mutated(c);
 	pthread_mutex_unlock(&c->lock);
@@ -398,6 +410,62 @@ int state_wait_settled(struct state_cache *c, const char *name, struct instance 
 			ts.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&c->changed, &c->lock, &ts);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+time_t state_updated(struct state_cache *c, const char *name)
+{
+	pthread_mutex_lock(&c->lock);
+	struct entry *e = find_visible(c, name);
+	time_t t = e ? e->updated : 0;
+	pthread_mutex_unlock(&c->lock);
+	return t;
+}
+
+void state_note_list(struct state_cache *c, int rc, const char *reason)
+{
+	pthread_mutex_lock(&c->lock);
+	if (rc == 0) {
+		c->failing_since = 0;
+		c->failure[0] = '\0';
+	} else {
+		if (!c->failing_since)
+			c->failing_since = time(NULL);
+		snprintf(c->failure, sizeof(c->failure), "%s", reason && *reason ? reason : "");
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void format_utc(time_t t, char *out, size_t outsz)
+{
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, outsz, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+bool state_listed(struct state_cache *c, char *why, size_t whysz)
+{
+	pthread_mutex_lock(&c->lock);
+	bool listed = c->listed;
+	if (!listed && why && whysz)
+		snprintf(why, whysz, "%s", c->failure[0] ? c->failure : "no answer yet");
+	pthread_mutex_unlock(&c->lock);
+	return listed;
+}
+
+int state_health(struct state_cache *c, struct buf *out)
+{
+	char when[32];
+	int rc;
+	pthread_mutex_lock(&c->lock);
+	if (!c->failing_since && c->listed) {
+		rc = buf_puts(out, "ok\n");
+	} else {
+		format_utc(c->failing_since ? c->failing_since : time(NULL), when, sizeof(when));
+		rc = buf_printf(out, "unreachable since %s: %s\n", when,
+		                c->failure[0] ? c->failure : "no list of instances yet");
 	}
 	pthread_mutex_unlock(&c->lock);
 	return rc;

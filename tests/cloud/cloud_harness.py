@@ -176,9 +176,11 @@ def fake_cloud(cloud_certs):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def mount_cloud(mount_factory, fc, timeout=TEST_TIMEOUT_S, **extra):
-    return mount_factory(provider="cloud", options=fc.mount_options(**extra),
-                         env={"DBOSFS_CLOUD_TIMEOUT": str(timeout)})
+def mount_cloud(mount_factory, fc, timeout=TEST_TIMEOUT_S, startup=None, **extra):
+    env = {"DBOSFS_CLOUD_TIMEOUT": str(timeout)}
+    if startup is not None:
+        env["DBOSFS_CLOUD_STARTUP_S"] = str(startup)
+    return mount_factory(provider="cloud", options=fc.mount_options(**extra), env=env)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "cloud"))
 from cloud_harness import (FakeCloud, cloud_certs, fake_cloud, make_certs,  # noqa: F401,E402
                            mount_cloud, try_mount)
 
-FAST = {"DBOSFS_CLOUD_TIMEOUT": "3"}
+FAST = {"DBOSFS_CLOUD_TIMEOUT": "3", "DBOSFS_CLOUD_STARTUP_S": "3"}
 
 
 @pytest.fixture
@@ -101,10 +101,29 @@ def test_bad_cafile(fake_cloud, tmp_path):
 
 
 def test_profile_error_fails_mount(fake_cloud):
-    fake_cloud.fault("GET /user/profile", "status", status=500, message="profile down",
-                     requestID="rid-p")
-    rc, err, _ = try_mount(fake_cloud.mount_options(), env=FAST)
+    """A profile call that keeps failing fails the mount once the start-up
+    retries (DBOSFS_CLOUD_STARTUP_S) are spent, with the server's message."""
+    fake_cloud.fault("GET /user/profile", "status", times=-1, status=500,
+                     message="profile down", requestID="rid-p")
+    rc, err, took = try_mount(fake_cloud.mount_options(), env=FAST)
     assert rc != 0 and "[rid-p] Cannot use DBOS Cloud" in err and "profile down" in err
+    assert fake_cloud.count("GET /user/profile") >= 3
+    assert took < 3 + 3
+
+
+def test_profile_error_refusal_is_not_retried(fake_cloud):
+    fake_cloud.fault("GET /user/profile", "status", times=-1, status=403, message="nope")
+    rc, err, took = try_mount(fake_cloud.mount_options(), env=FAST)
+    assert rc != 0 and "nope" in err
+    assert fake_cloud.count("GET /user/profile") == 1
+
+
+def test_one_profile_500_is_retried(mount_factory, fake_cloud):
+    """Issue 9, 5: one 500 on the profile call used to fail the mount."""
+    fake_cloud.fault("GET /user/profile", "status", status=500, message="blip")
+    m = mount_cloud(mount_factory, fake_cloud)
+    assert m.read(".dbosfs", "account").strip() == "alice (organization acme)"
+    assert fake_cloud.count("GET /user/profile") == 2
 
 
 def test_token_never_printed(fake_cloud):

@@ -4,6 +4,7 @@
 #define DBOSFS_CLOUD_PRIVATE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
@@ -28,6 +29,8 @@ static inline void secret_wipe_str(char *s)
 #define CLOUD_CONNECT_TIMEOUT_MS 5000L
 #define CLOUD_TIMEOUT_MS         30000L
 #define CLOUD_LIST_TIMEOUT_MS    15000L
+/* How long the profile call and the first list are retried at mount. */
+#define CLOUD_STARTUP_BUDGET_MS 20000LL
 /* Easy handles kept for reuse (each keeps its live connections). */
 #define CLOUD_POOL_MAX 8
 
@@ -114,6 +117,9 @@ struct cloud {
 	char *user;
 	long timeout_ms;
 	long list_timeout_ms;
+	long long startup_budget_ms;
+	long long startup_deadline_ms; /* now_ms() deadline of the retries under way */
+	atomic_bool listed_once;       /* a list has succeeded since the mount */
 
 	/* Trusted CAs: system bundle plus the cafile, handed to every handle. */
 	char *ca_blob;

@@ -54,22 +54,78 @@ static void prefix_message(struct errmsg *e, const char *label)
 	e->text[l + n] = '\0';
 }
 
-static int cloud_list(struct provider *p, struct instance_list *out, struct errmsg *e)
+/* Failures that a later attempt may not meet: network trouble, 5xx, 429,
+ * timeouts. Not a rejected token, a refusal or an untrusted certificate. */
+static bool cloud_transient(int rc, const struct errmsg *e)
 {
-	struct cloud *c = cloud_of(p);
+	if (rc != -EIO && rc != -EAGAIN && rc != -ETIMEDOUT && rc != -ECONNREFUSED &&
+	    rc != -ECONNRESET && rc != -EHOSTUNREACH && rc != -ENETUNREACH)
+		return false;
+	return !e || !strstr(e->text, "is not trusted");
+}
+
+/* Runs attempt() until it succeeds, fails for good, or the mount's
+ * start-up budget (c->startup_deadline_ms) is spent: backoff 250 ms,
+ * doubling, capped at 4 s. Each attempt's timeout is cut to the time left. */
+static int with_startup_retries(struct cloud *c,
+                                int (*attempt)(struct cloud *, void *, long, struct errmsg *),
+                                void *arg, long timeout_ms, struct errmsg *e)
+{
+	long long backoff = 250;
+	int rc;
+
+	for (;;) {
+		long long left = c->startup_deadline_ms - now_ms();
+		long t = timeout_ms;
+
+		if (left < t)
+			t = left < 1000 ? 1000 : (long)left;
+		rc = attempt(c, arg, t, e);
+		left = c->startup_deadline_ms - now_ms();
+		if (rc == 0 || !cloud_transient(rc, e) || left <= backoff || op_interrupted())
+			return rc;
+		log_error("DBOS Cloud at start-up: %s; trying again in %lld ms", e->text, backoff);
+		struct timespec ts = {backoff / 1000, (backoff % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+		backoff = backoff * 2 > 4000 ? 4000 : backoff * 2;
+	}
+}
+
+static int list_attempt(struct cloud *c, void *arg, long timeout_ms, struct errmsg *e)
+{
+	struct instance_list *out = arg;
 	struct http_result res = {0};
 	int rc;
 
 	out->items = NULL;
 	out->count = 0;
-	rc = cloud_api_call(c, HTTP_GET, "/databases", true, NULL, REQ_READ, c->list_timeout_ms,
-	                    &res, "Failed to list databases", e);
+	rc = cloud_api_call(c, HTTP_GET, "/databases", true, NULL, REQ_READ, timeout_ms, &res,
+	                    "Failed to list databases", e);
 	if (rc == 0) {
 		rc = cloud_parse_instance_list(res.body.data, res.body.len, out, e);
 		if (rc < 0)
 			prefix_message(e, "Failed to list databases");
 	}
 	http_result_free(&res);
+	return rc;
+}
+
+static int cloud_list(struct provider *p, struct instance_list *out, struct errmsg *e)
+{
+	struct cloud *c = cloud_of(p);
+	int rc;
+
+	/* Until one list has succeeded, the mount has nothing true to show:
+	 * the first list gets the same start-up retries as the profile. */
+	if (!atomic_load(&c->listed_once)) {
+		if (!c->startup_deadline_ms)
+			c->startup_deadline_ms = now_ms() + c->startup_budget_ms;
+		rc = with_startup_retries(c, list_attempt, out, c->list_timeout_ms, e);
+	} else {
+		rc = list_attempt(c, out, c->list_timeout_ms, e);
+	}
+	if (rc == 0)
+		atomic_store(&c->listed_once, true);
 	return rc;
 }
 
@@ -250,6 +306,22 @@ static long timeout_from_env(void)
 	return v * 1000;
 }
 
+/* Seconds from DBOSFS_CLOUD_STARTUP_S: how long the profile call and the
+ * first list are retried at mount (tests shorten the 20 s default). */
+static long long startup_budget_from_env(void)
+{
+	const char *s = getenv("DBOSFS_CLOUD_STARTUP_S");
+	char *end;
+	long v;
+
+	if (!s || !*s)
+		return CLOUD_STARTUP_BUDGET_MS;
+	v = strtol(s, &end, 10);
+	if (*end || v < 0 || v > 600)
+		return CLOUD_STARTUP_BUDGET_MS;
+	return v * 1000LL;
+}
+
 /* Makes sure the token is usable before the first request: an expired
  * one is refreshed (and written back) now, in the foreground. */
 static int check_token(struct cloud *c, struct errmsg *e)
@@ -281,33 +353,52 @@ static int check_token(struct cloud *c, struct errmsg *e)
 	return 0;
 }
 
-static int fetch_profile(struct cloud *c, struct errmsg *e)
+struct profile {
+	char name[128], org[128];
+};
+
+static int profile_attempt(struct cloud *c, void *arg, long timeout_ms, struct errmsg *e)
 {
+	struct profile *pr = arg;
 	struct http_result res = {0};
-	char label[300], name[128], org[128];
+	char label[300];
 	int rc;
 
 	snprintf(label, sizeof(label), "Cannot use DBOS Cloud at %s", c->domain);
-	rc = cloud_api_call(c, HTTP_GET, "/user/profile", false, NULL, REQ_READ, c->timeout_ms,
-	                    &res, label, e);
+	rc = cloud_api_call(c, HTTP_GET, "/user/profile", false, NULL, REQ_READ, timeout_ms, &res,
+	                    label, e);
 	if (rc == 0) {
-		rc = cloud_parse_profile(res.body.data, res.body.len, name, sizeof(name), org,
-		                         sizeof(org), e);
+		rc = cloud_parse_profile(res.body.data, res.body.len, pr->name, sizeof(pr->name),
+		                         pr->org, sizeof(pr->org), e);
 		if (rc < 0)
 			prefix_message(e, label);
 	}
 	http_result_free(&res);
+	return rc;
+}
+
+static int fetch_profile(struct cloud *c, struct errmsg *e)
+{
+	struct profile pr = {"", ""};
+	char label[300];
+	int rc;
+
+	snprintf(label, sizeof(label), "Cannot use DBOS Cloud at %s", c->domain);
+	c->startup_deadline_ms = now_ms() + c->startup_budget_ms;
+	rc = with_startup_retries(c, profile_attempt, &pr, c->timeout_ms, e);
+	/* The first list (after detaching) gets a budget of its own. */
+	c->startup_deadline_ms = 0;
 	if (rc < 0)
 		return rc;
 	/* The CLI trusts the profile's organization over the file's. */
-	if (!org[0] && c->creds.organization)
-		snprintf(org, sizeof(org), "%s", c->creds.organization);
-	if (!org[0])
+	if (!pr.org[0] && c->creds.organization)
+		snprintf(pr.org, sizeof(pr.org), "%s", c->creds.organization);
+	if (!pr.org[0])
 		return errmsg_set(e, -EINVAL,
 		                  "%s: neither the user profile nor %s names an organization",
 		                  label, c->creds.path);
-	c->user = strdup(name);
-	c->org = strdup(org);
+	c->user = strdup(pr.name);
+	c->org = strdup(pr.org);
 	return c->user && c->org ? 0 : errmsg_set(e, -ENOMEM, "out of memory");
 }
 
@@ -354,6 +445,7 @@ int cloud_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	c->timeout_ms = timeout_from_env();
 	c->list_timeout_ms =
 	    c->timeout_ms < CLOUD_LIST_TIMEOUT_MS ? c->timeout_ms : CLOUD_LIST_TIMEOUT_MS;
+	c->startup_budget_ms = startup_budget_from_env();
 	if (!c->domain || !c->auth_domain ||
 	    asprintf(&c->api_root, "https://%s/v1alpha1", domain) < 0) {
 		c->api_root = NULL;
