@@ -11,6 +11,11 @@ for p in gcc pkg-config meson ninja-build libfuse3-dev fuse3 libcurl4-openssl-de
          python3-pytest procps psmisc; do
 	want "$p"
 done
+# Alembic (its command and library) and psycopg2, for the migration
+# compatibility suite (tests/integration/test_migrate_compat.py).
+for p in alembic python3-alembic python3-psycopg2; do
+	want "$p"
+done
 # PostgreSQL server binaries: any installed major version will do.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 	want postgresql-15
