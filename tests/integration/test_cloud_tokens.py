@@ -197,3 +197,35 @@ def test_malformed_credentials_never_leak(fake_cloud, tmp_path, text):
     assert rc != 0
     assert "LEAKY" not in err
     assert "malformed credentials file" in err and "line 1, column" in err
+
+
+def test_401_storm_backs_off(mount_factory, fake_cloud):
+    """Issue 9, 4: the API keeps answering 401 while the refresh token
+    works. Refreshes back off exponentially (not one per refresh period),
+    the credentials file is rewritten only with each new token, and the
+    log gets one line when the storm starts and one when it ends."""
+    fc = fake_cloud
+    fc.add_instances([available_instance("alpha")])
+    m = mount_cloud(mount_factory, fc)
+    assert m.read("alpha", "status") == "available\n"
+    fc.reset_counts()
+    mtimes = set()
+    fc.fault("GET /databases", "status", times=-1, status=401, message="Unauthorized")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10:
+        mtimes.add(os.stat(fc.credentials).st_mtime_ns)
+        time.sleep(0.1)
+    refreshes = fc.count(TOKEN)
+    # refresh=1: without backoff that is about 10 refreshes; with it 5 s, 10 s, ...
+    assert 1 <= refreshes <= 3, refreshes
+    assert len(mtimes) <= refreshes + 1
+    log = m.read(".dbosfs", "log")
+    assert log.count("rejects even a freshly refreshed token") == 1, log
+    assert log.count("refreshed the DBOS Cloud access token") == refreshes
+    # Reads are served from the cache all along; operations say why.
+    assert m.read("alpha", "status") == "available\n"
+    fc.clear_faults()
+    assert wait_until(lambda: "accepts the token again" in m.read(".dbosfs", "log"),
+                      timeout=8)
+    assert m.read(".dbosfs", "health") == "ok\n"
+    assert m.read(".dbosfs", "log").count("accepts the token again") == 1

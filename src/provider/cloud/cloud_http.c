@@ -418,6 +418,10 @@ static void note_refresh_failure(struct cloud *c, const char *text)
 	c->refresh_failed_ms = now_ms();
 	if (!c->refresh_failed_ms)
 		c->refresh_failed_ms = 1;
+	c->refresh_backoff_ms = !c->refresh_backoff_ms ? REFRESH_BACKOFF_MS
+	                        : c->refresh_backoff_ms * 2 > REFRESH_BACKOFF_MAX_MS
+	                            ? REFRESH_BACKOFF_MAX_MS
+	                            : c->refresh_backoff_ms * 2;
 	snprintf(c->refresh_failure, sizeof(c->refresh_failure), "%s", text);
 	if (strcmp(without_request_id(c->refresh_logged), without_request_id(text)) != 0) {
 		log_error("refreshing the DBOS Cloud token failed (not logged again until it "
@@ -446,7 +450,7 @@ int cloud_refresh_token_locked(struct cloud *c, unsigned seen_gen, struct errmsg
 		                  "the access token in %s has expired or was rejected, and the "
 		                  "file has no refreshToken",
 		                  c->creds.path);
-	if (c->refresh_failed_ms && now_ms() - c->refresh_failed_ms < REFRESH_BACKOFF_MS)
+	if (c->refresh_failed_ms && now_ms() - c->refresh_failed_ms < c->refresh_backoff_ms)
 		return errmsg_set(e, -EACCES, "%s", c->refresh_failure);
 	refresh_token = strdup(c->creds.refresh_token);
 	if (!refresh_token)
@@ -459,8 +463,12 @@ int cloud_refresh_token_locked(struct cloud *c, unsigned seen_gen, struct errmsg
 	rc = request_new_token(c, refresh_token, &token, e);
 	if (rc == 0) {
 		jwt_exp(token, &exp);
-		/* Keep the mount working even if the file cannot be rewritten. */
-		if (cloud_credentials_write_token(c->creds.path, token, &werr) < 0)
+		/* Only a new token is written back (creds.token changes only
+		 * under `refreshing`, which is ours now). Keep the mount working
+		 * even if the file cannot be rewritten. */
+		if (strcmp(token, c->creds.token) == 0)
+			log_event("the DBOS Cloud token refresh returned the same token");
+		else if (cloud_credentials_write_token(c->creds.path, token, &werr) < 0)
 			log_error("refreshed the DBOS Cloud access token but could not save it: %s",
 			          werr.text);
 		else
@@ -478,6 +486,7 @@ int cloud_refresh_token_locked(struct cloud *c, unsigned seen_gen, struct errmsg
 		c->token_exp = exp;
 		c->token_generation++;
 		c->refresh_failed_ms = 0;
+		c->refresh_backoff_ms = 0;
 		c->refresh_logged[0] = '\0';
 	} else if (rc != -EINTR) {
 		/* An interrupted caller says nothing about the auth server. */
@@ -509,12 +518,49 @@ int cloud_renew_token_locked(struct cloud *c, unsigned seen_gen, struct errmsg *
 		c->token_exp = exp;
 		c->token_generation++;
 		c->refresh_failed_ms = 0;
+		c->refresh_backoff_ms = 0;
 		c->refresh_logged[0] = '\0';
+		c->reject_until_ms = 0; /* a new login deserves a try at once */
 		log_event("using the new DBOS Cloud token found in %s", c->creds.path);
 		return 0;
 	}
 	cloud_credentials_free(&fresh);
+	if (c->reject_until_ms && now_ms() < c->reject_until_ms)
+		return errmsg_set(e, -EACCES,
+		                  "DBOS Cloud rejected even a freshly refreshed token; the next "
+		                  "refresh is in %lld s",
+		                  (c->reject_until_ms - now_ms() + 999) / 1000);
 	return cloud_refresh_token_locked(c, seen_gen, e);
+}
+
+/* A fresh token was rejected too (token_lock held): back off further, and
+ * log only the start of the storm. */
+static void note_token_rejected(struct cloud *c)
+{
+	bool starting = c->reject_backoff_ms == 0;
+
+	c->reject_backoff_ms = starting ? REFRESH_BACKOFF_MS
+	                       : c->reject_backoff_ms * 2 > REFRESH_BACKOFF_MAX_MS
+	                           ? REFRESH_BACKOFF_MAX_MS
+	                           : c->reject_backoff_ms * 2;
+	c->reject_until_ms = now_ms() + c->reject_backoff_ms;
+	if (starting)
+		log_error("DBOS Cloud rejects even a freshly refreshed token (HTTP 401); "
+		          "refreshing again only with backoff (%d s, doubling up to %d s) until a "
+		          "request succeeds",
+		          REFRESH_BACKOFF_MS / 1000, REFRESH_BACKOFF_MAX_MS / 1000);
+}
+
+/* A request succeeded: a 401 storm is over. */
+static void note_token_accepted(struct cloud *c)
+{
+	pthread_mutex_lock(&c->token_lock);
+	if (c->reject_backoff_ms) {
+		c->reject_backoff_ms = 0;
+		c->reject_until_ms = 0;
+		log_event("DBOS Cloud accepts the token again");
+	}
+	pthread_mutex_unlock(&c->token_lock);
 }
 
 /* A copy of the current token, refreshed first if its exp is (nearly)
@@ -598,11 +644,22 @@ int cloud_api_call(struct cloud *c, enum http_method m, const char *path, bool w
 			continue;
 		}
 		if (res->status == 401) {
-			rc = auth_failure(c, label, NULL, e);
+			pthread_mutex_lock(&c->token_lock);
+			if (gen == c->token_generation)
+				note_token_rejected(c);
+			pthread_mutex_unlock(&c->token_lock);
+			rc =
+			    errmsg_set(e, -EACCES,
+			               "%s: DBOS Cloud credentials rejected (HTTP 401), even a "
+			               "freshly refreshed token; run `npx dbos-cloud login` to log "
+			               "in again",
+			               label);
 			break;
 		}
 		if (res->status < 200 || res->status >= 300)
 			rc = cloud_http_error(res, kind, label, e);
+		else
+			note_token_accepted(c);
 		break;
 	}
 	free(url);

@@ -137,7 +137,13 @@ struct cloud {
 	/* A failed refresh is not retried for a few seconds (no hammering of
 	 * the auth server by the refresher); its message is reused. */
 	long long refresh_failed_ms;
+	long long refresh_backoff_ms; /* doubles per failure, capped */
 	char refresh_failure[ERRMSG_MAX];
+	/* A 401 storm: the API rejected even a freshly refreshed token. No
+	 * new refresh before reject_until_ms; the backoff doubles each time a
+	 * fresh token is rejected again and ends with the first 2xx. */
+	long long reject_backoff_ms; /* 0: not rejecting */
+	long long reject_until_ms;
 	/* The failure last written to the log: a repeat is not logged again. */
 	char refresh_logged[ERRMSG_MAX];
 
@@ -180,14 +186,17 @@ void cloud_locks_destroy(struct cloud *c);
  * Single-flight: while another refresh is in flight it waits for it
  * (-EINTR if the caller is interrupted meanwhile); if the token's
  * generation has moved past seen_gen, someone already refreshed and it
- * returns 0 at once. A failure within REFRESH_BACKOFF_MS of the last one
- * returns that failure again without a request. */
+ * returns 0 at once. A failure within the backoff (REFRESH_BACKOFF_MS,
+ * doubling per consecutive failure up to REFRESH_BACKOFF_MAX_MS) of the
+ * last one returns that failure again without a request. */
 int cloud_refresh_token_locked(struct cloud *c, unsigned seen_gen, struct errmsg *e);
 /* After a 401 with a token of generation seen_gen: adopts the credentials
  * file's token if someone (a new `npx dbos-cloud login`) replaced it, else
- * refreshes. Same locking as cloud_refresh_token_locked. */
+ * refreshes, unless a 401 storm's backoff is running (-EACCES then).
+ * Same locking as cloud_refresh_token_locked. */
 int cloud_renew_token_locked(struct cloud *c, unsigned seen_gen, struct errmsg *e);
-#define REFRESH_BACKOFF_MS 5000
+#define REFRESH_BACKOFF_MS     5000
+#define REFRESH_BACKOFF_MAX_MS (5 * 60 * 1000)
 /* Formats a non-2xx answer into e and returns its errno. */
 int cloud_http_error(const struct http_result *res, enum request_kind kind, const char *label,
                      struct errmsg *e);
