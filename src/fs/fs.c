@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "errmap.h"
@@ -195,8 +196,52 @@ static bool file_permits(const struct file_def *def, bool read, bool write)
 static void open_file_free(struct open_file *of)
 {
 	buf_free_secret(&of->content);
+	buf_free_secret(&of->pending);
 	pthread_mutex_destroy(&of->lock);
 	free(of);
+}
+
+/* Another handle that writes the same file of the same instance. */
+static bool writer_exists(struct dbosfs *fs, const struct open_file *of)
+{
+	for (const struct open_file *o = fs->open_files; o; o = o->next)
+		if (o->writer && o->node.file == of->node.file &&
+		    strcmp(o->node.name, of->node.name) == 0)
+			return true;
+	return false;
+}
+
+/* Lists the handle. A file whose write runs an operation has one write
+ * handle at a time: the kernel serialises writers of one file on its inode
+ * lock before write() reaches us, so a second handle's write would sleep
+ * uninterruptibly (D state) for a whole migration, then run its own. A
+ * second write-open is refused with EBUSY instead. The kernel releases a
+ * closed handle asynchronously, so a refusal waits up to 200 ms for a
+ * release in flight (`echo a > f; echo b > f` must both work). */
+static int add_open_file(struct dbosfs *fs, struct open_file *of)
+{
+	for (int waited_ms = 0;; waited_ms += 10) {
+		pthread_mutex_lock(&fs->lock);
+		if (!of->writer || !writer_exists(fs, of)) {
+			of->next = fs->open_files;
+			if (of->next)
+				of->next->prev = of;
+			fs->open_files = of;
+			pthread_mutex_unlock(&fs->lock);
+			return 0;
+		}
+		pthread_mutex_unlock(&fs->lock);
+		if (waited_ms >= 200 || op_interrupted())
+			break;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	char msg[256];
+	snprintf(msg, sizeof(msg),
+	         "%s of %s refused: another process has %s/%s open for writing (one writer at a "
+	         "time)",
+	         of->node.file->op, of->node.name, of->node.name, of->node.file->name);
+	return instance_fail(fs, of->node.name, -EBUSY, msg);
 }
 
 static int op_open(const char *path, struct fuse_file_info *fi)
@@ -231,16 +276,14 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		rc = def->build ? def->build(fs, &of->node, &of->content) : 0;
 		of->built = rc == 0;
 	}
+	if (rc == 0) {
+		of->writer = acc != O_RDONLY && def->op && n.name[0];
+		rc = add_open_file(fs, of);
+	}
 	if (rc) {
 		open_file_free(of);
 		return rc;
 	}
-	pthread_mutex_lock(&fs->lock);
-	of->next = fs->open_files;
-	if (of->next)
-		of->next->prev = of;
-	fs->open_files = of;
-	pthread_mutex_unlock(&fs->lock);
 	fi->direct_io = 1; /* sizes are not known in advance */
 	fi->nonseekable = 0;
 	fi->fh = (uint64_t)(uintptr_t)of;
@@ -313,6 +356,18 @@ static int act(struct dbosfs *fs, const struct node *n, const char *data, size_t
 	return 0;
 }
 
+/* Takes the pending bytes out of the handle (the caller wipes and frees
+ * them), so the action runs without the handle's lock. */
+static struct buf take_pending(struct open_file *of)
+{
+	struct buf line = of->pending;
+	memset(&of->pending, 0, sizeof(of->pending));
+	return line;
+}
+
+/* A value is one line: bytes accumulate per open file until a newline (the
+ * write that completes the line acts and returns the action's result) or
+ * the close (flush acts on an unterminated value). */
 static int op_write(const char *path, const char *data, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
@@ -320,16 +375,27 @@ static int op_write(const char *path, const char *data, size_t size, off_t off,
 	if (!of || of->node.kind != NODE_FILE || !of->node.file->write)
 		return -EBADF;
 	struct dbosfs *fs = fs_get();
-	if (size > WRITE_MAX) {
+	pthread_mutex_lock(&of->lock);
+	size_t total = of->pending.len + size;
+	if (total > WRITE_MAX) {
+		buf_free_secret(&of->pending);
+		pthread_mutex_unlock(&of->lock);
 		char msg[160];
 		snprintf(msg, sizeof(msg),
 		         "write of %zu bytes to %s refused: control files take at most %d bytes",
-		         size, of->node.file->name, WRITE_MAX);
+		         total, of->node.file->name, WRITE_MAX);
 		return write_fail(fs, &of->node, -EINVAL, msg);
 	}
-	/* Each write is one whole command, whatever its offset (echo >>
-	 * writes at st_size, which is 0 here). */
-	int rc = act(fs, &of->node, data, size);
+	/* Offsets are ignored: echo >> writes at st_size. */
+	int rc = buf_append(&of->pending, data, size);
+	if (rc || !memchr(data, '\n', size)) {
+		pthread_mutex_unlock(&of->lock);
+		return rc ? rc : (int)size;
+	}
+	struct buf line = take_pending(of);
+	pthread_mutex_unlock(&of->lock);
+	rc = act(fs, &of->node, line.data, line.len);
+	buf_free_secret(&line);
 	return rc ? rc : (int)size;
 }
 
@@ -393,9 +459,19 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	return 0;
 }
 
+/* Every close(2) flushes: a value left without its newline acts here. Its
+ * errno is lost for echo (bash ignores close errors) but last_error has it. */
 static int op_flush(const char *path, struct fuse_file_info *fi)
 {
-	return 0;
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	if (!of || of->node.kind != NODE_FILE || !of->node.file->write)
+		return 0;
+	pthread_mutex_lock(&of->lock);
+	struct buf line = take_pending(of);
+	pthread_mutex_unlock(&of->lock);
+	int rc = line.len ? act(fs_get(), &of->node, line.data, line.len) : 0;
+	buf_free_secret(&line);
+	return rc;
 }
 
 /* The same rules as open, mkdir and rmdir, so `test -w` tells the truth. */

@@ -100,7 +100,12 @@ struct open_file {
 	struct node node;
 	pthread_mutex_t lock; /* concurrent reads of one handle (pread) */
 	bool built;
+	/* The one write handle of a file with an op (see op_open). */
+	bool writer;
 	struct buf content;
+	/* Written bytes of a value whose line is not complete yet: a value is
+	 * one line, whatever number of write(2) calls carry it. */
+	struct buf pending;
 	struct open_file *prev, *next; /* in dbosfs.open_files */
 };
 
