@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "fs/fs.h"
+#include "escape.h"
 #include "log.h"
 
 extern const struct fuse_operations dbosfs_operations;
@@ -188,6 +189,15 @@ static void free_options(struct dbosfs_options *o)
 	free(o->cafile);
 }
 
+/* A start-up failure on stderr: one line, control bytes escaped (option
+ * values and paths come from the user). */
+static void print_error(const char *msg)
+{
+	char line[ESCAPED_SIZE(ERRMSG_MAX)];
+	escape_message(msg, line, sizeof(line));
+	fprintf(stderr, "dbosfs: %s\n", line);
+}
+
 /* Detach: the parent waits for the child's verdict on a pipe ("" = ok,
  * else an error message) and exits with it. Returns the write end in the
  * child, or -1 in the foreground. */
@@ -215,7 +225,7 @@ static int detach(void)
 			_exit(1);
 		}
 		if (strcmp(msg, "ok") != 0) {
-			fprintf(stderr, "dbosfs: %s\n", msg);
+			print_error(msg);
 			_exit(1);
 		}
 		_exit(0);
@@ -229,7 +239,7 @@ static void report_start(int fd, const char *msg)
 {
 	if (fd < 0) {
 		if (strcmp(msg, "ok") != 0)
-			fprintf(stderr, "dbosfs: %s\n", msg);
+			print_error(msg);
 		return;
 	}
 	ssize_t w = write(fd, msg, strlen(msg));
@@ -345,7 +355,7 @@ int main(int argc, char *argv[])
 	if (rc == 0 && !fs.cache)
 		rc = errmsg_set(&e, -ENOMEM, "out of memory");
 	if (rc) {
-		fprintf(stderr, "dbosfs: %s\n", e.text);
+		print_error(e.text);
 		goto out_provider;
 	}
 

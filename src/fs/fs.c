@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "errmap.h"
+#include "escape.h"
 #include "fs.h"
 #include "log.h"
 #include "validate.h"
@@ -34,7 +35,7 @@ int fs_root_fail(struct dbosfs *fs, int err, const char *msg)
 {
 	log_error("%s", msg);
 	pthread_mutex_lock(&fs->lock);
-	snprintf(fs->root_error, sizeof(fs->root_error), "%s", msg);
+	escape_message(msg, fs->root_error, sizeof(fs->root_error));
 	pthread_mutex_unlock(&fs->lock);
 	return err;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "escape.h"
 #include "state.h"
 
 struct entry {
@@ -287,7 +288,11 @@ void state_set_error(struct state_cache *c, const char *name, const char *msg)
 	struct entry *e = find_visible(c, name);
 	if (e) {
 		free(e->last_error);
-		e->last_error = msg && *msg ? strdup(msg) : NULL;
+		e->last_error = NULL;
+		/* One line, nothing that drives a terminal (escape.h). */
+		size_t sz = msg && *msg ? ESCAPED_SIZE(strlen(msg)) : 0;
+		if (sz && (e->last_error = malloc(sz)) != NULL)
+			escape_message(msg, e->last_error, sz);
 	}
 	pthread_mutex_unlock(&c->lock);
 }

@@ -1,6 +1,8 @@
 /* The mount's event log: a locked ring of the newest LOG_KEEP_LINES lines. */
 #include "log.h"
 
+#include "escape.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -24,21 +26,15 @@ void log_init(bool to_stderr)
 
 static void log_add(const char *prefix, const char *fmt, va_list ap)
 {
-	char stamp[32], msg[2048], *line;
+	char stamp[32], raw[2048], msg[ESCAPED_SIZE(sizeof(raw))], *line;
 	struct tm tm;
 	time_t t = time(NULL);
-	size_t n;
 
 	gmtime_r(&t, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	/* One event is one line: a stray newline would split it. */
-	for (char *p = msg; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	n = strlen(msg);
-	while (n && msg[n - 1] == ' ')
-		msg[--n] = '\0';
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	/* One event is one line, and nothing in it drives a terminal. */
+	escape_message(raw, msg, sizeof(msg));
 	if (asprintf(&line, "%s %s%s", stamp, prefix, msg) < 0)
 		line = NULL;
 

@@ -4,6 +4,7 @@ never reach last_error or the log raw, and names that are destroyed and
 re-created under a reader."""
 import errno
 import os
+import re
 import subprocess
 import sys
 import time
@@ -138,3 +139,30 @@ def test_back_to_back_writers_are_not_refused(instance):
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
     assert m.read(name, "password") == "Abcdefgh0019\n"
+
+
+# ------------------------------------------------------ control bytes escaped
+
+def test_control_bytes_are_escaped_in_last_error_log_and_stderr(instance):
+    m, name = instance
+    hostile = "\x1b[31mevil\x07"
+    assert errno_of(write_parts_raise, m.p(name, "confirm"), hostile + "\n") == errno.EINVAL
+    err = m.read(name, "last_error")
+    assert "'\\x1b[31mevil\\x07'" in err and err.count("\n") == 1, err
+    assert errno_of(os.mkdir, m.p("ab\ncd")) == errno.EINVAL
+    root_err = m.read(".dbosfs", "last_error")
+    assert "ab\\ncd" in root_err and root_err.count("\n") == 1, root_err
+    log = m.read(".dbosfs", "log")
+    assert "\\x1b[31mevil\\x07" in log and "ab\\ncd" in log
+    for text in (err, root_err, log, m.log()):
+        assert "\x1b" not in text and "\x07" not in text
+    # Every log line is one event with its time stamp.
+    assert all(re.match(r"\d{4}-\d\d-\d\dT", line) for line in log.splitlines())
+
+
+def write_parts_raise(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)

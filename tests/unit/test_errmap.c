@@ -173,7 +173,7 @@ static void test_log(void)
 	      l1[19] == 'Z' && l1[20] == ' ');
 	CHECK(strncmp(l1 + 21, "mounted /mnt\n", 13) == 0);
 	CHECK(strncmp(l2 + 21, "error: refresh failed: EIO\n", 27) == 0);
-	CHECK(strcmp(l3 + 21, "two lines\n") == 0); /* one event, one line */
+	CHECK(strcmp(l3 + 21, "two\\nlines\n") == 0); /* one event, one line, escaped */
 	buf_free(&b);
 
 	/* Concurrent writers; only the newest LOG_KEEP_LINES survive. */
