@@ -23,6 +23,8 @@ int secret_put(struct secret_store *s, const char *name, const char *password, s
 /* -ENODATA (and no message needed) when no password is saved. */
 int secret_get(struct secret_store *s, const char *name, char *out, size_t outsz, struct errmsg *e);
 int secret_delete(struct secret_store *s, const char *name);
+/* The names that have a saved password; the caller frees each and the array. */
+int secret_names(struct secret_store *s, char ***names, size_t *count);
 
 /* Overwrites memory that held a secret. */
 void secret_wipe(void *p, size_t n);

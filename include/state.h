@@ -38,12 +38,28 @@ bool state_get(struct state_cache *c, const char *name, struct instance *out);
 int state_names(struct state_cache *c, char ***names, size_t *n);
 size_t state_count(struct state_cache *c);
 
+/* Told (outside the lock) the name of every instance whose saved secret
+ * must go: it left the list, was made again elsewhere (back to
+ * provisioning, another host or user), or a tombstone ended because the
+ * name is back. After the first applied list it is called once with NULL:
+ * forget secrets of every name the cache does not know (state_known). */
+typedef void (*state_forget_fn)(void *arg, const char *name);
+void state_on_forget(struct state_cache *c, state_forget_fn fn, void *arg);
+/* Any entry, visible or a tombstone. */
+bool state_known(struct state_cache *c, const char *name);
+/* Removes an entry outright (no tombstone): a mkdir refused at once. */
+void state_drop(struct state_cache *c, const char *name);
+/* A provision that failed in the background: status "failed", the message
+ * in last_error, kept until a list shows the name or rmdir removes it. */
+void state_mark_failed(struct state_cache *c, const char *name, const char *msg);
+
 /* A mutation through the mount: insert or replace, visible at once. */
 void state_put(struct state_cache *c, const struct instance *inst, long long now);
 /* Sets just the status (e.g. "deleting"); false if no such instance. */
 bool state_set_status(struct state_cache *c, const char *name, const char *status);
-/* Destroyed through the mount: hide it (tombstone) until the provider's
- * list no longer shows it, or STATE_TOMBSTONE_MS passed. */
+/* Destroyed through the mount: hide it (tombstone) until STATE_TOMBSTONE_MS
+ * passed, or a list shows the name again (not deleting) after one showed
+ * it gone or deleting, or shows it provisioning: made again. */
 void state_remove(struct state_cache *c, const char *name, long long now);
 
 /* last_error of an instance; "" when none. */

@@ -352,6 +352,8 @@ int main(int argc, char *argv[])
 	if (rc == 0)
 		rc = secret_store_open(&fs.secrets, opt.state_dir, fs.provider->secret_scope, &e);
 	fs.cache = rc == 0 ? state_new() : NULL;
+	if (fs.cache)
+		state_on_forget(fs.cache, fs_forget_secret, &fs);
 	if (rc == 0 && !fs.cache)
 		rc = errmsg_set(&e, -ENOMEM, "out of memory");
 	if (rc) {

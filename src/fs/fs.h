@@ -127,6 +127,9 @@ int instance_fail(struct dbosfs *fs, const char *name, int err, const char *msg)
 int run_op(struct dbosfs *fs, const char *name, const char *op,
            int (*fn)(struct dbosfs *fs, void *arg, struct errmsg *e), void *arg, struct errmsg *e);
 
+/* The state cache's forget hook (state_on_forget): arg is the dbosfs. */
+void fs_forget_secret(void *arg, const char *name);
+
 /* Frees every handle still open (at shutdown). */
 void fs_release_all(struct dbosfs *fs);
 

@@ -147,6 +147,16 @@ static int build_last_error(struct dbosfs *fs, const struct node *n, struct buf 
 	return msg[0] ? buf_printf(out, "%s\n", msg) : 0;
 }
 
+/* A failure after which the request may still have taken effect: no
+ * answer in time, an interrupted caller, a connection lost before the
+ * answer. An HTTP error answer (with its status) is a definite refusal. */
+static bool outcome_unknown(int rc, const struct errmsg *why)
+{
+	if (rc == -ETIMEDOUT || rc == -EINTR)
+		return true;
+	return rc == -EIO && !strstr(why->text, "(HTTP ") && !strstr(why->text, ": HTTP ");
+}
+
 static int write_password(struct dbosfs *fs, const struct node *n, const char *pw, struct errmsg *e)
 {
 	const char *name = n->name;
@@ -163,6 +173,18 @@ static int write_password(struct dbosfs *fs, const struct node *n, const char *p
 		                  "PostgreSQL server); change the password there",
 		                  name);
 	rc = fs->provider->ops->reset_password(fs->provider, &inst, pw, &why);
+	if (outcome_unknown(rc, &why)) {
+		/* The server may have applied it before the answer was lost:
+		 * neither password can be served with confidence. */
+		secret_delete(&fs->secrets, name);
+		return errmsg_set(
+		    e, rc,
+		    "password reset of %s: outcome unknown (%s): %s; the server may "
+		    "have the new password or still the old one, so this mount forgot "
+		    "both (password and pgpass answer ENODATA): write a password to "
+		    "%s/password again to set a known one",
+		    name, errno_name(rc), why.text, name);
+	}
 	if (rc == 0) {
 		rc = secret_put(&fs->secrets, name, pw, &why);
 		if (rc)

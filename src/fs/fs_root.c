@@ -145,6 +145,36 @@ static int root_rmdir(struct dbosfs *fs, const struct node *entry)
 	return 0;
 }
 
+/* A saved password belongs to one instance: once that instance left the
+ * list or was made again elsewhere, serving it would be a stale secret. */
+void fs_forget_secret(void *arg, const char *name)
+{
+	struct dbosfs *fs = arg;
+	char pw[PASSWORD_MAX + 2];
+	if (!name) {
+		/* First list: passwords of instances that vanished while this
+		 * state directory was not mounted. */
+		char **names;
+		size_t n;
+		if (secret_names(&fs->secrets, &names, &n) != 0)
+			return;
+		for (size_t i = 0; i < n; i++) {
+			if (!state_known(fs->cache, names[i]))
+				fs_forget_secret(fs, names[i]);
+			free(names[i]);
+		}
+		free(names);
+		return;
+	}
+	if (secret_get(&fs->secrets, name, pw, sizeof(pw), NULL) != 0)
+		return;
+	secret_wipe(pw, sizeof(pw));
+	if (secret_delete(&fs->secrets, name) == 0)
+		log_event("forgot the saved password of %s: the instance it belonged to is gone "
+		          "or was made again elsewhere",
+		          name);
+}
+
 static const struct dir_def *const root_dirs[] = {&meta_dir};
 
 const struct dir_def root_dir = {

@@ -1,7 +1,9 @@
-/* The state cache (include/state.h): one mutex, an array of entries. A few
- * thousand instances at most, so linear search is cheaper than a hash's
- * bookkeeping; the lock is never held across a provider call. */
+/* The state cache (include/state.h): one mutex, an array of entries kept
+ * sorted by name, so lookups are binary searches and applying a list of
+ * 100,000 instances is one sort and one merge. The lock is never held
+ * across a provider call. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@ struct entry {
 	long long hidden_until;  /* tombstone expiry */
 	long long pinned_until;  /* created through the mount: keep until listed */
 	long long confirm_until; /* destroy armed until */
+	bool seen_gone;          /* tombstone: a list no longer showed it (or deleting) */
 	char op[32];             /* running operation, "" if none */
 	char *last_error;        /* malloc'd, NULL if none */
 	char *report[2];         /* last migrate / rollback record */
@@ -34,6 +37,8 @@ struct state_cache {
 	bool listed;
 	time_t failing_since;     /* wall clock; 0 while lists succeed */
 	char failure[ERRMSG_MAX]; /* why the last list failed */
+	state_forget_fn forget;
+	void *forget_arg;
 };
 
 struct state_cache *state_new(void)
@@ -70,13 +75,47 @@ void state_free(struct state_cache *c)
 	free(c);
 }
 
+/* Index of name in the sorted items, or where it would go (*found false). */
+static size_t locate(struct state_cache *c, const char *name, bool *found)
+{
+	size_t lo = 0, hi = c->count;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(c->items[mid].inst.name, name);
+		if (cmp == 0) {
+			*found = true;
+			return mid;
+		}
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = false;
+	return lo;
+}
+
 /* Any entry, hidden or not. */
 static struct entry *find(struct state_cache *c, const char *name)
 {
-	for (size_t i = 0; i < c->count; i++)
-		if (strcmp(c->items[i].inst.name, name) == 0)
-			return &c->items[i];
-	return NULL;
+	bool found;
+	size_t i = locate(c, name, &found);
+	return found ? &c->items[i] : NULL;
+}
+
+static int reserve(struct state_cache *c, size_t want)
+{
+	if (want <= c->cap)
+		return 0;
+	size_t ncap = c->cap ? c->cap : 16;
+	while (ncap < want)
+		ncap *= 2;
+	struct entry *n = realloc(c->items, ncap * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	c->items = n;
+	c->cap = ncap;
+	return 0;
 }
 
 static struct entry *find_visible(struct state_cache *c, const char *name)
@@ -85,17 +124,16 @@ static struct entry *find_visible(struct state_cache *c, const char *name)
 	return e && !e->hidden ? e : NULL;
 }
 
+/* Inserts at its sorted place (the name must not be there yet). */
 static struct entry *add(struct state_cache *c, const struct instance *inst)
 {
-	if (c->count == c->cap) {
-		size_t ncap = c->cap ? c->cap * 2 : 16;
-		struct entry *n = realloc(c->items, ncap * sizeof(*n));
-		if (!n)
-			return NULL;
-		c->items = n;
-		c->cap = ncap;
-	}
-	struct entry *e = &c->items[c->count++];
+	bool found;
+	size_t i = locate(c, inst->name, &found);
+	if (found || reserve(c, c->count + 1) < 0)
+		return NULL;
+	memmove(&c->items[i + 1], &c->items[i], (c->count - i) * sizeof(c->items[0]));
+	c->count++;
+	struct entry *e = &c->items[i];
 	memset(e, 0, sizeof(*e));
 	e->inst = *inst;
 	return e;
@@ -125,60 +163,222 @@ unsigned long state_generation(struct state_cache *c)
 	return g;
 }
 
-static bool listed(const struct instance_list *l, const char *name)
+static int cmp_instance_ptrs(const void *a, const void *b)
 {
-	for (size_t i = 0; i < l->count; i++)
-		if (strcmp(l->items[i].name, name) == 0)
-			return true;
+	const struct instance *x = *(const struct instance *const *)a;
+	const struct instance *y = *(const struct instance *const *)b;
+	return strcmp(x->name, y->name);
+}
+
+/* Names whose saved secrets must go, collected under the lock and handed
+ * to the forget hook after it. */
+struct forget_list {
+	char (*names)[sizeof(((struct instance *)0)->name)];
+	size_t count, cap;
+};
+
+static void forget_later(struct forget_list *f, const char *name)
+{
+	if (f->count == f->cap) {
+		size_t ncap = f->cap ? f->cap * 2 : 16;
+		void *n = realloc(f->names, ncap * sizeof(f->names[0]));
+		if (!n)
+			return; /* the secret then outlives its instance; no harm to state */
+		f->names = n;
+		f->cap = ncap;
+	}
+	snprintf(f->names[f->count++], sizeof(f->names[0]), "%s", name);
+}
+
+/* Did the instance behind this name change identity (destroyed and made
+ * again elsewhere) between two lists? The API has no instance id, so the
+ * signs are: back to provisioning, or another host or user. */
+static bool identity_changed(const struct instance *was, const struct instance *now)
+{
+	if (strcmp(now->status, "provisioning") == 0 && was->status[0] &&
+	    strcmp(was->status, "provisioning") != 0)
+		return true;
+	if (was->host[0] && now->host[0] && strcmp(was->host, now->host) != 0)
+		return true;
+	return was->username[0] && now->username[0] && strcmp(was->username, now->username) != 0;
+}
+
+/* An entry the list shows. Returns false to drop it (never). */
+static void apply_listed(struct entry *e, const struct instance *inst, long long now, time_t wall,
+                         struct forget_list *f)
+{
+	if (e->hidden) {
+		/* A tombstone ends as soon as the name is back after it was seen
+		 * gone (or deleting), or comes back provisioning: made again. */
+		bool deleting = strcmp(inst->status, "deleting") == 0;
+		if (deleting)
+			e->seen_gone = true;
+		if (e->hidden_until > now &&
+		    (deleting || !(e->seen_gone || strcmp(inst->status, "provisioning") == 0)))
+			return; /* destroyed here; the provider has not caught up */
+		entry_clear(e);
+		e->inst = *inst;
+		e->updated = wall;
+		forget_later(f, inst->name);
+		return;
+	}
+	if (!e->op[0] && identity_changed(&e->inst, inst))
+		forget_later(f, inst->name);
+	/* While an operation runs here, its status (e.g. "deleting") is more
+	 * current than the list. */
+	char status[sizeof(e->inst.status)];
+	memcpy(status, e->inst.status, sizeof(status));
+	e->inst = *inst;
+	if (e->op[0])
+		memcpy(e->inst.status, status, sizeof(status));
+	e->pinned_until = 0;
+	e->updated = wall;
+}
+
+/* An entry the list does not show: kept while pinned (created here, the
+ * provider may lag), held by an operation, or a live tombstone. */
+static bool keep_unlisted(struct entry *e, long long now, struct forget_list *f)
+{
+	if (e->hidden) {
+		e->seen_gone = true;
+		return e->hidden_until > now;
+	}
+	if (e->pinned_until > now || e->op[0])
+		return true;
+	forget_later(f, e->inst.name);
 	return false;
 }
 
 bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsigned long gen,
                       long long now)
 {
+	const struct instance **sorted = NULL;
+	struct forget_list f = {0};
+	size_t n = 0;
+	if (l->count) {
+		sorted = malloc(l->count * sizeof(*sorted));
+		if (!sorted)
+			return false;
+		for (size_t j = 0; j < l->count; j++)
+			sorted[j] = &l->items[j];
+		qsort(sorted, l->count, sizeof(*sorted), cmp_instance_ptrs);
+		/* A name twice in one list: the first wins. */
+		for (size_t j = 0; j < l->count; j++)
+			if (n == 0 || strcmp(sorted[n - 1]->name, sorted[j]->name) != 0)
+				sorted[n++] = sorted[j];
+	}
+
 	pthread_mutex_lock(&c->lock);
 	if (gen != c->generation) {
 		pthread_mutex_unlock(&c->lock);
+		free(sorted);
 		return false;
 	}
-	/* Entries the list no longer shows: gone, unless just created here. */
-	for (size_t i = 0; i < c->count;) {
-		struct entry *e = &c->items[i];
-		bool keep = listed(l, e->inst.name) || (!e->hidden && e->pinned_until > now) ||
-		            (!e->hidden && e->op[0]); /* an operation holds it */
-		if (e->hidden && e->hidden_until <= now)
-			keep = false;
-		if (keep)
-			i++;
-		else
-			drop(c, e);
-	}
 	time_t wall = time(NULL);
-	for (size_t i = 0; i < l->count; i++) {
-		const struct instance *inst = &l->items[i];
-		struct entry *e = find(c, inst->name);
-		if (!e) {
-			e = add(c, inst);
-			if (e)
-				e->updated = wall;
-			continue;
+	bool first = !c->listed;
+	/* Pass 1, in place: update listed entries, drop the unlisted ones that
+	 * are gone, count the names that are new. */
+	size_t w = 0, j = 0, fresh = 0;
+	for (size_t i = 0; i < c->count; i++) {
+		struct entry *e = &c->items[i];
+		int cmp = 1;
+		while (j < n && (cmp = strcmp(sorted[j]->name, e->inst.name)) < 0) {
+			fresh++;
+			j++;
 		}
-		if (e->hidden)
-			continue; /* destroyed here; the provider has not caught up */
-		/* While an operation runs here, its status (e.g. "deleting")
-		 * is more current than the list. */
-		char status[sizeof(e->inst.status)];
-		memcpy(status, e->inst.status, sizeof(status));
-		e->inst = *inst;
-		if (e->op[0])
-			memcpy(e->inst.status, status, sizeof(status));
-		e->pinned_until = 0;
-		e->updated = wall;
+		bool keep = true;
+		if (j < n && cmp == 0) {
+			apply_listed(e, sorted[j], now, wall, &f);
+			j++;
+		} else {
+			keep = keep_unlisted(e, now, &f);
+		}
+		if (!keep)
+			entry_clear(e);
+		else if (w != i)
+			c->items[w] = *e;
+		w += keep;
+	}
+	fresh += n - j;
+	c->count = w;
+	/* Pass 2: merge the new names in from the back, so nothing moves
+	 * twice and no second array is needed. */
+	if (fresh && reserve(c, w + fresh) == 0) {
+		size_t i = w, k = w + fresh;
+		j = n;
+		while (j > 0) {
+			const struct instance *inst = sorted[j - 1];
+			int cmp = i > 0 ? strcmp(c->items[i - 1].inst.name, inst->name) : -1;
+			if (cmp > 0) {
+				c->items[--k] = c->items[--i];
+			} else if (cmp == 0) {
+				c->items[--k] = c->items[--i];
+				j--;
+			} else {
+				struct entry *e = &c->items[--k];
+				memset(e, 0, sizeof(*e));
+				e->inst = *inst;
+				e->updated = wall;
+				j--;
+			}
+		}
+		c->count = w + fresh;
 	}
 	c->listed = true;
 	pthread_cond_broadcast(&c->changed);
+	state_forget_fn forget = c->forget;
+	void *arg = c->forget_arg;
 	pthread_mutex_unlock(&c->lock);
+	free(sorted);
+	if (forget) {
+		for (size_t k = 0; k < f.count; k++)
+			forget(arg, f.names[k]);
+		if (first)
+			forget(arg, NULL);
+	}
+	free(f.names);
 	return true;
+}
+
+void state_on_forget(struct state_cache *c, state_forget_fn fn, void *arg)
+{
+	pthread_mutex_lock(&c->lock);
+	c->forget = fn;
+	c->forget_arg = arg;
+	pthread_mutex_unlock(&c->lock);
+}
+
+bool state_known(struct state_cache *c, const char *name)
+{
+	pthread_mutex_lock(&c->lock);
+	bool known = find(c, name) != NULL;
+	pthread_mutex_unlock(&c->lock);
+	return known;
+}
+
+void state_drop(struct state_cache *c, const char *name)
+{
+	pthread_mutex_lock(&c->lock);
+	struct entry *e = find(c, name);
+	if (e)
+		drop(c, e);
+	mutated(c);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void state_mark_failed(struct state_cache *c, const char *name, const char *msg)
+{
+	pthread_mutex_lock(&c->lock);
+	struct entry *e = find_visible(c, name);
+	if (e) {
+		snprintf(e->inst.status, sizeof(e->inst.status), "failed");
+		free(e->last_error);
+		e->last_error = msg && *msg ? strdup(msg) : NULL;
+		e->pinned_until = LLONG_MAX; /* until a list shows it, or rmdir */
+		e->updated = time(NULL);
+		mutated(c);
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 bool state_get(struct state_cache *c, const char *name, struct instance *out)
@@ -189,11 +389,6 @@ bool state_get(struct state_cache *c, const char *name, struct instance *out)
 		*out = e->inst;
 	pthread_mutex_unlock(&c->lock);
 	return e != NULL;
-}
-
-static int cmp_names(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 int state_names(struct state_cache *c, char ***names, size_t *n)
@@ -219,7 +414,7 @@ int state_names(struct state_cache *c, char ***names, size_t *n)
 		free(v);
 		return rc;
 	}
-	qsort(v, k, sizeof(*v), cmp_names);
+	/* items are sorted by name already */
 	*names = v;
 	*n = k;
 	return 0;

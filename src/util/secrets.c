@@ -2,6 +2,7 @@
  * instance under STATE_DIR/passwords/SCOPE (directories 0700). */
 #include "secrets.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -270,6 +271,39 @@ int secret_get(struct secret_store *s, const char *name, char *out, size_t outsz
 	}
 	secret_wipe(data, sizeof(data));
 	return rc;
+}
+
+int secret_names(struct secret_store *s, char ***names, size_t *count)
+{
+	DIR *d = opendir(s->dir);
+	struct dirent *de;
+	char **v = NULL;
+	size_t n = 0, cap = 0;
+
+	*names = NULL;
+	*count = 0;
+	if (!d)
+		return -errno;
+	while ((de = readdir(d)) != NULL) {
+		/* Temporary files start with '.', which no instance name does. */
+		if (validate_instance_name(de->d_name, NULL) != 0)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			char **nv = realloc(v, ncap * sizeof(*v));
+			if (!nv)
+				break;
+			v = nv;
+			cap = ncap;
+		}
+		if (!(v[n] = strdup(de->d_name)))
+			break;
+		n++;
+	}
+	closedir(d);
+	*names = v;
+	*count = n;
+	return 0;
 }
 
 int secret_delete(struct secret_store *s, const char *name)

@@ -115,6 +115,9 @@ class FakeCloud:
             body["password"] = password
         self.admin("POST", "instances", body)
 
+    def remove_instance(self, name):
+        self.admin("DELETE", f"instances/{name}")
+
     def bulk(self, count, prefix="db"):
         self.admin("POST", "bulk", {"count": count, "prefix": prefix})
 

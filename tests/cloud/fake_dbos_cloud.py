@@ -27,6 +27,7 @@ Tests drive it through /__admin/ (no auth):
   POST /__admin/faults              {"faults": [FAULT, ...]}  (appended)
   DELETE /__admin/faults
   POST /__admin/instances           {"instances": [raw instance objects], "password"?}
+  DELETE /__admin/instances/NAME    as if another client destroyed it
   POST /__admin/bulk                {"count": N, "prefix": "db"}
   GET  /__admin/state               every instance, with the fields dbosfs never sees
   POST /__admin/token               {"expires_in": S} -> {"token"}
@@ -528,6 +529,11 @@ class Handler(BaseHTTPRequestHandler):
                     if "password" in body:
                         inst["_password"] = body["password"]
                     st.instances[inst["PostgresInstanceName"]] = inst
+            return self.send_json(200, {})
+        if method == "DELETE" and what.startswith("instances/"):
+            # Another client (the CLI, a teammate) destroyed it.
+            with st.lock:
+                st.instances.pop(what[len("instances/"):], None)
             return self.send_json(200, {})
         if method == "POST" and what == "bulk":
             prefix, count = body.get("prefix", "db"), int(body.get("count", 1000))

@@ -159,8 +159,94 @@ static void test_ops_and_errors(void)
 	state_free(c);
 }
 
+static char forgotten[16][32];
+static int nforgotten, nsweeps;
+
+static void on_forget(void *arg, const char *name)
+{
+	if (!name)
+		nsweeps++;
+	else if (nforgotten < 16)
+		snprintf(forgotten[nforgotten++], sizeof(forgotten[0]), "%s", name);
+}
+
+static bool was_forgotten(const char *name)
+{
+	for (int i = 0; i < nforgotten; i++)
+		if (strcmp(forgotten[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* Secrets follow identity; tombstones end when the name comes back. */
+static void test_identity_and_tombstone_end(void)
+{
+	struct state_cache *c = state_new();
+	state_on_forget(c, on_forget, NULL);
+	struct instance_list l = list_of(3, "alpha", "beta", "gamma");
+	CHECK(state_apply_list(c, &l, state_generation(c), 0));
+	CHECK(nsweeps == 1 && nforgotten == 0);
+	/* beta leaves the list: forgotten. */
+	struct instance_list l2 = list_of(2, "alpha", "gamma");
+	CHECK(state_apply_list(c, &l2, state_generation(c), 10));
+	CHECK(was_forgotten("beta") && !state_get(c, "beta", NULL));
+	/* gamma is back provisioning (made again elsewhere): forgotten, shown. */
+	snprintf(l2.items[1].status, sizeof(l2.items[1].status), "provisioning");
+	CHECK(state_apply_list(c, &l2, state_generation(c), 20));
+	CHECK(was_forgotten("gamma") && state_get(c, "gamma", NULL));
+	/* alpha destroyed here; the lagging list still shows it: hidden. */
+	state_remove(c, "alpha", 30);
+	struct instance_list l3 = list_of(2, "alpha", "gamma");
+	CHECK(state_apply_list(c, &l3, state_generation(c), 40));
+	CHECK(!state_get(c, "alpha", NULL));
+	/* Gone from a list, then listed available again: made again. */
+	struct instance_list l4 = list_of(1, "gamma");
+	CHECK(state_apply_list(c, &l4, state_generation(c), 50));
+	CHECK(!state_get(c, "alpha", NULL));
+	CHECK(state_apply_list(c, &l3, state_generation(c), 60));
+	CHECK(state_get(c, "alpha", NULL));
+	CHECK(nsweeps == 1);
+	instance_list_free(&l);
+	instance_list_free(&l2);
+	instance_list_free(&l3);
+	instance_list_free(&l4);
+	state_free(c);
+}
+
+/* Many instances, unsorted and with duplicates: sorted names, one each. */
+static void test_large_unsorted_list(void)
+{
+	struct state_cache *c = state_new();
+	struct instance_list l = {0};
+	for (int k = 0; k < 20000; k++) {
+		char name[32];
+		snprintf(name, sizeof(name), "db%05d", (k * 7919) % 10000);
+		struct instance i = mk(name, "available");
+		instance_list_push(&l, &i);
+	}
+	CHECK(state_apply_list(c, &l, state_generation(c), 0));
+	char **names;
+	size_t n;
+	CHECK(state_names(c, &names, &n) == 0 && n == 10000);
+	bool sorted = true;
+	for (size_t k = 1; k < n; k++)
+		if (strcmp(names[k - 1], names[k]) >= 0)
+			sorted = false;
+	for (size_t k = 0; k < n; k++)
+		free(names[k]);
+	free(names);
+	CHECK(sorted);
+	struct instance one = mk("db00000x", "provisioning");
+	state_put(c, &one, 0);
+	CHECK(state_get(c, "db00000x", NULL) && state_get(c, "db09999", NULL));
+	instance_list_free(&l);
+	state_free(c);
+}
+
 int main(void)
 {
+	test_identity_and_tombstone_end();
+	test_large_unsorted_list();
 	test_listing();
 	test_stale_list_discarded();
 	test_pin_and_tombstone();
