@@ -49,9 +49,11 @@ def test_http_status_on_mutation(ready, status, want):
     fc.fault(RESET, "status", status=status, message=f"injected {status}",
              requestID=f"rid-{status}")
     assert errno_of(write_file, m.p("alpha", "password"), "NewPassw0rd_1\n") == want
-    assert m.read("alpha", "last_error").strip().endswith(
-        f"[rid-{status}] Failed to reset the password of alpha: injected {status} "
-        f"(HTTP {status})")
+    msg = m.read("alpha", "last_error")
+    assert (f"[rid-{status}] Failed to reset the password of alpha: injected {status} "
+            f"(HTTP {status})") in msg
+    # A gateway timeout may have let the reset through: the mount says so.
+    assert ("outcome unknown" in msg) == (status == 504)
     assert_healthy(m)
     # The fault was one-shot: the next attempt goes through.
     write_file(m.p("alpha", "password"), "NewPassw0rd_2\n")
