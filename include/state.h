@@ -85,6 +85,11 @@ int state_check_idle(struct state_cache *c, const char *name, const char *op, st
 void state_set_report(struct state_cache *c, const char *name, int kind, const char *text);
 /* Appends the report to out; false if none. */
 bool state_get_report(struct state_cache *c, const char *name, int kind, struct buf *out);
+/* The report of a run still going: it only grows until state_set_report
+ * stores the final one. *running (may be NULL) says which it is. */
+void state_set_live_report(struct state_cache *c, const char *name, int kind, const char *text);
+bool state_get_live_report(struct state_cache *c, const char *name, int kind, struct buf *out,
+                           bool *running);
 
 /* Wall-clock time the instance was last confirmed by a provider list (or
  * changed through the mount); 0 if there is no such instance. */

@@ -26,6 +26,7 @@
 #include "fs/fs.h"
 #include "escape.h"
 #include "log.h"
+#include "migrate.h"
 
 extern const struct fuse_operations dbosfs_operations;
 
@@ -55,8 +56,9 @@ static void usage(const char *prog)
 	       "       fusermount3 -u MOUNTPOINT      (unmount)\n"
 	       "\n"
 	       "Database instances as a filesystem: mkdir provisions, cat NAME/status reads\n"
-	       "live state, echo NAME > NAME/confirm then rmdir destroys, echo /app/dir >\n"
-	       "NAME/migrate runs the schema migrations of its dbos-config.yaml.\n"
+	       "live state, echo NAME > NAME/confirm then rmdir destroys, echo APPDIR >\n"
+	       "NAME/migrate runs the schema migrations of its dbos-config.yaml as you, in\n"
+	       "your environment (a relative APPDIR is relative to your directory).\n"
 	       "\n"
 	       "dbosfs options:\n"
 	       "    -o provider=local|cloud  where instances live (default: local)\n"
@@ -351,6 +353,10 @@ int main(int argc, char *argv[])
 	}
 	if (rc == 0)
 		rc = secret_store_open(&fs.secrets, opt.state_dir, fs.provider->secret_scope, &e);
+	/* Under the provider's state_dir lock: kill what migrations of a
+	 * crashed earlier daemon left running. */
+	if (rc == 0)
+		migrate_init(opt.state_dir);
 	fs.cache = rc == 0 ? state_new() : NULL;
 	if (fs.cache)
 		state_on_forget(fs.cache, fs_forget_secret, &fs);

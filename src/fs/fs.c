@@ -303,6 +303,11 @@ static int op_read(const char *path, char *out, size_t size, off_t off, struct f
 		rc = def->build ? def->build(fs_get(), &of->node, &of->content) : 0;
 		of->built = rc == 0;
 	}
+	/* tail -f of a running migration: a read past the end asks for more. */
+	if (rc == 0 && of->node.file->follow && !of->follow_done && off >= 0 &&
+	    (size_t)off >= of->content.len)
+		of->follow_done =
+		    !of->node.file->follow(fs_get(), &of->node, &of->content, &of->follow_mark);
 	size_t n = 0;
 	if (rc == 0 && off >= 0 && (size_t)off < of->content.len) {
 		n = of->content.len - (size_t)off;

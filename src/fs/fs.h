@@ -57,6 +57,12 @@ struct node {
 typedef int (*file_build_fn)(struct dbosfs *fs, const struct node *n, struct buf *out);
 /* Acts on one written value (one line, its newline removed): 0 or -errno
  * with the full message (what was refused and why) in e. */
+/* Content that grows while an operation runs (a live migration report):
+ * called by a read past the end of content, appends what was added since.
+ * *mark is the handle's own bookmark (0 before the first call). Returns
+ * false when nothing more will come. */
+typedef bool (*file_follow_fn)(struct dbosfs *fs, const struct node *n, struct buf *content,
+                               size_t *mark);
 typedef int (*file_write_fn)(struct dbosfs *fs, const struct node *n, const char *value,
                              struct errmsg *e);
 
@@ -65,11 +71,12 @@ typedef int (*file_write_fn)(struct dbosfs *fs, const struct node *n, const char
  * only the owner (or root) may write; a secret one only they may read. */
 struct file_def {
 	const char *name;
-	mode_t mode;         /* permission bits shown by stat */
-	bool secret;         /* only the owner (or root) may read it */
-	file_build_fn build; /* NULL: reads see nothing */
-	bool build_at_read;  /* blocks: built at the first read, where Ctrl-C works */
-	file_write_fn write; /* NULL: read-only */
+	mode_t mode;           /* permission bits shown by stat */
+	bool secret;           /* only the owner (or root) may read it */
+	file_build_fn build;   /* NULL: reads see nothing */
+	bool build_at_read;    /* blocks: built at the first read, where Ctrl-C works */
+	file_follow_fn follow; /* NULL: reads serve the snapshot only */
+	file_write_fn write;   /* NULL: read-only */
 	/* Non-NULL: each write runs as this per-instance operation (run_op):
 	 * one at a time, and a write-open during another is refused (EBUSY). */
 	const char *op;
@@ -106,6 +113,9 @@ struct open_file {
 	/* Written bytes of a value whose line is not complete yet: a value is
 	 * one line, whatever number of write(2) calls carry it. */
 	struct buf pending;
+	/* def->follow's bookmark, and whether it said nothing more comes. */
+	size_t follow_mark;
+	bool follow_done;
 	struct open_file *prev, *next; /* in dbosfs.open_files */
 };
 

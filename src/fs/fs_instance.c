@@ -124,17 +124,48 @@ static int build_confirm(struct dbosfs *fs, const struct node *n, struct buf *ou
 	                  n->name, fs->opt->confirm_ttl);
 }
 
-/* The record of the last run: kind 0 migrate, 1 rollback. */
+#define RUNNING_TRAILER "result: running\n"
+
+/* The record of the run going on (as far as it got, ending in "result:
+ * running") or of the last one: kind 0 migrate, 1 rollback. */
 static int build_report(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
+	bool running = false;
 	int rc = current(fs, n, NULL);
 	if (rc)
 		return rc;
 	int kind = strcmp(n->file->name, "migrate") == 0 ? 0 : 1;
-	if (!state_get_report(fs->cache, n->name, kind, out))
+	if (!state_get_live_report(fs->cache, n->name, kind, out, &running))
 		return buf_printf(out, "no %s has run on %s since this mount started\n",
 		                  n->file->name, n->name);
-	return 0;
+	return running ? buf_puts(out, RUNNING_TRAILER) : 0;
+}
+
+/* A report read while its run goes on: append what the run added since
+ * (the trailer stays where it was; the final result line follows). */
+static bool follow_report(struct dbosfs *fs, const struct node *n, struct buf *content,
+                          size_t *mark)
+{
+	size_t tl = strlen(RUNNING_TRAILER);
+	struct buf now = BUF_INIT;
+	bool running = false, more = false;
+	int kind = strcmp(n->file->name, "migrate") == 0 ? 0 : 1;
+
+	if (*mark == 0) {
+		if (content->len < tl || strcmp(content->data + content->len - tl, RUNNING_TRAILER))
+			return false; /* the snapshot was a finished run */
+		*mark = content->len - tl;
+	}
+	/* Still the same run? Its first line names it and its start time. */
+	size_t same = *mark < 160 ? *mark : 160;
+	if (state_get_live_report(fs->cache, n->name, kind, &now, &running) && now.len >= *mark &&
+	    memcmp(now.data, content->data, same) == 0 &&
+	    buf_append(content, now.data + *mark, now.len - *mark) == 0) {
+		*mark = now.len;
+		more = running;
+	}
+	buf_free(&now);
+	return more;
 }
 
 static int build_last_error(struct dbosfs *fs, const struct node *n, struct buf *out)
@@ -213,10 +244,23 @@ static int write_confirm(struct dbosfs *fs, const struct node *n, const char *va
 	return 0;
 }
 
+struct live_report {
+	struct dbosfs *fs;
+	const char *name;
+	int kind;
+};
+
+static void publish_live_report(void *ctx, const char *text)
+{
+	struct live_report *lr = ctx;
+	state_set_live_report(lr->fs->cache, lr->name, lr->kind, text);
+}
+
 /* migrate and rollback: value is the application's directory. */
 static int write_migrate(struct dbosfs *fs, const struct node *n, const char *path,
                          struct errmsg *e)
 {
+	struct fuse_context *caller = fuse_get_context();
 	const char *name = n->name, *what = n->file->name;
 	bool up = strcmp(what, "migrate") == 0;
 	struct errmsg why = {{0}};
@@ -238,7 +282,20 @@ static int write_migrate(struct dbosfs *fs, const struct node *n, const char *pa
 			           name, name);
 	} else {
 		struct migrate_target t = {inst.host, inst.port, inst.username, pw};
-		rc = migrate_run(up ? MIGRATE_UP : MIGRATE_ROLLBACK, path, &t, &report, &why);
+		struct live_report lr = {fs, name, up ? 0 : 1};
+		/* The writer's world (cwd, environment, user): only the mount's
+		 * owner or root get here (file_permits). */
+		struct migrate_request req = {
+		    .kind = up ? MIGRATE_UP : MIGRATE_ROLLBACK,
+		    .path = path,
+		    .target = &t,
+		    .pid = caller->pid,
+		    .uid = caller->uid,
+		    .gid = caller->gid,
+		    .progress = publish_live_report,
+		    .progress_ctx = &lr,
+		};
+		rc = migrate_run(&req, &report, &why);
 		secret_wipe(pw, sizeof(pw));
 		if (report.len)
 			state_set_report(fs->cache, name, up ? 0 : 1, report.data);
@@ -261,8 +318,10 @@ static const struct file_def instance_files[] = {
      .op = "password reset"},
     {"wait", 0444, .build = build_wait, .build_at_read = true},
     {"confirm", 0644, .build = build_confirm, .write = write_confirm},
-    {"migrate", 0644, .build = build_report, .write = write_migrate, .op = "migrate"},
-    {"rollback", 0644, .build = build_report, .write = write_migrate, .op = "rollback"},
+    {"migrate", 0644, .build = build_report, .follow = follow_report, .write = write_migrate,
+     .op = "migrate"},
+    {"rollback", 0644, .build = build_report, .follow = follow_report, .write = write_migrate,
+     .op = "rollback"},
     {"last_error", 0444, .build = build_last_error},
 };
 

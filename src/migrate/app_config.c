@@ -1,5 +1,7 @@
-/* dbos-config.yaml: the parts a migration needs (name, database.app_db_name,
- * database.migrate, database.rollback), read with libyaml's document API. */
+/* dbos-config.yaml: the parts a migration needs (name, database_url,
+ * system_database_url, database.app_db_name, database.migrate,
+ * database.rollback), read with libyaml's document API after a cheap event
+ * pass has bounded its depth and size. */
 #include "migrate.h"
 
 #include <ctype.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <jansson.h>
 #include <yaml.h>
 
 #include "buf.h"
@@ -23,12 +26,25 @@
 #define CONFIG_MAX_BYTES (1024 * 1024)
 #define DB_NAME_MAX      63 /* PostgreSQL's NAMEDATALEN - 1 */
 
-int expand_env_vars(const char *in, size_t len, struct buf *out)
+const char *env_lookup(char *const *env, const char *name)
 {
-	/* DBOS (dbos-transact-ts, config.ts) applies /\${([^}]+)}/g to the
-	 * whole file: anything up to the next '}' is a variable name, and an
-	 * unset (or empty) variable becomes the empty string. "${}" and an
-	 * unterminated "${" stay as they are. */
+	size_t n = strlen(name);
+
+	if (!env)
+		return getenv(name);
+	for (; *env; env++)
+		if (strncmp(*env, name, n) == 0 && (*env)[n] == '=')
+			return *env + n + 1;
+	return NULL;
+}
+
+int expand_env_vars(const char *in, size_t len, char *const *env, struct buf *out)
+{
+	/* DBOS (dbos-sdk 5.x, config.ts substituteEnvVars) applies
+	 * /\${([^}]+)}/g to the whole file: anything up to the next '}' is a
+	 * variable name, and an unset or empty variable becomes "" (two double
+	 * quotes: an empty string to YAML and to the shell alike). "${}" and
+	 * an unterminated "${" stay as they are. */
 	size_t i = 0, lit = 0;
 	int rc;
 
@@ -54,13 +70,11 @@ int expand_env_vars(const char *in, size_t len, struct buf *out)
 		char *name = strndup(in + i + 2, nlen);
 		if (!name)
 			return -ENOMEM;
-		const char *val = getenv(name);
+		const char *val = env_lookup(env, name);
 		free(name);
-		if (val) {
-			rc = buf_puts(out, val);
-			if (rc)
-				return rc;
-		}
+		rc = buf_puts(out, val && *val ? val : "\"\"");
+		if (rc)
+			return rc;
 		i += 2 + nlen + 1;
 		lit = i;
 	}
@@ -75,6 +89,7 @@ void app_config_free(struct app_config *c)
 	free(c->config_path);
 	free(c->name);
 	free(c->app_db_name);
+	free(c->sys_db_name);
 	for (size_t i = 0; i < c->n_migrate; i++)
 		free(c->migrate[i]);
 	free(c->migrate);
@@ -466,9 +481,92 @@ static char *derive_db_name(const char *name)
 	return db;
 }
 
+/* The database name in a postgres URL's path (percent-decoded), or NULL
+ * when it has none. The URL itself never goes into a message: it may hold a
+ * password. */
+static int url_database(const char *url, char **out)
+{
+	const char *p = strstr(url, "://"), *end;
+	char *db, *q;
+
+	*out = NULL;
+	if (!p)
+		return -EINVAL;
+	p += 3;
+	p += strcspn(p, "/?#");
+	if (*p != '/')
+		return 0;
+	p++;
+	end = p + strcspn(p, "?#");
+	if (end == p)
+		return 0;
+	db = malloc((size_t)(end - p) + 1);
+	if (!db)
+		return -ENOMEM;
+	for (q = db; p < end; p++) {
+		if (*p == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+			char hex[3] = {p[1], p[2], 0};
+			*q++ = (char)strtol(hex, NULL, 16);
+			p += 2;
+		} else {
+			*q++ = *p;
+		}
+	}
+	*q = '\0';
+	*out = db;
+	return 0;
+}
+
+/* A URL field's database name; EINVAL names the field, never the URL. */
+static int get_url_database(struct loader *ld, yaml_node_t *root, const char *key, char **out)
+{
+	yaml_node_t *n;
+	char *url = NULL;
+	int rc;
+
+	*out = NULL;
+	if ((rc = map_get(ld, root, "", key, &n)) || !n || node_is_null(n))
+		return rc;
+	if ((rc = get_string(ld, key, n, &url)))
+		return rc;
+	rc = url_database(url, out);
+	explicit_bzero(url, strlen(url));
+	free(url);
+	if (rc == -EINVAL)
+		return errmsg_set(ld->e, -EINVAL,
+		                  "%s:%zu:%zu: %s is not a URL (postgresql://USER:PASSWORD@HOST:"
+		                  "PORT/DATABASE)",
+		                  ld->file, n->start_mark.line + 1, n->start_mark.column + 1, key);
+	return rc;
+}
+
+/* package.json's "name", as the DBOS SDK falls back to it (readConfigFile). */
+static int package_json_name(const char *app_dir, char **out)
+{
+	char *path = NULL;
+	json_t *root, *name;
+
+	*out = NULL;
+	if (asprintf(&path, "%s/package.json", app_dir) < 0)
+		return -ENOMEM;
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
+	free(path);
+	if (!root)
+		return 0;
+	name = json_object_get(root, "name");
+	if (json_is_string(name) && *json_string_value(name) &&
+	    !(*out = strdup(json_string_value(name)))) {
+		json_decref(root);
+		return -ENOMEM;
+	}
+	json_decref(root);
+	return 0;
+}
+
 static int load_document(struct loader *ld, struct app_config *c)
 {
 	yaml_node_t *root = yaml_document_get_root_node(ld->doc), *n, *db = NULL;
+	char *url_db = NULL;
 	int rc;
 
 	if (!root || node_is_null(root))
@@ -484,6 +582,15 @@ static int load_document(struct loader *ld, struct app_config *c)
 		return rc;
 	if (n && !node_is_null(n) && (rc = get_string(ld, "name", n, &c->name)))
 		return rc;
+	if (c->name && !*c->name) {
+		free(c->name);
+		c->name = NULL;
+	}
+	if (!c->name) {
+		if ((rc = package_json_name(c->app_dir, &c->name)))
+			return rc;
+		c->name_from_package_json = c->name != NULL;
+	}
 
 	if ((rc = map_get(ld, root, "", "database", &db)))
 		return rc;
@@ -510,18 +617,114 @@ static int load_document(struct loader *ld, struct app_config *c)
 			return rc;
 	}
 
-	if (c->app_db_name && *c->app_db_name)
-		return check_db_name(c->app_db_name, ld->file, "database.app_db_name", ld->e);
+	/* The system database: system_database_url's, else NAME_dbos_sys
+	 * (the SDK's getSystemDatabaseUrl). Only the name is used: the
+	 * database is made on this instance. */
+	const char *sys_origin = "system_database_url";
+	if ((rc = get_url_database(ld, root, "system_database_url", &c->sys_db_name)))
+		return rc;
+	if (!c->sys_db_name && c->name) {
+		sys_origin = "derived from name";
+		char *base = derive_db_name(c->name);
+		if (!base || asprintf(&c->sys_db_name, "%s_dbos_sys", base) < 0) {
+			free(base);
+			c->sys_db_name = NULL;
+			return -ENOMEM;
+		}
+		free(base);
+	}
+	if (c->sys_db_name && (!*c->sys_db_name || strlen(c->sys_db_name) > DB_NAME_MAX))
+		return errmsg_set(ld->e, -EINVAL,
+		                  "%s: system database name \"%.80s\" (%s) must be 1 to %d "
+		                  "characters",
+		                  ld->file, c->sys_db_name, sys_origin, DB_NAME_MAX);
+
+	if ((rc = get_url_database(ld, root, "database_url", &url_db)))
+		return rc;
+	if (url_db && *url_db) {
+		/* The current field wins over the legacy one. */
+		free(c->app_db_name);
+		c->app_db_name = url_db;
+		c->app_db_origin = "from database_url";
+		return check_db_name(c->app_db_name, ld->file, c->app_db_origin, ld->e);
+	}
+	free(url_db);
+	if (c->app_db_name && *c->app_db_name) {
+		c->app_db_origin = "database.app_db_name";
+		return check_db_name(c->app_db_name, ld->file, c->app_db_origin, ld->e);
+	}
 	free(c->app_db_name);
 	c->app_db_name = NULL;
-	if (!c->name || !*c->name)
-		return errmsg_set(ld->e, -EINVAL,
-		                  "%s has neither database.app_db_name nor name: cannot tell which "
-		                  "database to migrate",
-		                  ld->file);
+	if (!c->name)
+		return errmsg_set(
+		    ld->e, -EINVAL,
+		    "%s has no database_url, database.app_db_name or name (nor a "
+		    "package.json with a name): cannot tell which database to migrate",
+		    ld->file);
 	if (!(c->app_db_name = derive_db_name(c->name)))
 		return -ENOMEM;
-	return check_db_name(c->app_db_name, ld->file, "derived from name", ld->e);
+	c->app_db_origin =
+	    c->name_from_package_json ? "derived from package.json's name" : "derived from name";
+	return check_db_name(c->app_db_name, ld->file, c->app_db_origin, ld->e);
+}
+
+/* Walks the event stream once, before the document is built: refuses deep
+ * nesting and huge node counts while they are still cheap to see (libyaml
+ * does work proportional to depth per token), and polls for Ctrl-C. A
+ * syntax error is left to the real parse, which words it. */
+static int check_yaml_shape(const char *file, const struct buf *text, struct errmsg *e)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	size_t depth = 0, nodes = 0, events = 0;
+	int rc = 0;
+	bool done = false;
+
+	if (!yaml_parser_initialize(&parser))
+		return -ENOMEM;
+	yaml_parser_set_input_string(&parser, (const unsigned char *)(text->data ? text->data : ""),
+	                             text->len);
+	while (!done && !rc) {
+		if (++events % 256 == 0 && op_interrupted()) {
+			rc = errmsg_set(e, -EINTR, "interrupted while reading %s", file);
+			break;
+		}
+		if (!yaml_parser_parse(&parser, &ev))
+			break;
+		switch (ev.type) {
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			if (++depth > CONFIG_MAX_DEPTH)
+				rc =
+				    errmsg_set(e, -EINVAL,
+				               "%s:%zu:%zu: nested more than %d levels deep: not a "
+				               "DBOS configuration",
+				               file, ev.start_mark.line + 1,
+				               ev.start_mark.column + 1, CONFIG_MAX_DEPTH);
+			/* fall through */
+		case YAML_SCALAR_EVENT:
+		case YAML_ALIAS_EVENT:
+			if (!rc && ++nodes > CONFIG_MAX_NODES)
+				rc = errmsg_set(e, -EINVAL,
+				                "%s:%zu:%zu: more than %d YAML nodes: not a DBOS "
+				                "configuration",
+				                file, ev.start_mark.line + 1,
+				                ev.start_mark.column + 1, CONFIG_MAX_NODES);
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			depth--;
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	return rc;
 }
 
 static int parse_yaml(const char *file, const struct buf *text, struct app_config *c,
@@ -531,6 +734,8 @@ static int parse_yaml(const char *file, const struct buf *text, struct app_confi
 	yaml_document_t doc;
 	int rc;
 
+	if ((rc = check_yaml_shape(file, text, e)))
+		return rc;
 	if (!yaml_parser_initialize(&parser))
 		return -ENOMEM;
 	yaml_parser_set_input_string(&parser, (const unsigned char *)(text->data ? text->data : ""),
@@ -559,7 +764,7 @@ static int parse_yaml(const char *file, const struct buf *text, struct app_confi
 	return rc;
 }
 
-int app_config_load(const char *path, struct app_config *out, struct errmsg *e)
+int app_config_load(const char *path, char *const *env, struct app_config *out, struct errmsg *e)
 {
 	struct buf raw = BUF_INIT, text = BUF_INIT;
 	int rc;
@@ -569,7 +774,7 @@ int app_config_load(const char *path, struct app_config *out, struct errmsg *e)
 	if (!rc)
 		rc = read_config_file(out->config_path, &raw, e);
 	if (!rc)
-		rc = expand_env_vars(raw.data ? raw.data : "", raw.len, &text);
+		rc = expand_env_vars(raw.data ? raw.data : "", raw.len, env, &text);
 	if (!rc && text.len > CONFIG_MAX_BYTES)
 		rc = errmsg_set(e, -EINVAL, "%s is larger than %d bytes after ${VAR} substitution",
 		                out->config_path, CONFIG_MAX_BYTES);

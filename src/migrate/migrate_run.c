@@ -1,34 +1,53 @@
-/* Runs an application's migrate / rollback commands against one instance:
- * creates the application database if missing (libpq), then runs each
- * command as /bin/sh -c CMD in its own process group, capturing its output
- * for the report served by NAME/migrate and NAME/rollback. */
+/* Runs an application's migrate / rollback commands against one instance,
+ * as the DBOS CLI would in the writer's shell: the writer's directory,
+ * user and environment (plus the connection variables), each command as
+ * /bin/sh -c CMD in its own process group under a guard process that kills
+ * the group if the daemon dies. Creates the application database first and
+ * the DBOS system database last. The report grows while the run goes and is
+ * masked (redact.h) before anything is cut or shown. */
 #include "migrate.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "redact.h"
 
 extern char **environ;
 
-#define OUTPUT_KEEP         (64 * 1024) /* per command: the tail is what matters */
-#define POLL_MS             100         /* op_interrupted() is polled at least this often */
-#define TERM_GRACE_MS       2000        /* SIGTERM, then SIGKILL after this */
-#define EXIT_DRAIN_MS       200         /* output still arriving after the command exited */
+/* Per command, 64 KiB of output in the report: the first part as it comes
+ * (live), the last part when the command ends. */
+#define OUTPUT_HEAD         (16 * 1024)
+#define OUTPUT_TAIL         (48 * 1024)
+#define POLL_MS             100  /* op_interrupted() is polled at least this often */
+#define INT_GRACE_MS        2000 /* SIGINT (as a terminal's Ctrl-C), then SIGTERM */
+#define TERM_GRACE_MS       2000 /* SIGTERM, then SIGKILL */
+#define EXIT_DRAIN_MS       200  /* output still arriving after the command exited */
+#define PUBLISH_MS          200  /* live report refreshed at most this often */
+#define CANCEL_WAIT_MS      2000 /* pg_cancel_backend, then pg_terminate_backend */
 #define CONNECT_TIMEOUT_S   "10"
 #define DB_QUERY_TIMEOUT_MS 60000
 #define CMD_IN_MESSAGE_MAX  200
-#define SCRUBBED            "********"
+#define RUN_TAG_VAR         "DBOSFS_MIGRATION_RUN"
+#define ENVIRON_MAX         (1024 * 1024)
 
 static void utc_stamp(char *out, size_t n)
 {
@@ -44,53 +63,6 @@ static void sleep_ms(int ms)
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 
 	nanosleep(&ts, NULL);
-}
-
-/* Replaces every occurrence of secret in b (no-op for an empty secret). */
-static int scrub(struct buf *b, const char *secret)
-{
-	size_t slen = secret ? strlen(secret) : 0;
-	struct buf out = BUF_INIT;
-	const char *p, *end, *hit;
-	int rc = 0;
-
-	if (!slen || !b->data || !memmem(b->data, b->len, secret, slen))
-		return 0;
-	p = b->data;
-	end = b->data + b->len;
-	while (!rc && (hit = memmem(p, (size_t)(end - p), secret, slen))) {
-		rc = buf_append(&out, p, (size_t)(hit - p));
-		if (!rc)
-			rc = buf_puts(&out, SCRUBBED);
-		p = hit + slen;
-	}
-	if (!rc)
-		rc = buf_append(&out, p, (size_t)(end - p));
-	if (rc) {
-		/* Cannot build the copy: blank the secret in place instead. */
-		buf_free_secret(&out);
-		for (char *q = b->data;
-		     (q = memmem(q, (size_t)(b->data + b->len - q), secret, slen)); q += slen)
-			memset(q, '*', slen);
-		return 0;
-	}
-	buf_free_secret(b);
-	*b = out;
-	return 0;
-}
-
-/* The same for a fixed-size message. */
-static void scrub_text(char *text, const char *secret)
-{
-	size_t slen = secret ? strlen(secret) : 0;
-	char *q = text;
-
-	if (!slen)
-		return;
-	while ((q = strstr(q, secret))) {
-		memset(q, '*', slen);
-		q += slen;
-	}
 }
 
 /* RFC 3986 percent-encoding of everything but unreserved characters. */
@@ -140,6 +112,10 @@ static int build_url(const struct migrate_target *t, const char *db, struct buf 
 
 /* ---- the application database ---------------------------------------- */
 
+/* Set while cleaning up after an interrupt: the writer's Ctrl-C is still
+ * pending then, and must not stop the cancellation it asked for. */
+static __thread bool pq_ignore_interrupt;
+
 /* Waits until the connection's socket is ready, polling op_interrupted(). */
 static int pq_wait_socket(PGconn *c, bool for_write, long long deadline, struct errmsg *e)
 {
@@ -149,7 +125,7 @@ static int pq_wait_socket(PGconn *c, bool for_write, long long deadline, struct 
 
 		if (p.fd < 0)
 			return errmsg_set(e, -EIO, "lost the database connection");
-		if (op_interrupted())
+		if (!pq_ignore_interrupt && op_interrupted())
 			return errmsg_set(e, -EINTR, "interrupted while talking to the database");
 		if (now_ms() >= deadline)
 			return errmsg_set(e, -EIO, "the database did not answer in time");
@@ -172,7 +148,8 @@ static void trim_pq_message(char *m)
 			*p = ' ';
 }
 
-static int pq_connect(const struct migrate_target *t, PGconn **out, struct errmsg *e)
+static int pq_connect(const struct migrate_target *t, const char *appname, PGconn **out,
+                      struct errmsg *e)
 {
 	char port[16];
 	/* Keywords, never a conninfo string: the password must not pass
@@ -186,7 +163,7 @@ static int pq_connect(const struct migrate_target *t, PGconn **out, struct errms
 	                      t->password && *t->password ? t->password : NULL,
 	                      "postgres",
 	                      CONNECT_TIMEOUT_S,
-	                      "dbosfs-migrate",
+	                      appname,
 	                      NULL};
 	long long deadline = now_ms() + 1000LL * atoi(CONNECT_TIMEOUT_S);
 	PGconn *c;
@@ -229,17 +206,21 @@ static int pq_connect(const struct migrate_target *t, PGconn **out, struct errms
 	return 0;
 }
 
-/* Runs one statement; *rows gets the row count of a SELECT. On interrupt
- * the server is asked to cancel. sqlstate receives the error's SQLSTATE. */
-static int pq_exec(PGconn *c, const char *sql, const char *param, int *rows, char sqlstate[6],
-                   struct errmsg *e)
+/* Runs one statement with nparams text parameters; *rows gets the row
+ * count of a SELECT and *result (if not NULL) the result itself. On
+ * interrupt the server is asked to cancel. sqlstate receives the error's
+ * SQLSTATE. */
+static int pq_query(PGconn *c, const char *sql, int nparams, const char *const *params, int *rows,
+                    PGresult **result, char sqlstate[6], struct errmsg *e)
 {
 	long long deadline = now_ms() + DB_QUERY_TIMEOUT_MS;
 	PGresult *res;
 	int rc = 0, f;
 
 	sqlstate[0] = '\0';
-	if (!PQsendQueryParams(c, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0))
+	if (result)
+		*result = NULL;
+	if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0))
 		goto pq_error;
 	while ((f = PQflush(c)) == 1)
 		if ((rc = pq_wait_socket(c, true, deadline, e)))
@@ -257,6 +238,10 @@ static int pq_exec(PGconn *c, const char *sql, const char *param, int *rows, cha
 
 		if (st == PGRES_TUPLES_OK && rows)
 			*rows = PQntuples(res);
+		if (st == PGRES_TUPLES_OK && result && !*result) {
+			*result = res;
+			continue;
+		}
 		if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && !rc) {
 			const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 			char msg[1024];
@@ -267,6 +252,10 @@ static int pq_exec(PGconn *c, const char *sql, const char *param, int *rows, cha
 			rc = errmsg_set(e, -EIO, "%s", msg);
 		}
 		PQclear(res);
+	}
+	if (rc && result && *result) {
+		PQclear(*result);
+		*result = NULL;
 	}
 	return rc;
 
@@ -289,18 +278,32 @@ pq_error : {
 }
 }
 
-/* CREATE DATABASE if it is not there yet; *created says whether it was. */
+static int pq_exec(PGconn *c, const char *sql, const char *param, int *rows, char sqlstate[6],
+                   struct errmsg *e)
+{
+	return pq_query(c, sql, param ? 1 : 0, param ? &param : NULL, rows, NULL, sqlstate, e);
+}
+
+/* CREATE DATABASE if it is not there yet; *created says whether it was.
+ * now_out (if not NULL) receives the server's clock, which later finds the
+ * sessions this run started. */
 static int ensure_database(const struct migrate_target *t, const char *db, bool *created,
-                           struct errmsg *e)
+                           char *now_out, size_t now_sz, struct errmsg *e)
 {
 	PGconn *c = NULL;
+	PGresult *res = NULL;
 	char state[6], *ident = NULL, *sql = NULL;
 	int rows = 0, rc;
 
 	*created = false;
-	rc = pq_connect(t, &c, e);
+	rc = pq_connect(t, "dbosfs-migrate", &c, e);
 	if (rc)
 		return rc;
+	if (now_out && pq_query(c, "SELECT now()::text", 0, NULL, &rows, &res, state, e) == 0 &&
+	    rows == 1)
+		snprintf(now_out, now_sz, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	rows = 0;
 	rc = pq_exec(c, "SELECT 1 FROM pg_database WHERE datname = $1", db, &rows, state, e);
 	if (rc) {
 		if (rc == -EIO) {
@@ -337,35 +340,195 @@ out:
 	return rc;
 }
 
-/* ---- running one command ----------------------------------------------- */
+/* ---- the run and its report ------------------------------------------------ */
 
-/* The daemon's environment plus the connection, built before fork (the
- * child of a threaded process may not allocate). */
-struct child_env {
-	char **envp;
-	size_t n;
+struct run {
+	const struct migrate_request *req;
+	struct buf *report;
+	struct redactor redactor; /* the password, in every form */
+	char tag[80];             /* PGAPPNAME and RUN_TAG_VAR of the commands */
+	char **env;               /* the commands' environment ("K=V", NULL-ended) */
+	size_t env_n;
+	bool writer_env;  /* env came from the writer's /proc/PID/environ */
+	bool as_writer;   /* commands drop to the writer's uid/gid */
+	gid_t groups[64]; /* the writer's supplementary groups */
+	int ngroups;
+	long long published_at;
+	bool unpublished; /* the report grew since the last publish */
 };
 
-static void child_env_free(struct child_env *ce)
+/* Hands the report so far to the live reader, at most every PUBLISH_MS
+ * unless forced; run_command's loop calls it so nothing waits long. */
+static void publish(struct run *r, bool force)
 {
-	if (!ce->envp)
+	long long now = now_ms();
+
+	if (!r->req->progress || !r->unpublished || (!force && now - r->published_at < PUBLISH_MS))
 		return;
-	for (size_t i = 0; i < ce->n; i++) {
-		if (ce->envp[i]) {
-			explicit_bzero(ce->envp[i], strlen(ce->envp[i]));
-			free(ce->envp[i]);
-		}
-	}
-	free(ce->envp);
-	ce->envp = NULL;
+	r->published_at = now;
+	r->unpublished = false;
+	r->req->progress(r->req->progress_ctx, r->report->data ? r->report->data : "");
 }
 
+/* Every line of the report goes through here: masked, then appended. */
+static void __attribute__((format(printf, 2, 3))) report_add(struct run *r, const char *fmt, ...)
+{
+	struct buf line = BUF_INIT;
+	va_list ap;
+	char *text = NULL;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&text, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (buf_append(&line, text, (size_t)n) == 0) {
+		redact_buf(&r->redactor, &line);
+		buf_append(r->report, line.data, line.len);
+		r->unpublished = true;
+	}
+	explicit_bzero(text, (size_t)n);
+	free(text);
+	buf_free_secret(&line);
+	publish(r, false);
+}
+
+/* ---- the writer's world ------------------------------------------------------ */
+
+/* NULL-terminated "K=V" array from /proc/PID/environ, or NULL. */
+static char **read_environ(pid_t pid)
+{
+	char path[64], chunk[8192], **env = NULL;
+	struct buf raw = BUF_INIT;
+	size_t count = 0, i = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			break;
+		if (n < 0 || raw.len + (size_t)n > ENVIRON_MAX ||
+		    buf_append(&raw, chunk, (size_t)n) != 0) {
+			close(fd);
+			explicit_bzero(chunk, sizeof(chunk));
+			buf_free_secret(&raw);
+			return NULL;
+		}
+	}
+	close(fd);
+	explicit_bzero(chunk, sizeof(chunk));
+	/* An empty environ is what a zombie or kernel thread shows. */
+	if (!raw.len) {
+		buf_free(&raw);
+		return NULL;
+	}
+	for (size_t k = 0; k < raw.len; k++)
+		count += raw.data[k] == '\0';
+	env = calloc(count + 2, sizeof(*env));
+	for (size_t k = 0; env && k < raw.len; k += strlen(raw.data + k) + 1) {
+		if (!strchr(raw.data + k, '='))
+			continue;
+		if (!(env[i++] = strdup(raw.data + k))) {
+			for (size_t j = 0; j + 1 < i; j++)
+				free(env[j]);
+			free(env);
+			env = NULL;
+		}
+	}
+	buf_free_secret(&raw);
+	return env;
+}
+
+static void free_env(char **env)
+{
+	if (!env)
+		return;
+	for (char **p = env; *p; p++) {
+		explicit_bzero(*p, strlen(*p));
+		free(*p);
+	}
+	free(env);
+}
+
+/* The writer's supplementary groups, from /proc/PID/status. */
+static int read_groups(pid_t pid, gid_t *groups, int max)
+{
+	char path[64], line[4096];
+	FILE *f;
+	int n = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (!(f = fopen(path, "re")))
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "Groups:", 7) != 0)
+			continue;
+		char *p = line + 7, *end;
+		n = 0;
+		for (;;) {
+			unsigned long g = strtoul(p, &end, 10);
+			if (end == p || n == max)
+				break;
+			groups[n++] = (gid_t)g;
+			p = end;
+		}
+		break;
+	}
+	fclose(f);
+	return n;
+}
+
+/* An absolute path for what the writer wrote: relative to its cwd. */
+static int resolve_writer_path(const struct migrate_request *req, char **out, struct errmsg *e)
+{
+	char link[64], cwd[PATH_MAX];
+	ssize_t n;
+
+	*out = NULL;
+	if (!req->path || !*req->path || req->path[0] == '/')
+		return 0;
+	if (req->pid <= 0)
+		return errmsg_set(e, -EINVAL,
+		                  "relative path %s: the writer's working directory is unknown; "
+		                  "write an absolute path",
+		                  req->path);
+	snprintf(link, sizeof(link), "/proc/%d/cwd", (int)req->pid);
+	n = readlink(link, cwd, sizeof(cwd) - 1);
+	if (n < 0)
+		return errmsg_set(e, -EINVAL,
+		                  "relative path %s: cannot read the writer's working directory "
+		                  "(%s); write an absolute path",
+		                  req->path, strerror(errno));
+	cwd[n] = '\0';
+	char *joined = NULL;
+	if (asprintf(&joined, "%s%s%s", cwd, n > 1 ? "/" : "", req->path) < 0)
+		return -ENOMEM;
+	/* "." or "../app" should read as the directory they name. */
+	*out = realpath(joined, NULL);
+	if (!*out) {
+		int err = errno;
+		errmsg_set(e, -err, "%s (relative to the writer's directory %s): %s", req->path,
+		           cwd, strerror(err));
+		free(joined);
+		return -err;
+	}
+	free(joined);
+	return 0;
+}
+
+/* Ours win; PGHOSTADDR and PGSERVICE would silently redirect libpq. */
 static bool overridden(const char *entry)
 {
-	/* Ours win; PGHOSTADDR and PGSERVICE would silently redirect libpq. */
-	static const char *const names[] = {"PGHOST",     "PGPORT",     "PGUSER",
-	                                    "PGPASSWORD", "PGDATABASE", "DBOS_DATABASE_URL",
-	                                    "PGHOSTADDR", "PGSERVICE",  NULL};
+	static const char *const names[] = {
+	    "PGHOST",     "PGPORT",    "PGUSER",    "PGPASSWORD", "PGDATABASE", "DBOS_DATABASE_URL",
+	    "PGHOSTADDR", "PGSERVICE", "PGAPPNAME", RUN_TAG_VAR,  "PGPASSFILE", NULL};
 	for (const char *const *n = names; *n; n++) {
 		size_t l = strlen(*n);
 		if (strncmp(entry, *n, l) == 0 && entry[l] == '=')
@@ -374,123 +537,387 @@ static bool overridden(const char *entry)
 	return false;
 }
 
-static int child_env_build(struct child_env *ce, const struct migrate_target *t, const char *db,
-                           const char *url)
+/* base (the writer's or the daemon's environment) plus the connection.
+ * db may be NULL: then no PGDATABASE / DBOS_DATABASE_URL (the first pass,
+ * which finds out the database). Built before fork: the child of a
+ * threaded process may not allocate. */
+static int build_env(struct run *r, char *const *base, const char *db)
 {
+	const struct migrate_target *t = r->req->target;
+	struct buf url = BUF_INIT;
 	size_t count = 0, i = 0;
+	char **env;
 	int ok = 1;
 
-	for (char **p = environ; p && *p; p++)
+	for (char *const *p = base; p && *p; p++)
 		count++;
-	ce->envp = calloc(count + 7, sizeof(char *));
-	if (!ce->envp)
+	env = calloc(count + 10, sizeof(char *));
+	if (!env)
 		return -ENOMEM;
-	for (char **p = environ; p && *p; p++)
-		if (!overridden(*p) && !(ce->envp[i++] = strdup(*p)))
+	for (char *const *p = base; p && *p; p++)
+		if (!overridden(*p) && !(env[i++] = strdup(*p)))
 			ok = 0;
-	if (t->host && *t->host)
-		ok &= asprintf(&ce->envp[i++], "PGHOST=%s", t->host) >= 0;
-	if (t->port > 0)
-		ok &= asprintf(&ce->envp[i++], "PGPORT=%d", t->port) >= 0;
-	if (t->user && *t->user)
-		ok &= asprintf(&ce->envp[i++], "PGUSER=%s", t->user) >= 0;
-	if (t->password && *t->password)
-		ok &= asprintf(&ce->envp[i++], "PGPASSWORD=%s", t->password) >= 0;
-	ok &= asprintf(&ce->envp[i++], "PGDATABASE=%s", db) >= 0;
-	ok &= asprintf(&ce->envp[i++], "DBOS_DATABASE_URL=%s", url) >= 0;
-	ce->n = i;
+	if (ok && t->host && *t->host)
+		ok &= asprintf(&env[i++], "PGHOST=%s", t->host) >= 0;
+	if (ok && t->port > 0)
+		ok &= asprintf(&env[i++], "PGPORT=%d", t->port) >= 0;
+	if (ok && t->user && *t->user)
+		ok &= asprintf(&env[i++], "PGUSER=%s", t->user) >= 0;
+	if (ok && t->password && *t->password)
+		ok &= asprintf(&env[i++], "PGPASSWORD=%s", t->password) >= 0;
+	if (ok)
+		ok &= asprintf(&env[i++], "PGAPPNAME=%s", r->tag) >= 0;
+	if (ok)
+		ok &= asprintf(&env[i++], RUN_TAG_VAR "=%s", r->tag) >= 0;
+	if (ok && db) {
+		ok &= asprintf(&env[i++], "PGDATABASE=%s", db) >= 0;
+		ok &= build_url(t, db, &url) == 0;
+		ok &= ok && asprintf(&env[i++], "DBOS_DATABASE_URL=%s", url.data) >= 0;
+	}
+	buf_free_secret(&url);
 	if (!ok) {
 		/* asprintf leaves its pointer undefined on failure. */
-		for (size_t j = count; j < i; j++)
-			ce->envp[j] = NULL;
-		child_env_free(ce);
+		if (i)
+			env[i - 1] = NULL;
+		free_env(env);
 		return -ENOMEM;
 	}
+	free_env(r->env);
+	r->env = env;
+	r->env_n = i;
 	return 0;
 }
 
-struct captured {
-	struct buf out;
-	size_t dropped; /* bytes of earlier output not kept */
+/* ---- processes: records, scans, the guarded spawn ------------------------ */
+
+/* STATE_DIR/migrate: one record per running command, named by run tag, so
+ * the next mount can kill what a killed daemon left behind. */
+static char records_dir[PATH_MAX];
+static atomic_uint run_counter;
+
+/* pgrp and start time (clock ticks since boot) of pid; false if gone or a
+ * zombie. */
+static bool proc_stat(pid_t pid, pid_t *pgrp, unsigned long long *start)
+{
+	char path[64], text[1024], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return false;
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	text[n] = '\0';
+	/* The command name may hold spaces and ')': fields start after the
+	 * last ')'. Field 3 is the state, 5 the pgrp, 22 the start time. */
+	if (!(p = strrchr(text, ')')))
+		return false;
+	int pg = 0;
+	unsigned long long st = 0;
+	if (p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+		return false;
+	if (sscanf(p + 2,
+	           "%*c %*d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
+	           "%*d %llu",
+	           &pg, &st) != 2)
+		return false;
+	*pgrp = pg;
+	*start = st;
+	return true;
+}
+
+/* True if pid's environment has RUN_TAG_VAR=tag. */
+static bool proc_has_tag(pid_t pid, const char *tag)
+{
+	char path[64], want[128], chunk[8192 + 128];
+	size_t wlen, keep = 0;
+	bool found = false;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	wlen = (size_t)snprintf(want, sizeof(want), "%s=%s", RUN_TAG_VAR, tag) + 1;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return false;
+	/* Entries are NUL-separated; carry the last bytes across reads. */
+	chunk[0] = '\0';
+	keep = 1;
+	while (!found) {
+		ssize_t n = read(fd, chunk + keep, sizeof(chunk) - keep);
+		if (n <= 0)
+			break;
+		size_t len = keep + (size_t)n;
+		for (size_t i = 0; i + wlen <= len + 1 && !found; i++)
+			if (chunk[i] == '\0' && i + wlen <= len &&
+			    memcmp(chunk + i + 1, want, wlen - 1) == 0 &&
+			    (i + wlen == len || chunk[i + wlen] == '\0'))
+				found = true;
+		keep = len < wlen ? len : wlen;
+		memmove(chunk, chunk + len - keep, keep);
+	}
+	close(fd);
+	explicit_bzero(chunk, sizeof(chunk));
+	return found;
+}
+
+struct leftover {
+	char tag[80];
+	pid_t pgid;
+	unsigned long long leader_start;
 };
 
-static void keep_tail(struct captured *cap, size_t keep)
+/* SIGKILLs every live process in one of the groups (started no earlier
+ * than its leader: a recycled pgid is someone else's) or carrying one of
+ * the tags, except skip. Returns how many it killed. */
+static int kill_leftovers(const struct leftover *lo, size_t n, pid_t skip)
 {
-	if (cap->out.len <= keep)
-		return;
-	size_t cut = cap->out.len - keep;
-	memmove(cap->out.data, cap->out.data + cut, keep);
-	cap->out.len = keep;
-	cap->out.data[keep] = '\0';
-	cap->dropped += cut;
-}
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	pid_t self = getpid();
+	int killed = 0;
 
-/* Reads what is available; returns false at end of file. */
-static bool read_available(int fd, struct captured *cap)
-{
-	char chunk[16384];
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		char *end;
+		long v = strtol(de->d_name, &end, 10);
+		pid_t pgrp;
+		unsigned long long start;
 
-	for (;;) {
-		ssize_t n = read(fd, chunk, sizeof(chunk));
-
-		if (n > 0) {
-			if (buf_append(&cap->out, chunk, (size_t)n) != 0)
-				cap->dropped += (size_t)n;
-			if (cap->out.len > 2 * OUTPUT_KEEP)
-				keep_tail(cap, OUTPUT_KEEP);
+		if (*end || v <= 1 || v == self || v == skip || !proc_stat((pid_t)v, &pgrp, &start))
 			continue;
+		for (size_t i = 0; i < n; i++) {
+			bool in_group =
+			    lo[i].pgid > 0 && pgrp == lo[i].pgid && start >= lo[i].leader_start;
+			if (in_group || (lo[i].tag[0] && proc_has_tag((pid_t)v, lo[i].tag))) {
+				if (kill((pid_t)v, SIGKILL) == 0)
+					killed++;
+				break;
+			}
 		}
-		if (n == 0)
-			return false;
-		if (errno == EINTR)
-			continue;
-		return errno == EAGAIN || errno == EWOULDBLOCK;
 	}
+	closedir(d);
+	return killed;
 }
 
-/* In the child, between fork and exec: async-signal-safe calls only. */
-static __attribute__((noreturn)) void exec_child(const char *dir, int devnull, int out_fd,
-                                                 char *const argv[], char *const envp[])
+static void record_path(const char *tag, char *out, size_t n)
 {
-	struct sigaction dfl;
+	snprintf(out, n, "%s/%s", records_dir, tag);
+}
+
+static void record_write(const char *tag, pid_t pgid)
+{
+	char path[PATH_MAX + 100], line[96];
+	pid_t pg;
+	unsigned long long start = 0;
+	int fd, len;
+
+	if (!records_dir[0])
+		return;
+	proc_stat(pgid, &pg, &start);
+	record_path(tag, path, sizeof(path));
+	len = snprintf(line, sizeof(line), "%d %llu\n", (int)pgid, start);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		log_error("cannot record migration %s in %s: %s", tag, records_dir,
+		          strerror(errno));
+		return;
+	}
+	if (write(fd, line, (size_t)len) != len || fsync(fd) != 0)
+		log_error("cannot record migration %s: %s", tag, strerror(errno));
+	close(fd);
+}
+
+static void record_remove(const char *tag)
+{
+	char path[PATH_MAX + 100];
+
+	if (!records_dir[0])
+		return;
+	record_path(tag, path, sizeof(path));
+	unlink(path);
+}
+
+/* True if pid is a live dbosfs other than us. */
+static bool daemon_alive(int pid)
+{
+	char path[64], comm[32] = "";
+	FILE *f;
+
+	if (pid <= 1 || pid == getpid() || kill(pid, 0) != 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+	if (!(f = fopen(path, "re")))
+		return false;
+	if (!fgets(comm, sizeof(comm), f))
+		comm[0] = '\0';
+	fclose(f);
+	return strncmp(comm, "dbosfs", 6) == 0;
+}
+
+int migrate_init(const char *state_dir)
+{
+	struct leftover lo[64];
+	size_t n = 0;
+	int killed = 0;
+	DIR *d;
+	struct dirent *de;
+
+	if (snprintf(records_dir, sizeof(records_dir), "%s/migrate", state_dir) >=
+	    (int)sizeof(records_dir)) {
+		records_dir[0] = '\0';
+		return 0;
+	}
+	if (mkdir(records_dir, 0700) != 0 && errno != EEXIST) {
+		log_error("cannot create %s: %s", records_dir, strerror(errno));
+		records_dir[0] = '\0';
+		return 0;
+	}
+	if (!(d = opendir(records_dir)))
+		return 0;
+	/* Each pass kills up to 64 runs' leftovers; a crash leaves one or
+	 * two, so one pass is the rule. */
+	while ((de = readdir(d))) {
+		char path[PATH_MAX + 300], line[96] = "";
+		int pg = 0;
+		unsigned long long start = 0;
+		FILE *f;
+
+		if (strncmp(de->d_name, "dbosfs-migrate-", 15) != 0 || n == 64 ||
+		    strlen(de->d_name) >= sizeof(lo[n].tag))
+			continue;
+		/* A run of a daemon still alive (another mount sharing this
+		 * state_dir) is not ours to stop. */
+		if (daemon_alive(atoi(de->d_name + 15)))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", records_dir, de->d_name);
+		if ((f = fopen(path, "re"))) {
+			if (fgets(line, sizeof(line), f))
+				sscanf(line, "%d %llu", &pg, &start);
+			fclose(f);
+		}
+		memcpy(lo[n].tag, de->d_name, strlen(de->d_name) + 1);
+		lo[n].pgid = pg > 1 ? pg : 0;
+		lo[n].leader_start = start;
+		n++;
+		unlink(path);
+	}
+	closedir(d);
+	/* Twice: a process may fork while the first pass runs. */
+	for (int pass = 0; pass < 2 && n; pass++)
+		killed += kill_leftovers(lo, n, 0);
+	if (n)
+		log_event(
+		    "migrations interrupted by an earlier crash: %zu run%s, %d process%s killed", n,
+		    n == 1 ? "" : "s", killed, killed == 1 ? "" : "es");
+	return killed;
+}
+
+/* The guard (group leader) dies with the daemon: PR_SET_PDEATHSIG sends it
+ * this, and it takes its whole group along. */
+static void guard_on_daemon_death(int sig)
+{
+	(void)sig;
+	kill(0, SIGKILL);
+}
+
+/* Between fork and exec (threaded parent): async-signal-safe calls only. */
+static __attribute__((noreturn)) void run_guard_and_shell(const struct run *r, pid_t daemon,
+                                                          const char *dir, int devnull, int out_fd,
+                                                          char *const argv[])
+{
+	struct sigaction sa;
 	sigset_t none;
+	int st;
+	pid_t sh;
 
 	setpgid(0, 0);
-	/* FUSE ignores SIGPIPE and worker threads may block signals; both
-	 * would be inherited through exec. */
-	memset(&dfl, 0, sizeof(dfl));
-	dfl.sa_handler = SIG_DFL;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
 	for (int s = 1; s < NSIG; s++)
-		sigaction(s, &dfl, NULL);
+		sigaction(s, &sa, NULL);
+	/* The guard outlives the shell to pass its status on: the group's
+	 * SIGINT/SIGTERM are for the shell, not for it (SIGKILL still is). */
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGQUIT, &sa, NULL);
+	sa.sa_handler = guard_on_daemon_death;
+	sigaction(SIGUSR1, &sa, NULL);
+	prctl(PR_SET_PDEATHSIG, SIGUSR1);
+	if (getppid() != daemon)
+		kill(0, SIGKILL); /* the daemon died before prctl */
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (dup2(devnull, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)
-		_exit(126);
-	if (chdir(dir) != 0) {
-		static const char msg[] = "dbosfs: cannot enter the application directory\n";
-		if (write(2, msg, sizeof(msg) - 1) < 0)
+
+	sh = fork();
+	if (sh == 0) {
+		sa.sa_handler = SIG_DFL;
+		for (int s = 1; s < NSIG; s++)
+			sigaction(s, &sa, NULL);
+		if (dup2(devnull, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)
 			_exit(126);
+		if (r->as_writer && (setgroups((size_t)r->ngroups, r->groups) != 0 ||
+		                     setgid(r->req->gid) != 0 || setuid(r->req->uid) != 0)) {
+			static const char msg[] = "dbosfs: cannot switch to the writer's user\n";
+			if (write(2, msg, sizeof(msg) - 1) < 0)
+				_exit(126);
+			_exit(126);
+		}
+		if (chdir(dir) != 0) {
+			static const char msg[] =
+			    "dbosfs: cannot enter the application directory\n";
+			if (write(2, msg, sizeof(msg) - 1) < 0)
+				_exit(126);
+			_exit(126);
+		}
+		/* Nothing of the daemon's may leak: not /dev/fuse, not a socket. */
+		if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+			for (int fd = 3; fd < 65536; fd++)
+				close(fd);
+		execve(argv[0], argv, r->env);
+		_exit(127);
+	}
+	if (sh < 0)
 		_exit(126);
-	}
-	/* Nothing of the daemon's may leak: not /dev/fuse, not a libpq socket. */
-	if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0) {
-		for (int fd = 3; fd < 65536; fd++)
-			close(fd);
-	}
-	execve(argv[0], argv, envp);
-	_exit(127);
+	close(out_fd);
+	close(devnull);
+	while (waitpid(sh, &st, 0) < 0)
+		if (errno != EINTR)
+			_exit(127);
+	if (WIFEXITED(st))
+		_exit(WEXITSTATUS(st));
+	/* Die the way the shell died, so the report names the signal. */
+	struct rlimit no_core = {0, 0};
+	setrlimit(RLIMIT_CORE, &no_core);
+	sa.sa_handler = SIG_DFL;
+	sigaction(WTERMSIG(st), &sa, NULL);
+	kill(getpid(), WTERMSIG(st));
+	_exit(128 + WTERMSIG(st));
 }
 
 /* Kills what is left of the group while the leader is still an unreaped
- * zombie: until it is reaped its pid (= the group id) cannot be reused. */
-static void kill_group_and_reap(pid_t pid, int *wstatus)
+ * zombie: until it is reaped its pid (= the group id) cannot be reused.
+ * Returns how many processes besides the leader were still there. */
+static int kill_group_and_reap(pid_t pid, const char *tag, int *wstatus)
 {
+	struct leftover lo = {.pgid = pid, .leader_start = 0};
+	int left;
+
+	snprintf(lo.tag, sizeof(lo.tag), "%s", tag);
+	/* Processes that left the group (setsid, daemons) still carry the
+	 * run's tag in their environment. */
+	left = kill_leftovers(&lo, 1, pid);
 	kill(-pid, SIGKILL);
 	while (waitpid(pid, wstatus, 0) < 0 && errno == EINTR)
 		;
+	return left;
 }
 
-/* Waits (without reaping) until pid exits or ms pass; true if it exited. */
+/* True once pid has exited (not reaped). */
 static bool leader_exited(pid_t pid)
 {
 	siginfo_t si;
@@ -501,18 +928,146 @@ static bool leader_exited(pid_t pid)
 	return si.si_pid == pid;
 }
 
+/* ---- one command ------------------------------------------------------------ */
+
+/* A command's output on its way into the report: masked as a stream
+ * first, so no cut below can split a secret that was still whole. The
+ * first OUTPUT_HEAD bytes go into the report as they come; after that only
+ * the last OUTPUT_TAIL are kept, and shown when the command ends. */
+struct output {
+	struct redact_stream mask;
+	struct buf masked;
+	size_t shown;
+	bool head_full;
+	struct buf tail;
+	size_t dropped;
+	char last; /* last byte put in the report */
+};
+
+static void output_route(struct run *r, struct output *o)
+{
+	const char *p = o->masked.data;
+	size_t n = o->masked.len;
+
+	if (!n)
+		return;
+	if (!o->head_full) {
+		size_t k = OUTPUT_HEAD - o->shown < n ? OUTPUT_HEAD - o->shown : n;
+		if (buf_append(r->report, p, k) == 0) {
+			o->shown += k;
+			o->last = p[k - 1];
+			r->unpublished = true;
+		}
+		p += k;
+		n -= k;
+		if (o->shown >= OUTPUT_HEAD) {
+			o->head_full = true;
+			report_add(r,
+			           "%s[... more output: its last %d KiB follow when the command "
+			           "ends ...]\n",
+			           o->last == '\n' ? "" : "\n", OUTPUT_TAIL / 1024);
+			o->last = '\n';
+		}
+	}
+	if (n && buf_append(&o->tail, p, n) != 0)
+		o->dropped += n;
+	if (o->tail.len > 2 * OUTPUT_TAIL) {
+		size_t cut = o->tail.len - OUTPUT_TAIL;
+		memmove(o->tail.data, o->tail.data + cut, OUTPUT_TAIL);
+		explicit_bzero(o->tail.data + OUTPUT_TAIL, cut);
+		o->tail.len = OUTPUT_TAIL;
+		o->tail.data[OUTPUT_TAIL] = '\0';
+		o->dropped += cut;
+	}
+	explicit_bzero(o->masked.data, o->masked.len);
+	o->masked.len = 0;
+	publish(r, false);
+}
+
+/* Reads what is available; returns false at end of file. */
+static bool read_available(struct run *r, int fd, struct output *o)
+{
+	char chunk[16384];
+	bool open = true;
+
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+
+		if (n > 0) {
+			if (redact_stream_feed(&o->mask, chunk, (size_t)n, &o->masked) != 0)
+				o->dropped += (size_t)n;
+			output_route(r, o);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		open = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+		break;
+	}
+	explicit_bzero(chunk, sizeof(chunk));
+	return open;
+}
+
+static void output_finish(struct run *r, struct output *o)
+{
+	redact_stream_finish(&o->mask, &o->masked);
+	output_route(r, o);
+	if (o->tail.len > OUTPUT_TAIL) {
+		size_t cut = o->tail.len - OUTPUT_TAIL;
+		memmove(o->tail.data, o->tail.data + cut, OUTPUT_TAIL);
+		o->tail.len = OUTPUT_TAIL;
+		o->tail.data[OUTPUT_TAIL] = '\0';
+		o->dropped += cut;
+	}
+	if (o->dropped && o->tail.len) {
+		/* Start at a line boundary: never half a line. Whatever the cut
+		 * left at the edge is masked if it could be part of a secret. */
+		char *nl = memchr(o->tail.data, '\n', o->tail.len);
+		if (nl && (size_t)(nl - o->tail.data) < 4096 &&
+		    (size_t)(nl - o->tail.data) + 1 < o->tail.len) {
+			size_t skip = (size_t)(nl - o->tail.data) + 1;
+			memmove(o->tail.data, nl + 1, o->tail.len - skip);
+			o->tail.len -= skip;
+			o->tail.data[o->tail.len] = '\0';
+			o->dropped += skip;
+		} else {
+			redact_cut_edges(&r->redactor, &o->tail, true, false);
+		}
+	}
+	if (o->dropped)
+		report_add(r, "[... %zu bytes of output dropped ...]\n", o->dropped);
+	if (o->tail.len) {
+		buf_append(r->report, o->tail.data, o->tail.len);
+		o->last = o->tail.data[o->tail.len - 1];
+	}
+	if (o->last && o->last != '\n')
+		buf_puts(r->report, "\n");
+	buf_free_secret(&o->tail);
+	buf_free_secret(&o->masked);
+}
+
+/* How an interrupted command was stopped, for the report. */
+struct stop {
+	bool interrupted;
+	int signals; /* 1: SIGINT, 2: + SIGTERM, 3: + SIGKILL */
+	long long at, ended_after;
+	int leftovers; /* processes still there after the command ended */
+};
+
 /* Runs cmd to completion (or interruption). 0 with *wstatus set, -EINTR
- * when interrupted (the group was killed and the leader reaped), or a
+ * when interrupted (the group was stopped and the leader reaped), or a
  * negative errno when it could not start. */
-static int run_command(const char *cmd, const char *dir, struct child_env *ce, struct captured *cap,
-                       int *wstatus, struct errmsg *e)
+static int run_command(struct run *r, const char *cmd, const char *dir, int *wstatus,
+                       struct stop *stop, struct errmsg *e)
 {
 	char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
+	struct output o = {.mask = {&r->redactor, BUF_INIT}};
 	int pfd[2], devnull, err;
-	bool pipe_open = true, interrupted = false, killed = false;
-	long long term_at = 0, exit_at = 0;
-	pid_t pid;
+	bool pipe_open = true;
+	long long exit_at = 0, signal_at = 0;
+	pid_t pid, daemon = getpid();
 
+	memset(stop, 0, sizeof(*stop));
 	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (devnull < 0)
 		return errmsg_set(e, -EIO, "cannot open /dev/null: %s", strerror(errno));
@@ -530,10 +1085,11 @@ static int run_command(const char *cmd, const char *dir, struct child_env *ce, s
 		return errmsg_set(e, -EIO, "fork: %s", strerror(err));
 	}
 	if (pid == 0)
-		exec_child(dir, devnull, pfd[1], argv, ce->envp);
+		run_guard_and_shell(r, daemon, dir, devnull, pfd[1], argv);
 
 	/* Also from this side, so kill(-pid) works before the child runs. */
 	setpgid(pid, pid);
+	record_write(r->tag, pid);
 	close(devnull);
 	close(pfd[1]);
 	fcntl(pfd[0], F_SETFL, fcntl(pfd[0], F_GETFL) | O_NONBLOCK);
@@ -544,35 +1100,118 @@ static int run_command(const char *cmd, const char *dir, struct child_env *ce, s
 			int wait = exit_at ? 20 : POLL_MS;
 
 			if (poll(&p, 1, wait) > 0)
-				pipe_open = read_available(pfd[0], cap);
+				pipe_open = read_available(r, pfd[0], &o);
 		} else {
 			sleep_ms(exit_at ? 0 : 20);
 		}
-		if (!exit_at && leader_exited(pid))
+		publish(r, false);
+		if (!exit_at && leader_exited(pid)) {
 			exit_at = now_ms();
+			if (stop->interrupted)
+				stop->ended_after = exit_at - stop->at;
+		}
 		/* After the leader exits, collect what its pipe still holds,
 		 * but do not wait for background processes that keep it open. */
 		if (exit_at && (!pipe_open || now_ms() - exit_at >= EXIT_DRAIN_MS))
 			break;
-		if (!exit_at && !interrupted && op_interrupted()) {
-			interrupted = true;
-			term_at = now_ms();
+		if (exit_at)
+			continue;
+		/* Ctrl-C: what a terminal does first (psql then cancels its
+		 * query on the server), then ever harder. */
+		if (!stop->interrupted && op_interrupted()) {
+			stop->interrupted = true;
+			stop->at = signal_at = now_ms();
+			stop->signals = 1;
+			kill(-pid, SIGINT);
+		} else if (stop->signals == 1 && now_ms() - signal_at >= INT_GRACE_MS) {
+			stop->signals = 2;
+			signal_at = now_ms();
 			kill(-pid, SIGTERM);
-		}
-		if (interrupted && !killed && !exit_at && now_ms() - term_at >= TERM_GRACE_MS) {
-			killed = true;
+		} else if (stop->signals == 2 && now_ms() - signal_at >= TERM_GRACE_MS) {
+			stop->signals = 3;
 			kill(-pid, SIGKILL);
 		}
 	}
 	/* A command's background processes do not outlive it. */
-	kill_group_and_reap(pid, wstatus);
+	stop->leftovers = kill_group_and_reap(pid, r->tag, wstatus);
+	record_remove(r->tag);
 	if (pipe_open)
-		read_available(pfd[0], cap);
+		read_available(r, pfd[0], &o);
 	close(pfd[0]);
-	return interrupted ? -EINTR : 0;
+	output_finish(r, &o);
+	return stop->interrupted ? -EINTR : 0;
 }
 
-/* ---- the run --------------------------------------------------------------- */
+/* ---- after Ctrl-C: the server side ----------------------------------------- */
+
+/* Statements the interrupted command's sessions still run on the server
+ * (found by the PGAPPNAME tag, or as sessions of this user that started
+ * during the run with no application name) are cancelled, and terminated
+ * if they do not stop. What was done goes into the report. */
+static void stop_server_work(struct run *r, const char *since)
+{
+	static const char find[] =
+	    "SELECT pid::text, coalesce(state, ''), "
+	    "left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 120) "
+	    "FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client "
+	    "backend' AND (application_name = $1 OR (application_name = '' AND usename = "
+	    "current_user AND $2 <> '' AND backend_start >= $2::timestamptz)) AND coalesce(state, "
+	    "'') NOT IN ('idle', '') ORDER BY 1";
+	const char *params[2] = {r->tag, since ? since : ""};
+	struct errmsg e = {{0}};
+	PGresult *res = NULL;
+	PGconn *c = NULL;
+	char state[6];
+	int rows = 0;
+
+	pq_ignore_interrupt = true;
+	if (pq_connect(r->req->target, "dbosfs-migrate-cancel", &c, &e) != 0) {
+		report_add(r, "server: could not check for statements left running: %s\n", e.text);
+		goto out;
+	}
+	if (pq_query(c, find, 2, params, &rows, &res, state, &e) != 0) {
+		report_add(r, "server: could not list the run's sessions: %s\n", e.text);
+		goto out;
+	}
+	for (int i = 0; i < rows; i++) {
+		const char *pid = PQgetvalue(res, i, 0);
+		char *q = PQgetvalue(res, i, 2);
+		for (char *p = q; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = ' ';
+		if (pq_exec(c, "SELECT pg_cancel_backend($1::int)", pid, NULL, state, &e) == 0)
+			report_add(r, "server: cancelled the %s statement of session %s: %s\n",
+			           PQgetvalue(res, i, 1), pid, q);
+	}
+	PQclear(res);
+	res = NULL;
+	if (!rows) {
+		report_add(r, "server: no statement of this run was still running\n");
+		goto out;
+	}
+	/* Give the cancels a moment, then end sessions that still work (or
+	 * sit in an open transaction): nothing of theirs may commit later. */
+	for (long long until = now_ms() + CANCEL_WAIT_MS; now_ms() < until;) {
+		sleep_ms(100);
+		PQclear(res);
+		res = NULL;
+		rows = 0;
+		if (pq_query(c, find, 2, params, &rows, &res, state, &e) != 0 || !rows)
+			break;
+	}
+	for (int i = 0; res && i < rows; i++) {
+		const char *pid = PQgetvalue(res, i, 0);
+		if (pq_exec(c, "SELECT pg_terminate_backend($1::int)", pid, NULL, state, &e) == 0)
+			report_add(r, "server: terminated session %s (still %s after the cancel)\n",
+			           pid, PQgetvalue(res, i, 1));
+	}
+out:
+	PQclear(res);
+	PQfinish(c);
+	pq_ignore_interrupt = false;
+}
+
+/* ---- the run ------------------------------------------------------------------ */
 
 /* The command as quoted in one-line messages: newlines flattened, bounded. */
 static void short_command(const char *cmd, char *out, size_t n)
@@ -596,120 +1235,179 @@ static void describe_status(int wstatus, char *out, size_t n)
 		snprintf(out, n, "ended with wait status %d", wstatus);
 }
 
-/* Appends a command's captured output to the report, secrets scrubbed. */
-static int report_output(struct buf *report, struct captured *cap, const char *password,
-                         const char *password_enc)
+static void report_stop(struct run *r, const struct stop *s)
 {
-	int rc = 0;
-
-	keep_tail(cap, OUTPUT_KEEP);
-	if (cap->dropped && cap->out.len) {
-		/* Start at a line boundary: never show half a line (or half a
-		 * secret) cut by the bound. */
-		char *nl = memchr(cap->out.data, '\n', cap->out.len);
-		if (nl && (size_t)(nl - cap->out.data) < 4096) {
-			size_t skip = (size_t)(nl - cap->out.data) + 1;
-			memmove(cap->out.data, nl + 1, cap->out.len - skip);
-			cap->out.len -= skip;
-			cap->out.data[cap->out.len] = '\0';
-			cap->dropped += skip;
-		}
-	}
-	scrub(&cap->out, password);
-	scrub(&cap->out, password_enc);
-	if (cap->dropped)
-		rc = buf_printf(report, "[... %zu bytes of earlier output dropped ...]\n",
-		                cap->dropped);
-	if (!rc && cap->out.len) {
-		rc = buf_append(report, cap->out.data, cap->out.len);
-		if (!rc && cap->out.data[cap->out.len - 1] != '\n')
-			rc = buf_puts(report, "\n");
-	}
-	return rc;
+	static const char *const sent[] = {"", "SIGINT", "SIGINT, then SIGTERM after 2 s",
+	                                   "SIGINT, SIGTERM after 2 s, SIGKILL after 4 s"};
+	report_add(r,
+	           "interrupted: sent %s to the command's process group; it ended %.1f s "
+	           "after the first signal\n",
+	           sent[s->signals], (double)s->ended_after / 1000.0);
 }
 
-int migrate_run(enum migrate_kind kind, const char *path, const struct migrate_target *t,
-                struct buf *report, struct errmsg *e)
+/* The writer's environment (or the daemon's, said in the report), uid and
+ * gid. */
+static void adopt_writer(struct run *r, char ***writer_env)
 {
-	const char *what = kind == MIGRATE_UP ? "migrate" : "rollback";
-	struct app_config cfg;
-	struct child_env ce = {NULL, 0};
-	struct buf url = BUF_INIT, pw_enc = BUF_INIT;
-	char stamp[32], failed_what[192] = "";
-	char **cmds;
-	size_t n_cmds = 0, i;
+	const struct migrate_request *q = r->req;
+
+	*writer_env = q->pid > 0 ? read_environ(q->pid) : NULL;
+	r->writer_env = *writer_env != NULL;
+	/* Root's own writes too: its groups are the writer's, not ours. */
+	r->as_writer = q->pid > 0 && geteuid() == 0;
+	if (r->as_writer) {
+		r->ngroups =
+		    read_groups(q->pid, r->groups, (int)(sizeof(r->groups) / sizeof(r->groups[0])));
+		if (r->ngroups < 0) {
+			r->groups[0] = q->gid;
+			r->ngroups = 1;
+		}
+	}
+}
+
+static int load_config(struct run *r, char *const *base, const char *path, struct app_config *cfg,
+                       struct errmsg *e)
+{
+	/* Twice: ${PGDATABASE} and ${DBOS_DATABASE_URL} name the database
+	 * the first pass finds; the second sees them as commands will. */
+	int rc = build_env(r, base, NULL);
+	if (!rc)
+		rc = app_config_load(path, r->env, cfg, e);
+	if (rc)
+		return rc;
+	if ((rc = build_env(r, base, cfg->app_db_name)))
+		return rc;
+	struct app_config second;
+	rc = app_config_load(path, r->env, &second, e);
+	if (rc) {
+		app_config_free(cfg);
+		return rc;
+	}
+	app_config_free(cfg);
+	*cfg = second;
+	return build_env(r, base, cfg->app_db_name);
+}
+
+static int ensure_system_database(struct run *r, const struct app_config *cfg, struct errmsg *e)
+{
 	bool created = false;
+	struct errmsg why = {{0}};
 	int rc;
 
+	if (!cfg->sys_db_name) {
+		report_add(r, "system database: none (no name to derive it from)\n");
+		return 0;
+	}
+	rc = ensure_database(r->req->target, cfg->sys_db_name, &created, NULL, 0, &why);
+	if (rc) {
+		report_add(r, "system database %s: %s\n", cfg->sys_db_name, why.text);
+		return errmsg_set(e, rc, "%s", why.text);
+	}
+	report_add(r, created ? "created system database %s\n" : "system database %s exists\n",
+	           cfg->sys_db_name);
+	return 0;
+}
+
+int migrate_run(const struct migrate_request *req, struct buf *report, struct errmsg *e)
+{
+	const char *what = req->kind == MIGRATE_UP ? "migrate" : "rollback";
+	const struct migrate_target *t = req->target;
+	struct run r = {.req = req, .report = report};
+	struct app_config cfg;
+	char stamp[32], failed_what[192] = "", since[64] = "", *abs_path = NULL;
+	char **writer_env = NULL, **cmds = NULL;
+	size_t n_cmds = 0, i;
+	bool created = false, config_ok = false, interrupted = false;
+	int rc;
+
+	memset(&cfg, 0, sizeof(cfg));
 	buf_reset(report);
 	errmsg_clear(e);
 	if (!t)
 		return errmsg_set(e, -EINVAL, "no instance to migrate");
 	utc_stamp(stamp, sizeof(stamp));
+	snprintf(r.tag, sizeof(r.tag), "dbosfs-migrate-%d-%u", (int)getpid(),
+	         atomic_fetch_add(&run_counter, 1) + 1);
+	if (t->password && *t->password && redactor_add(&r.redactor, t->password) != 0) {
+		rc = errmsg_set(e, -ENOMEM, "out of memory");
+		goto finish;
+	}
 
-	rc = app_config_load(path, &cfg, e);
+	rc = resolve_writer_path(req, &abs_path, e);
+	const char *path = abs_path ? abs_path : req->path;
+	if (!rc) {
+		adopt_writer(&r, &writer_env);
+		rc = load_config(&r, writer_env ? writer_env : environ, path, &cfg, e);
+	}
 	if (rc) {
-		buf_printf(report, "%s %s\nstarted: %s\n", what, path ? path : "", stamp);
+		report_add(&r, "%s %s\nstarted: %s\n", what, path ? path : "", stamp);
 		goto finish;
 	}
-	cmds = kind == MIGRATE_UP ? cfg.migrate : cfg.rollback;
-	n_cmds = kind == MIGRATE_UP ? cfg.n_migrate : cfg.n_rollback;
-	const char *cfg_base = strrchr(cfg.config_path, '/') + 1;
-	buf_printf(report, "%s %s (%s), database %s\nstarted: %s\n", what, cfg.app_dir, cfg_base,
-	           cfg.app_db_name, stamp);
-	if (!n_cmds) {
-		rc = errmsg_set(e, -EINVAL, "database.%s in %s is empty or missing", what,
-		                cfg.config_path);
-		goto finish;
-	}
+	config_ok = true;
+	cmds = req->kind == MIGRATE_UP ? cfg.migrate : cfg.rollback;
+	n_cmds = req->kind == MIGRATE_UP ? cfg.n_migrate : cfg.n_rollback;
+	report_add(&r, "%s %s (%s), database %s", what, cfg.app_dir,
+	           strrchr(cfg.config_path, '/') + 1, cfg.app_db_name);
+	if (req->kind == MIGRATE_UP && cfg.sys_db_name)
+		report_add(&r, ", system database %s", cfg.sys_db_name);
+	report_add(&r, "\nstarted: %s\n", stamp);
+	if (r.writer_env)
+		report_add(&r, "environment: the writer's (pid %d), plus the connection\n",
+		           (int)req->pid);
+	else
+		report_add(&r, "environment: the daemon's, plus the connection (the writer's "
+		               "could not be read)\n");
+	if (r.as_writer)
+		report_add(&r, "user: uid %u gid %u (the writer)\n", (unsigned)req->uid,
+		           (unsigned)req->gid);
+	if (cfg.name_from_package_json)
+		report_add(&r, "name: %s (from package.json)\n", cfg.name);
 	log_event("%s started: %s (database %s, %zu command%s)", what, cfg.app_dir, cfg.app_db_name,
 	          n_cmds, n_cmds == 1 ? "" : "s");
 
-	if (t->password && *t->password)
-		pct_encode(&pw_enc, t->password);
-	rc = ensure_database(t, cfg.app_db_name, &created, e);
+	rc = ensure_database(t, cfg.app_db_name, &created, since, sizeof(since), e);
 	if (rc)
 		goto finish;
 	if (created)
-		buf_printf(report, "created database %s\n", cfg.app_db_name);
-
-	rc = build_url(t, cfg.app_db_name, &url);
-	if (!rc)
-		rc = child_env_build(&ce, t, cfg.app_db_name, url.data);
-	if (rc) {
-		rc = errmsg_set(e, -ENOMEM, "out of memory preparing the commands");
-		goto finish;
-	}
+		report_add(&r, "created database %s\n", cfg.app_db_name);
+	if (!n_cmds)
+		report_add(&r, "nothing to run: database.%s is empty or missing\n", what);
+	publish(&r, true);
 
 	for (i = 0; i < n_cmds; i++) {
-		struct captured cap = {BUF_INIT, 0};
 		char shortcmd[CMD_IN_MESSAGE_MAX + 8], how[96];
+		struct stop stop;
 		int wstatus = 0;
 
 		short_command(cmds[i], shortcmd, sizeof(shortcmd));
 		if (op_interrupted()) {
 			rc = errmsg_set(e, -EINTR, "interrupted before command %zu of %zu", i + 1,
 			                n_cmds);
+			interrupted = true;
 			break;
 		}
-		buf_printf(report, "$ %s\n", cmds[i]);
-		rc = run_command(cmds[i], cfg.app_dir, &ce, &cap, &wstatus, e);
-		report_output(report, &cap, t->password, pw_enc.data);
-		buf_free_secret(&cap.out);
+		report_add(&r, "$ %s\n", cmds[i]);
+		publish(&r, true);
+		rc = run_command(&r, cmds[i], cfg.app_dir, &wstatus, &stop, e);
+		if (stop.leftovers)
+			report_add(&r, "stopped %d process%s the command left running\n",
+			           stop.leftovers, stop.leftovers == 1 ? "" : "es");
 		if (rc == -EINTR) {
-			buf_puts(report, "interrupted: the command's process group was stopped\n");
+			report_stop(&r, &stop);
+			stop_server_work(&r, since);
 			errmsg_set(e, -EINTR, "interrupted during command %zu of %zu (`%s`)", i + 1,
 			           n_cmds, shortcmd);
+			interrupted = true;
 			break;
 		}
 		if (rc) {
-			buf_printf(report, "could not start: %s\n", e->text);
+			report_add(&r, "could not start: %s\n", e->text);
 			break;
 		}
 		if (WIFEXITED(wstatus))
-			buf_printf(report, "exit status: %d\n", WEXITSTATUS(wstatus));
+			report_add(&r, "exit status: %d\n", WEXITSTATUS(wstatus));
 		else
-			buf_printf(report, "killed by signal %d\n", WTERMSIG(wstatus));
+			report_add(&r, "killed by signal %d\n", WTERMSIG(wstatus));
 		if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
 			describe_status(wstatus, how, sizeof(how));
 			rc = errmsg_set(e, -EIO, "command %zu of %zu (`%s`) %s", i + 1, n_cmds,
@@ -719,32 +1417,42 @@ int migrate_run(enum migrate_kind kind, const char *path, const struct migrate_t
 			break;
 		}
 	}
+	/* The DBOS CLI creates the system database after the commands, even
+	 * when one failed; an interrupt means stop. */
+	if (req->kind == MIGRATE_UP && !interrupted) {
+		struct errmsg sys_e = {{0}};
+		int sys_rc = ensure_system_database(&r, &cfg, &sys_e);
+		if (sys_rc && !rc)
+			rc = errmsg_set(e, sys_rc, "cannot create the system database %s: %s",
+			                cfg.sys_db_name, sys_e.text);
+	}
 
 finish:
 	utc_stamp(stamp, sizeof(stamp));
-	buf_printf(report, "ended: %s\n", stamp);
+	report_add(&r, "ended: %s\n", stamp);
 	/* Defence in depth: a command text or a server message could carry the
 	 * password; neither the report nor last_error may. */
-	scrub_text(e->text, t->password);
-	scrub_text(e->text, pw_enc.data);
-	if (!rc)
-		buf_printf(report, "result: ok (%zu command%s)\n", n_cmds, n_cmds == 1 ? "" : "s");
+	redact_text(&r.redactor, e->text, sizeof(e->text));
+	if (!rc && n_cmds)
+		report_add(&r, "result: ok (%zu command%s)\n", n_cmds, n_cmds == 1 ? "" : "s");
+	else if (!rc)
+		report_add(&r, "result: ok (nothing to run)\n");
 	else if (rc == -EINTR)
-		buf_puts(report, "result: interrupted\n");
+		report_add(&r, "result: interrupted\n");
 	else if (failed_what[0])
-		buf_printf(report, "result: failed: %s\n", failed_what);
+		report_add(&r, "result: failed: %s\n", failed_what);
 	else
-		buf_printf(report, "result: error: %s\n", e->text);
-	scrub(report, t->password);
-	scrub(report, pw_enc.data);
+		report_add(&r, "result: error: %s\n", e->text);
+	redact_buf(&r.redactor, report);
 	if (!rc)
 		log_event("%s ended: %s: ok", what, cfg.app_dir);
 	else
-		log_event("%s ended: %s: %s", what, cfg.app_dir ? cfg.app_dir : (path ? path : ""),
-		          e->text);
-	child_env_free(&ce);
-	buf_free_secret(&url);
-	buf_free_secret(&pw_enc);
+		log_event("%s ended: %s: %s", what,
+		          config_ok ? cfg.app_dir : (req->path ? req->path : ""), e->text);
+	free_env(r.env);
+	free_env(writer_env);
+	redactor_free(&r.redactor);
 	app_config_free(&cfg);
+	free(abs_path);
 	return rc;
 }

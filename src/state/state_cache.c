@@ -24,6 +24,7 @@ struct entry {
 	char *last_error;        /* malloc'd, NULL if none */
 	char *report[2];         /* last migrate / rollback record */
 	time_t updated;          /* wall clock: last confirmed by a list or a mutation */
+	bool report_running[2];  /* ... of a run still going (it grows) */
 };
 
 struct state_cache {
@@ -560,27 +561,47 @@ void state_end_op(struct state_cache *c, const char *name)
 	pthread_mutex_unlock(&c->lock);
 }
 
-void state_set_report(struct state_cache *c, const char *name, int kind, const char *text)
+static void set_report(struct state_cache *c, const char *name, int kind, const char *text,
+                       bool running)
 {
 	pthread_mutex_lock(&c->lock);
 	struct entry *e = find_visible(c, name);
 	if (e && (kind == 0 || kind == 1)) {
 		free(e->report[kind]);
 		e->report[kind] = text ? strdup(text) : NULL;
+		e->report_running[kind] = running && e->report[kind];
 	}
 	pthread_mutex_unlock(&c->lock);
 }
 
-bool state_get_report(struct state_cache *c, const char *name, int kind, struct buf *out)
+void state_set_report(struct state_cache *c, const char *name, int kind, const char *text)
+{
+	set_report(c, name, kind, text, false);
+}
+
+void state_set_live_report(struct state_cache *c, const char *name, int kind, const char *text)
+{
+	set_report(c, name, kind, text, true);
+}
+
+bool state_get_live_report(struct state_cache *c, const char *name, int kind, struct buf *out,
+                           bool *running)
 {
 	bool found = false;
 	pthread_mutex_lock(&c->lock);
 	struct entry *e = find_visible(c, name);
 	if (e && (kind == 0 || kind == 1) && e->report[kind]) {
 		found = buf_puts(out, e->report[kind]) == 0;
+		if (running)
+			*running = e->report_running[kind];
 	}
 	pthread_mutex_unlock(&c->lock);
 	return found;
+}
+
+bool state_get_report(struct state_cache *c, const char *name, int kind, struct buf *out)
+{
+	return state_get_live_report(c, name, kind, out, NULL);
 }
 
 int state_wait_settled(struct state_cache *c, const char *name, struct instance *out)

@@ -77,6 +77,29 @@ def run_write(m, name, what, app):
     return errno_of(write_file, m.p(name, what), f"{app}\n")
 
 
+_WRITE_AS = r"""
+import errno, os, sys
+try:
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, sys.argv[2].encode())
+    finally:
+        os.close(fd)
+    print("ok")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"""
+
+
+def write_as(path, data, env=None, cwd=None, preexec_fn=None, timeout=120):
+    """Writes from another process (its own environment, cwd and user, as
+    a shell's writer would): "ok" or the errno name."""
+    r = subprocess.run([sys.executable, "-c", _WRITE_AS, str(path), data], env=env, cwd=cwd,
+                       preexec_fn=preexec_fn, capture_output=True, text=True,
+                       timeout=timeout)
+    return r.stdout.strip() or r.stderr
+
+
 def timed(fn, *args):
     t = time.monotonic()
     fn(*args)
@@ -93,7 +116,10 @@ def test_knex_migrate_rollback_cycle(instance, tmp_path, knex_modules):
     assert db_exists(m, name, "knex_app")
     assert {"customers", "orders", "knex_migrations"} <= set(tables(m, name, "knex_app"))
     report = m.read(name, "migrate")
-    assert report.startswith(f"migrate {app} (dbos-config.yaml), database knex_app\n")
+    assert report.startswith(f"migrate {app} (dbos-config.yaml), database knex_app, "
+                             "system database knex_app_dbos_sys\n")
+    assert "created system database knex_app_dbos_sys\n" in report
+    assert db_exists(m, name, "knex_app_dbos_sys")
     assert "created database knex_app\n" in report
     assert "$ npx knex migrate:latest\n" in report
     assert "Batch 1 run: 2 migrations" in report
@@ -173,7 +199,9 @@ def test_output_is_bounded(instance, tmp_path):
     assert run_write(m, name, "migrate", app) is None, m.read(name, "last_error")
     report = m.read(name, "migrate")
     assert len(report) < 80 * 1024
-    assert re.search(r"^\[\.\.\. \d+ bytes of earlier output dropped \.\.\.\]$", report, re.M)
+    assert re.search(r"^\[\.\.\. \d+ bytes of output dropped \.\.\.\]$", report, re.M)
+    # The first part came as it was written, the last at the end.
+    assert "\n1\n2\n3\n" in report
     assert "\n200000\nlast-line\nexit status: 0\n" in report
 
 
@@ -234,7 +262,7 @@ def test_environment_and_secrets(instance, tmp_path):
     assert "/dev/fuse" not in fds and "socket:" not in fds, fds
 
     report = m.read(name, "migrate")
-    assert "password is ********\n" in report
+    assert "password is [redacted]\n" in report
     assert password not in report
     assert password not in m.read(name, "last_error")
     assert password not in m.read(".dbosfs", "log")
@@ -242,23 +270,36 @@ def test_environment_and_secrets(instance, tmp_path):
 
 
 def test_var_substitution(mount_factory, tmp_path):
-    m = mount_factory("local", env={"DBOSFS_T_TABLE": "from_env", "DBOSFS_T_DB": "subst_db"})
+    """${VAR} comes from the writer's environment plus the connection
+    variables dbosfs sets; the daemon's own environment is not used."""
+    m = mount_factory("local", env={"DBOSFS_T_DAEMON_ONLY": "daemon"})
     name = unique_name("v")
     m.mkdir(name)
     try:
+        password = m.read(name, "password").strip()
         app = make_app(tmp_path, """\
             name: ignored-because-app-db-name-wins
             database:
               app_db_name: ${DBOSFS_T_DB}
               migrate:
                 - psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE ${DBOSFS_T_TABLE}_t (x int)'
-                - echo "[${DBOSFS_T_SURELY_UNSET}]"
+                - echo "[${DBOSFS_T_SURELY_UNSET}] [${DBOSFS_T_DAEMON_ONLY}]"
+                - psql -v ON_ERROR_STOP=1 -d ${PGDATABASE} -c 'CREATE TABLE via_pgdatabase (x int)'
+                - psql -v ON_ERROR_STOP=1 -d ${DBOS_DATABASE_URL} -c 'CREATE TABLE via_url (x int)'
             """)
-        assert run_write(m, name, "migrate", app) is None, m.read(name, "last_error")
-        assert tables(m, name, "subst_db") == ["from_env_t"]
+        env = dict(os.environ, DBOSFS_T_TABLE="from_writer", DBOSFS_T_DB="subst_db")
+        r = write_as(m.p(name, "migrate"), f"{app}\n", env=env)
+        assert r == "ok", (r, m.read(name, "last_error"))
+        assert tables(m, name, "subst_db") == ["from_writer_t", "via_pgdatabase", "via_url"]
         report = m.read(name, "migrate")
-        assert ", database subst_db\n" in report
-        assert "$ echo \"[]\"\n[]\n" in report
+        assert ", database subst_db, system database " in report
+        # Unset (and the daemon's own): "" (two double quotes), as the SDK does.
+        assert '$ echo "[""] [""]"\n[] []\n' in report
+        assert "$ psql -v ON_ERROR_STOP=1 -d subst_db -c" in report
+        # The URL's password is masked in the command line shown.
+        assert "-d postgresql://" in report and "[redacted]@" in report
+        assert password not in report
+        assert f"environment: the writer's (pid " in report
     finally:
         m.destroy(name)
 
@@ -267,8 +308,6 @@ def test_var_substitution(mount_factory, tmp_path):
 
 BAD_CASES = [
     # (id, yaml or None for "no file", path transform, kind, errno, last_error text)
-    ("relative", "name: a\ndatabase: {migrate: [true]}\n", lambda app: "relative/app",
-     "migrate", errno.EINVAL, "relative path relative/app"),
     ("missing-dir", None, lambda app: app / "nope", "migrate", errno.ENOENT, "nope"),
     ("no-yaml", None, lambda app: app, "migrate", errno.ENOENT,
      "dbos-config.yaml not found"),
@@ -283,16 +322,14 @@ BAD_CASES = [
      "database.migrate must be a list of commands, not a string"),
     ("migrate-ints", "name: a\ndatabase:\n  migrate: [1, 2]\n", lambda app: app,
      "migrate", errno.EINVAL, "database.migrate[0] must be a command string"),
-    ("migrate-empty", "name: a\ndatabase:\n  migrate: []\n", lambda app: app, "migrate",
-     errno.EINVAL, "database.migrate in "),
-    ("rollback-missing", "name: a\ndatabase:\n  migrate: [echo hi]\n", lambda app: app,
-     "rollback", errno.EINVAL, "database.rollback in "),
+    ("deep-yaml", "name: a\nx: " + "[" * 100000 + "]" * 100000 + "\n", lambda app: app,
+     "migrate", errno.EINVAL, "nested more than 64 levels deep"),
     ("empty-command", "name: a\ndatabase:\n  migrate: ['echo', '']\n", lambda app: app,
      "migrate", errno.EINVAL, "database.migrate[1] is an empty command"),
     ("bad-db-name", "name: my.app\ndatabase:\n  migrate: [echo]\n", lambda app: app,
      "migrate", errno.EINVAL, "invalid application database name"),
     ("no-name", "database:\n  migrate: [echo]\n", lambda app: app, "migrate",
-     errno.EINVAL, "neither database.app_db_name nor name"),
+     errno.EINVAL, "no database_url, database.app_db_name or name"),
 ]
 
 
@@ -442,3 +479,285 @@ def test_non_owner_gets_eacces(mount_factory, tmp_path):
         assert (app / "ran").exists()
     finally:
         m.destroy(name)
+
+
+# ---------------------------------------------------------------- issue 7: secrets, YAML, crashes
+
+def test_secret_cut_by_the_output_bound_is_masked(instance, tmp_path):
+    """The report keeps the first and the last part of long output: a
+    secret the cuts split must not leave a fragment behind."""
+    m, name = instance
+    password = m.read(name, "password").strip()
+    script = tmp_path / "emit.py"
+    # Command K: the secret straddles the end of the live part (K of its
+    # characters before it), then again the start of the kept tail.
+    script.write_text(textwrap.dedent("""\
+        import os, sys
+        k = int(sys.argv[1]); p = os.environ["PGPASSWORD"]
+        sys.stdout.write("x" * (16 * 1024 - k) + p + "y" * 100000 + p + "z" * (48 * 1024 - k))
+        """))
+    cmds = "".join(f"    - python3 {script} {k}\n" for k in (2, 5, len(password) - 2))
+    app = make_app(tmp_path, "name: cut-app\ndatabase:\n  migrate:\n" + cmds)
+    assert run_write(m, name, "migrate", app) is None, m.read(name, "last_error")
+    report = m.read(name, "migrate")
+    assert password not in report
+    for k in (2, 3, 5, len(password) - 2):
+        assert password[:k] + "y" not in report and "x" + password[:k] + "\n" not in report
+        assert "\n" + password[-k:] + "z" not in report
+        assert password[-k:] + "zzzz" not in report
+
+
+def test_deep_yaml_is_refused_at_once(instance, tmp_path):
+    m, name = instance
+    app = tmp_path / "deep"
+    app.mkdir()
+    (app / "dbos-config.yaml").write_text("name: a\nx: " + "[" * 100000 + "]" * 100000 + "\n")
+    t = time.monotonic()
+    assert run_write(m, name, "migrate", app) == errno.EINVAL
+    assert time.monotonic() - t < 1.0
+    assert "nested more than 64 levels deep" in m.read(name, "last_error")
+
+
+def _alive(marker):
+    """pids whose command line starts with marker (not the shells that
+    mention it)."""
+    r = subprocess.run(["pgrep", "-f", "^" + marker], capture_output=True, text=True)
+    return r.stdout.split()
+
+
+def test_daemon_killed_mid_migration_leaves_nothing_running(mount_factory, tmp_path):
+    """kill -9 of the daemon: the command's group dies with it (guard with
+    PR_SET_PDEATHSIG); what escaped the group (setsid) is killed by the
+    next mount, found by the record under state_dir and its run tag."""
+    m = mount_factory("local")
+    name = unique_name("k")
+    m.mkdir(name)
+    tag = f"{os.getpid()}{int(time.time()) % 100000}"
+    in_group, escaped = f"sleep 3001.{tag}", f"sleep 3002.{tag}"
+    app = make_app(tmp_path, f"""\
+        name: crash-app
+        database:
+          migrate:
+            - "setsid {escaped} & ({in_group}; :) & touch started; {in_group}"
+        """)
+    p = subprocess.Popen([sys.executable, "-c", _INTERRUPT_CHILD, str(m.p(name, "migrate")),
+                          f"{app}\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (app / "started").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert (app / "started").exists()
+        time.sleep(0.3)
+        assert len(_alive(in_group)) == 2 and len(_alive(escaped)) == 1
+        assert list((m.state_dir / "migrate").iterdir()), "no record of the running command"
+        m.kill()  # SIGKILL, then a lazy unmount
+        deadline = time.time() + 5
+        while _alive(in_group) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _alive(in_group), "the command's group outlived the daemon"
+        m.start()
+        deadline = time.time() + 5
+        while _alive(escaped) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _alive(escaped), "the remount left the old run's process alive"
+        assert not list((m.state_dir / "migrate").iterdir())
+        assert "migrations interrupted by an earlier crash: 1 run, 1 process killed" in m.log()
+    finally:
+        p.kill()
+        p.wait()
+        for pid in _alive(in_group) + _alive(escaped):
+            os.kill(int(pid), signal.SIGKILL)
+    # The instance works after the remount.
+    m.read(name, "wait")
+    app2 = make_app(tmp_path, "name: crash-app\ndatabase:\n  migrate: ['echo again']\n", "app2")
+    assert run_write(m, name, "migrate", app2) is None, m.read(name, "last_error")
+    m.destroy(name)
+
+
+# ---------------------------------------------------------------- issue 8: Ctrl-C on the server
+
+def _interrupt_write(m, name, app, started, wait=0.5):
+    p = subprocess.Popen([sys.executable, "-c", _INTERRUPT_CHILD, str(m.p(name, "migrate")),
+                          f"{app}\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not started() and time.time() < deadline:
+            time.sleep(0.05)
+        assert started(), "the command never started"
+        time.sleep(wait)
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    res = out.split("result ")[1].split()
+    assert int(res[0]) == -1 and int(res[1]) == errno.EINTR, out
+    return float(res[2])
+
+
+def _sleeping(m, name):
+    r = psql(m, name, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(8)%' "
+             "AND pid <> pg_backend_pid()")
+    return int(r.stdout.strip()) > 0
+
+
+@pytest.mark.parametrize("how", ["psql", "psql-out-of-reach"])
+def test_interrupt_commits_nothing(instance, tmp_path, how):
+    """Ctrl-C while psql runs BEGIN; INSERT; pg_sleep; COMMIT (one query
+    string, all sent at once): nothing commits afterwards. psql gets
+    SIGINT and cancels; a psql out of the signal's reach (setsid) is
+    killed, and its statement cancelled on the server."""
+    m, name = instance
+    psql_cmd = ("psql -v ON_ERROR_STOP=1 -c \"BEGIN; INSERT INTO t VALUES (1); "
+                "SELECT pg_sleep(8); COMMIT\"")
+    cmd = psql_cmd if how == "psql" else f"setsid {psql_cmd} & wait"
+    app = make_app(tmp_path, f"""\
+        name: cancel-app
+        database:
+          migrate:
+            - psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (x int)'
+            - '{cmd}'
+        """)
+    _interrupt_write(m, name, app, lambda: _sleeping(m, name))
+    report = m.read(name, "migrate")
+    assert report.endswith("result: interrupted\n")
+    assert "interrupted: sent SIGINT to the command's process group" in report
+    if how == "psql":
+        assert "server: no statement of this run was still running\n" in report
+    else:
+        assert re.search(r"^server: cancelled the active statement of session \d+: "
+                         r"BEGIN; INSERT INTO t VALUES \(1\); SELECT pg_sleep\(8\)", report,
+                         re.M), report
+    # Past the sleep's end: nothing committed, nothing still running.
+    time.sleep(9)
+    assert psql(m, name, "SELECT count(*) FROM t", database="cancel_app").stdout.strip() == "0"
+    assert not _sleeping(m, name)
+
+
+# ---------------------------------------------------------------- issue 8: the writer's world
+
+def test_relative_path_tools_and_user_of_the_writer(instance, tmp_path):
+    m, name = instance
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "my-migrator"
+    tool.write_text("#!/bin/sh\necho \"my-migrator ran in $(pwd) as $(id -u):$(id -g) "
+                    "groups $(id -G)\"\n")
+    tool.chmod(0o755)
+    app = make_app(tmp_path, """\
+        name: world-app
+        database:
+          migrate: ['my-migrator', 'echo "[${WRITER_ONLY}]"']
+        """)
+    os.chmod(tmp_path, 0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", WRITER_ONLY="yes")
+
+    def as_group():
+        os.setgroups([65534])  # uid and gid stay 0: FUSE admits only those
+
+    # "." from the application directory; the writer's PATH finds the tool;
+    # the command runs with the writer's uid, gid and groups.
+    r = write_as(m.p(name, "migrate"), ".\n", env=env, cwd=app, preexec_fn=as_group)
+    assert r == "ok", (r, m.read(name, "last_error"))
+    report = m.read(name, "migrate")
+    assert report.startswith(f"migrate {app} (dbos-config.yaml), database world_app")
+    assert f"my-migrator ran in {app} as 0:0 groups 0 65534\n" in report
+    assert "[yes]" in report
+    # A relative path to the file itself works too.
+    r = write_as(m.p(name, "migrate"), "app/dbos-config.yaml\n", env=env, cwd=tmp_path)
+    assert r == "ok", (r, m.read(name, "last_error"))
+
+
+def test_printf_tee_idiom_carries_the_current_environment(instance, tmp_path):
+    """A shell's builtin echo writes with the environment the shell started
+    with; an external writer (tee) carries variables exported since."""
+    m, name = instance
+    app = make_app(tmp_path, """\
+        name: idiom-app
+        database:
+          migrate: ['echo "[${EXPORTED_LATER}]"']
+        """)
+    target = m.p(name, "migrate")
+    r = subprocess.run(["bash", "-c", f"cd {app} && export EXPORTED_LATER=now && "
+                        f"printf '%s\\n' . | tee {target} >/dev/null"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "[now]\n" in m.read(name, "migrate")
+
+
+# ---------------------------------------------------------------- issue 8: config fields, system db
+
+def test_empty_list_database_url_and_system_database(instance, tmp_path):
+    m, name = instance
+    # No name: package.json's. database_url names the application database.
+    app = make_app(tmp_path, """\
+        database_url: postgresql://someone:not-used@elsewhere:5432/url_db
+        database:
+          migrate: []
+        """)
+    (app / "package.json").write_text('{"name": "pkg-app", "version": "1.0.0"}\n')
+    assert run_write(m, name, "migrate", app) is None, m.read(name, "last_error")
+    report = m.read(name, "migrate")
+    assert ", database url_db, system database pkg_app_dbos_sys\n" in report
+    assert "name: pkg-app (from package.json)\n" in report
+    assert "nothing to run: database.migrate is empty or missing\n" in report
+    assert report.endswith("result: ok (nothing to run)\n")
+    assert "not-used" not in report
+    assert db_exists(m, name, "url_db") and db_exists(m, name, "pkg_app_dbos_sys")
+    # rollback with no list: the same, and no system database step.
+    assert run_write(m, name, "rollback", app) is None
+    assert m.read(name, "rollback").endswith("result: ok (nothing to run)\n")
+
+    # system_database_url names it; it is made even after a failed command.
+    app2 = make_app(tmp_path, """\
+        name: sys-app
+        system_database_url: postgresql://u@h/custom_sys
+        database:
+          migrate: ['exit 4']
+        """, "app2")
+    assert run_write(m, name, "migrate", app2) == errno.EIO
+    report = m.read(name, "migrate")
+    assert "created system database custom_sys\n" in report
+    assert report.endswith("result: failed: command 1 of 1 exited with status 4\n")
+    assert db_exists(m, name, "custom_sys")
+
+
+# ---------------------------------------------------------------- issue 8: live report
+
+def test_live_report_grows_while_the_run_goes(instance, tmp_path):
+    m, name = instance
+    app = make_app(tmp_path, """\
+        name: live-app
+        database:
+          migrate: ['echo first-line; touch started; sleep 1.5; echo second-line; sleep 1']
+        """)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(e=run_write(m, name, "migrate", app)))
+    t.start()
+    try:
+        deadline = time.time() + 60
+        while not (app / "started").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.4)
+        snapshot = m.read(name, "migrate")
+        assert snapshot.startswith(f"migrate {app} (dbos-config.yaml), database live_app")
+        assert "$ echo first-line;" in snapshot and "first-line\n" in snapshot
+        assert snapshot.endswith("result: running\n")
+        assert "second-line\n" not in snapshot
+        # tail -f: one open file, reads at growing offsets.
+        seen = ""
+        with open(m.p(name, "migrate")) as f:
+            deadline = time.time() + 60
+            while "result: ok" not in seen and time.time() < deadline:
+                chunk = f.read()
+                seen += chunk
+                if not chunk:
+                    time.sleep(0.1)
+        assert seen.startswith(snapshot[:-len("result: running\n")])
+        assert "second-line\n" in seen
+        assert seen.endswith("result: ok (1 command)\n")
+    finally:
+        t.join(120)
+    assert result["e"] is None
+    final = m.read(name, "migrate")
+    assert "result: running" not in final and final.endswith("result: ok (1 command)\n")

@@ -13,6 +13,7 @@
 
 #include "cloud_private.h"
 #include "log.h"
+#include "redact.h"
 
 void http_result_free(struct http_result *r)
 {
@@ -385,8 +386,7 @@ static int request_new_token(struct cloud *c, const char *refresh_token, char **
 	/* An error body is the server's text: make sure it does not echo the
 	 * refresh token back into a log or last_error. */
 	if (rc < 0 && e) {
-		cloud_redact(e->text, sizeof(e->text), refresh_token);
-		cloud_redact(e->text, sizeof(e->text), esc_rt);
+		redact_text_secret(e->text, sizeof(e->text), refresh_token);
 	}
 out:
 	if (esc_rt) {
@@ -595,13 +595,13 @@ static int token_snapshot(struct cloud *c, char **out, unsigned *generation, con
  * token, cut it out first (the body is rewritten in place). */
 static void redact_token_echo(struct http_result *res, const char *token)
 {
-	char *p;
-	size_t n = strlen(token);
+	struct redactor r = REDACTOR_INIT;
 
-	if (!res->body.data || !n)
-		return;
-	while ((p = memmem(res->body.data, res->body.len, token, n)) != NULL)
-		memset(p, '*', n);
+	if (redactor_add(&r, token) == 0)
+		redact_buf(&r, &res->body);
+	else
+		buf_free_secret(&res->body); /* cannot check it: show none of it */
+	redactor_free(&r);
 }
 
 int cloud_api_call(struct cloud *c, enum http_method m, const char *path, bool with_org,

@@ -274,26 +274,3 @@ void cloud_json_use_wiping_allocator(void)
 {
 	json_set_alloc_funcs(malloc, cloud_json_wiping_free);
 }
-
-void cloud_redact(char *text, size_t textsz, const char *secret)
-{
-	static const char mark[] = "[redacted]";
-	size_t n, m = sizeof(mark) - 1, len;
-	char *p = text;
-
-	if (!text || !secret || !*secret)
-		return;
-	n = strlen(secret);
-	while ((p = strstr(p, secret)) != NULL) {
-		len = strlen(text);
-		/* Replace in place; if the mark would not fit, stars do. */
-		if (len - n + m < textsz) {
-			memmove(p + m, p + n, len - (size_t)(p - text) - n + 1);
-			memcpy(p, mark, m);
-			p += m;
-		} else {
-			memset(p, '*', n);
-			p += n;
-		}
-	}
-}

@@ -100,10 +100,6 @@ const char *cloud_json_error_kind(int code);
 void cloud_json_use_wiping_allocator(void);
 /* The wiping free function installed above (for tests). */
 void cloud_json_wiping_free(void *p);
-/* Overwrites every occurrence of secret in text with "[redacted]" (text
- * may grow up to textsz). For server-supplied messages that could echo a
- * token back. */
-void cloud_redact(char *text, size_t textsz, const char *secret);
 
 /* ---- cloud_http.c ------------------------------------------------------- */
 

@@ -34,7 +34,7 @@ static int load_text(const char *dir, const char *text, struct app_config *c, st
 	snprintf(f, sizeof(f), "%s/dbos-config.yaml", d);
 	write_file(f, text);
 	errmsg_clear(e);
-	return app_config_load(d, c, e);
+	return app_config_load(d, NULL, c, e);
 }
 
 static int has(const struct errmsg *e, const char *s)
@@ -55,29 +55,36 @@ static void test_expand(void)
 	unsetenv("DBOSFS_T_UNSET");
 
 	in = "x ${DBOSFS_T_A} y ${DBOSFS_T_UNSET}z${DBOSFS_T_EMPTY}.";
-	CHECK(expand_env_vars(in, strlen(in), &b) == 0);
-	CHECK(strcmp(b.data, "x alpha y z.") == 0);
+	CHECK(expand_env_vars(in, strlen(in), NULL, &b) == 0);
+	CHECK(strcmp(b.data, "x alpha y \"\"z\"\".") == 0);
 
 	/* Not variables: $VAR, ${}, an unterminated ${. */
 	buf_reset(&b);
 	in = "$DBOSFS_T_A ${} ${DBOSFS_T_A";
-	CHECK(expand_env_vars(in, strlen(in), &b) == 0);
+	CHECK(expand_env_vars(in, strlen(in), NULL, &b) == 0);
 	CHECK(strcmp(b.data, "$DBOSFS_T_A ${} ${DBOSFS_T_A") == 0);
 
 	/* Adjacent, at both ends, and a length that stops mid-text. */
 	buf_reset(&b);
 	in = "${DBOSFS_T_A}${DBOSFS_T_A}";
-	CHECK(expand_env_vars(in, strlen(in), &b) == 0);
+	CHECK(expand_env_vars(in, strlen(in), NULL, &b) == 0);
 	CHECK(strcmp(b.data, "alphaalpha") == 0);
 	buf_reset(&b);
-	CHECK(expand_env_vars(in, 14, &b) == 0);
+	CHECK(expand_env_vars(in, 14, NULL, &b) == 0);
 	CHECK(strcmp(b.data, "alpha$") == 0);
 
 	/* As DBOS's regex: the name is everything up to the next '}'. */
 	buf_reset(&b);
 	in = "[${DBOSFS_T_A ${X}]";
-	CHECK(expand_env_vars(in, strlen(in), &b) == 0);
-	CHECK(strcmp(b.data, "[]") == 0);
+	CHECK(expand_env_vars(in, strlen(in), NULL, &b) == 0);
+	CHECK(strcmp(b.data, "[\"\"]") == 0);
+
+	/* From a given environment instead of the daemon's. */
+	char *env[] = {"DBOSFS_T_A=from-writer", "ONLY_HERE=1", NULL};
+	buf_reset(&b);
+	in = "${DBOSFS_T_A}/${ONLY_HERE}";
+	CHECK(expand_env_vars(in, strlen(in), env, &b) == 0);
+	CHECK(strcmp(b.data, "from-writer/1") == 0);
 	buf_free(&b);
 }
 
@@ -108,20 +115,20 @@ static void test_dir_and_file(void)
 
 	/* The YAML file itself; the app dir is its directory. Trailing
 	 * slashes on a directory are fine. */
-	CHECK(app_config_load(path, &c, &e) == 0);
+	CHECK(app_config_load(path, NULL, &c, &e) == 0);
 	snprintf(path, sizeof(path), "%s/app1", tmp);
 	CHECK(c.app_dir && strcmp(c.app_dir, path) == 0);
 	app_config_free(&c);
 
 	snprintf(path, sizeof(path), "%s/app1/other.yml", tmp);
 	write_file(path, "name: other\ndatabase: {migrate: [a]}\n");
-	CHECK(app_config_load(path, &c, &e) == 0);
+	CHECK(app_config_load(path, NULL, &c, &e) == 0);
 	CHECK(c.config_path && strcmp(c.config_path, path) == 0);
 	CHECK(c.app_db_name && strcmp(c.app_db_name, "other") == 0);
 	app_config_free(&c);
 
 	snprintf(path, sizeof(path), "%s/app1//", tmp);
-	CHECK(app_config_load(path, &c, &e) == 0);
+	CHECK(app_config_load(path, NULL, &c, &e) == 0);
 	snprintf(path, sizeof(path), "%s/app1/dbos-config.yaml", tmp);
 	CHECK(c.config_path && strcmp(c.config_path, path) == 0);
 	app_config_free(&c);
@@ -133,23 +140,23 @@ static void test_path_errors(void)
 	struct errmsg e;
 	char path[600];
 
-	CHECK(app_config_load("relative/app", &c, &e) == -EINVAL);
+	CHECK(app_config_load("relative/app", NULL, &c, &e) == -EINVAL);
 	CHECK(has(&e, "relative path relative/app"));
 	CHECK(c.app_dir == NULL && c.migrate == NULL);
-	CHECK(app_config_load("", &c, &e) == -EINVAL);
-	CHECK(app_config_load("/tmp/x\ny", &c, &e) == -EINVAL);
+	CHECK(app_config_load("", NULL, &c, &e) == -EINVAL);
+	CHECK(app_config_load("/tmp/x\ny", NULL, &c, &e) == -EINVAL);
 
 	snprintf(path, sizeof(path), "%s/no-such-dir", tmp);
-	CHECK(app_config_load(path, &c, &e) == -ENOENT);
+	CHECK(app_config_load(path, NULL, &c, &e) == -ENOENT);
 	CHECK(has(&e, path));
 
 	/* An existing directory without the YAML: the message names it. */
 	snprintf(path, sizeof(path), "%s/empty-dir", tmp);
 	mkdir(path, 0700);
-	CHECK(app_config_load(path, &c, &e) == -ENOENT);
+	CHECK(app_config_load(path, NULL, &c, &e) == -ENOENT);
 	CHECK(has(&e, "empty-dir/dbos-config.yaml not found"));
 
-	CHECK(app_config_load("/dev/null", &c, &e) == -EINVAL);
+	CHECK(app_config_load("/dev/null", NULL, &c, &e) == -EINVAL);
 }
 
 static void test_yaml_errors(void)
@@ -213,7 +220,7 @@ static void test_yaml_errors(void)
 	CHECK(has(&e, "duplicate key database"));
 
 	CHECK(load_text("bad16", "database: {migrate: [a]}\n", &c, &e) == -EINVAL);
-	CHECK(has(&e, "neither database.app_db_name nor name"));
+	CHECK(has(&e, "no database_url, database.app_db_name or name"));
 
 	/* Quoted numbers are strings: fine as commands. */
 	CHECK(load_text("ok1", "name: x\ndatabase: {migrate: ['1', \"2\"]}\n", &c, &e) == 0);
@@ -239,18 +246,16 @@ static void test_empty_lists(void)
 
 	struct buf report = BUF_INIT;
 	struct migrate_target t = {"127.0.0.1", 1, "u", "secretpw1"};
-	char d[512];
+	struct migrate_request req = {.kind = MIGRATE_UP, .path = "rel", .target = &t};
 
-	snprintf(d, sizeof(d), "%s/empty1", tmp);
-	CHECK(migrate_run(MIGRATE_UP, d, &t, &report, &e) == -EINVAL);
-	CHECK(has(&e, "database.migrate in ") &&
-	      has(&e, "empty1/dbos-config.yaml is empty or missing"));
-	CHECK(report.data && strstr(report.data, "result: error: database.migrate in "));
-	CHECK(migrate_run(MIGRATE_ROLLBACK, d, &t, &report, &e) == -EINVAL);
-	CHECK(has(&e, "database.rollback in "));
-	CHECK(migrate_run(MIGRATE_UP, "rel", &t, &report, &e) == -EINVAL);
+	/* A relative path needs the writer's working directory. */
+	CHECK(migrate_run(&req, &report, &e) == -EINVAL);
 	CHECK(report.data && strstr(report.data, "migrate rel\n") &&
 	      strstr(report.data, "result: error: relative path rel"));
+	req.pid = getpid();
+	req.path = "surely-not-here-dbosfs";
+	CHECK(migrate_run(&req, &report, &e) == -ENOENT);
+	CHECK(has(&e, "/surely-not-here-dbosfs"));
 	buf_free(&report);
 }
 
@@ -270,8 +275,96 @@ static void test_substitution_in_file(void)
 	                &c, &e) == 0);
 	CHECK(c.app_db_name && strcmp(c.app_db_name, "from_env") == 0);
 	CHECK(c.n_migrate == 2 && strcmp(c.migrate[0], "echo hi there") == 0 &&
-	      strcmp(c.migrate[1], "ab") == 0);
+	      strcmp(c.migrate[1], "a\"\"b") == 0);
 	app_config_free(&c);
+}
+
+static void test_current_fields(void)
+{
+	struct app_config c;
+	struct errmsg e;
+	char f[600];
+
+	/* database_url's database names the application database; the
+	 * system database follows name, or system_database_url. */
+	CHECK(load_text("u1",
+	                "name: My-App\n"
+	                "database_url: postgresql://u:p%40ss@h:5432/shop%5Fdb?sslmode=disable\n",
+	                &c, &e) == 0);
+	CHECK(strcmp(c.app_db_name, "shop_db") == 0);
+	CHECK(strcmp(c.sys_db_name, "my_app_dbos_sys") == 0);
+	app_config_free(&c);
+	CHECK(load_text("u2",
+	                "name: a\n"
+	                "system_database_url: postgres://u@h/custom_sys\n"
+	                "database_url: postgres://u@h\n",
+	                &c, &e) == 0);
+	CHECK(strcmp(c.app_db_name, "a") == 0 && strcmp(c.sys_db_name, "custom_sys") == 0);
+	app_config_free(&c);
+	/* The URL (it may hold a password) is never quoted in a message. */
+	CHECK(load_text("u3", "name: a\ndatabase_url: pw-Secret99\n", &c, &e) == -EINVAL);
+	CHECK(has(&e, "database_url is not a URL") && !has(&e, "Secret99"));
+	CHECK(load_text("u4", "name: a\ndatabase_url: postgres://u:Secret99@h/Bad-Db\n", &c, &e) ==
+	      -EINVAL);
+	CHECK(has(&e, "from database_url") && !has(&e, "Secret99"));
+
+	/* No name: package.json's, as the SDK reads it. */
+	snprintf(f, sizeof(f), "%s/pj", tmp);
+	mkdir(f, 0700);
+	snprintf(f, sizeof(f), "%s/pj/package.json", tmp);
+	write_file(f, "{\"name\": \"pkg-app\", \"version\": \"1.0.0\"}\n");
+	CHECK(load_text("pj", "database:\n  migrate: [echo]\n", &c, &e) == 0);
+	CHECK(c.name_from_package_json && strcmp(c.name, "pkg-app") == 0);
+	CHECK(strcmp(c.app_db_name, "pkg_app") == 0 &&
+	      strcmp(c.sys_db_name, "pkg_app_dbos_sys") == 0);
+	app_config_free(&c);
+	CHECK(load_text("nopj", "database:\n  migrate: [echo]\n", &c, &e) == -EINVAL);
+	CHECK(has(&e, "nor a package.json with a name"));
+}
+
+static void test_hostile_yaml(void)
+{
+	struct app_config c;
+	struct errmsg e;
+	size_t depth = 100000;
+	char *deep = malloc(2 * depth + 64), *p = deep;
+	long long t;
+
+	/* Depth 100,000 under the 1 MiB cap: refused at once. */
+	p += sprintf(p, "name: a\nx: ");
+	memset(p, '[', depth);
+	p += depth;
+	memset(p, ']', depth);
+	p += depth;
+	strcpy(p, "\n");
+	t = now_ms();
+	CHECK(load_text("deep", deep, &c, &e) == -EINVAL);
+	CHECK(now_ms() - t < 500);
+	CHECK(has(&e, "nested more than 64 levels deep"));
+	/* Block style nesting too. */
+	p = deep;
+	p += sprintf(p, "name: a\nx:\n");
+	for (int i = 0; i < 100; i++)
+		p += sprintf(p, "%*sk:\n", 2 * (i + 1), "");
+	CHECK(load_text("deepblock", deep, &c, &e) == -EINVAL);
+	CHECK(has(&e, "nested more than 64 levels deep"));
+	/* 64 levels are fine. */
+	p = deep;
+	p += sprintf(p, "name: a\nx: ");
+	memset(p, '[', 63);
+	memset(p + 63, ']', 63);
+	strcpy(p + 126, "\n");
+	CHECK(load_text("ok64", deep, &c, &e) == 0);
+	app_config_free(&c);
+	/* Too many nodes. */
+	p = deep;
+	p += sprintf(p, "name: a\nx: [");
+	for (int i = 0; i < CONFIG_MAX_NODES + 10; i++)
+		p += sprintf(p, "1,");
+	strcpy(p, "1]\n");
+	CHECK(load_text("many", deep, &c, &e) == -EINVAL);
+	CHECK(has(&e, "more than 20000 YAML nodes"));
+	free(deep);
 }
 
 static void test_db_names(void)
@@ -327,7 +420,7 @@ static void test_huge_file(void)
 	for (int i = 0; i < 70000; i++)
 		fputs("# padding padding\n", fp);
 	fclose(fp);
-	CHECK(app_config_load(d, &c, &e) == -EINVAL);
+	CHECK(app_config_load(d, NULL, &c, &e) == -EINVAL);
 	CHECK(has(&e, "larger than"));
 
 	/* Under the limit on disk, over it after substitution. */
@@ -352,7 +445,7 @@ static void test_huge_file(void)
 		exit(2);
 	fwrite("name: a\0b\n", 1, 10, fp);
 	fclose(fp);
-	CHECK(app_config_load(d, &c, &e) == -EINVAL);
+	CHECK(app_config_load(d, NULL, &c, &e) == -EINVAL);
 	CHECK(has(&e, "NUL byte"));
 }
 
@@ -369,6 +462,8 @@ int main(void)
 	test_empty_lists();
 	test_substitution_in_file();
 	test_db_names();
+	test_current_fields();
+	test_hostile_yaml();
 	test_huge_file();
 
 	char cmd[600];

@@ -380,23 +380,6 @@ static void test_no_token_in_parse_errors(void)
 	             "unexpected end of input") == 0);
 }
 
-static void test_redact(void)
-{
-	char t[64];
-
-	snprintf(t, sizeof(t), "bad token rt-SECRET, again rt-SECRET.");
-	cloud_redact(t, sizeof(t), "rt-SECRET");
-	CHECK(strcmp(t, "bad token [redacted], again [redacted].") == 0);
-	/* No room for the mark: stars, never a longer string. */
-	snprintf(t, 20, "x rt-S y");
-	cloud_redact(t, 12, "rt-S");
-	CHECK(strcmp(t, "x **** y") == 0);
-	snprintf(t, sizeof(t), "nothing here");
-	cloud_redact(t, sizeof(t), "");
-	cloud_redact(t, sizeof(t), NULL);
-	CHECK(strcmp(t, "nothing here") == 0);
-}
-
 static void test_wiping_allocator(void)
 {
 	json_malloc_t m = NULL;
@@ -571,7 +554,6 @@ int main(void)
 	test_scope();
 	test_ca_blob();
 	test_no_token_in_parse_errors();
-	test_redact();
 	test_wiping_allocator();
 	test_single_flight_refresh();
 	log_shutdown();
