@@ -493,10 +493,13 @@ def test_secret_cut_by_the_output_bound_is_masked(instance, tmp_path):
     # characters before it), then again the start of the kept tail.
     script.write_text(textwrap.dedent("""\
         import os, sys
-        k = int(sys.argv[1]); p = os.environ["PGPASSWORD"]
-        sys.stdout.write("x" * (16 * 1024 - k) + p + "y" * 100000 + p + "z" * (48 * 1024 - k))
+        k, tail = int(sys.argv[1]), int(sys.argv[2]) * 1024
+        p = os.environ["PGPASSWORD"]
+        sys.stdout.write("x" * (16 * 1024 - k) + p + "y" * 200000 + p + "z" * (tail - k))
         """))
-    cmds = "".join(f"    - python3 {script} {k}\n" for k in (2, 5, len(password) - 2))
+    # The kept tail is 48 KiB (64 KiB before this was fixed: try both).
+    cmds = "".join(f"    - python3 {script} {k} {tail}\n"
+                   for k in (2, 5, len(password) - 2) for tail in (48, 64))
     app = make_app(tmp_path, "name: cut-app\ndatabase:\n  migrate:\n" + cmds)
     assert run_write(m, name, "migrate", app) is None, m.read(name, "last_error")
     report = m.read(name, "migrate")
@@ -619,6 +622,10 @@ def test_interrupt_commits_nothing(instance, tmp_path, how):
             - '{cmd}'
         """)
     _interrupt_write(m, name, app, lambda: _sleeping(m, name))
+    # Past the sleep's end: nothing committed, nothing still running.
+    time.sleep(9)
+    assert psql(m, name, "SELECT count(*) FROM t", database="cancel_app").stdout.strip() == "0"
+    assert not _sleeping(m, name)
     report = m.read(name, "migrate")
     assert report.endswith("result: interrupted\n")
     assert "interrupted: sent SIGINT to the command's process group" in report
@@ -628,10 +635,6 @@ def test_interrupt_commits_nothing(instance, tmp_path, how):
         assert re.search(r"^server: cancelled the active statement of session \d+: "
                          r"BEGIN; INSERT INTO t VALUES \(1\); SELECT pg_sleep\(8\)", report,
                          re.M), report
-    # Past the sleep's end: nothing committed, nothing still running.
-    time.sleep(9)
-    assert psql(m, name, "SELECT count(*) FROM t", database="cancel_app").stdout.strip() == "0"
-    assert not _sleeping(m, name)
 
 
 # ---------------------------------------------------------------- issue 8: the writer's world

@@ -395,8 +395,6 @@ def test_official_cli_same_app_schema(sdk_pair):
     assert schema_dump(m, ours, SDK_APP_DB) == theirs
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 6: dbosfs migrate does not create the "
-                   "DBOS system database (<app>_dbos_sys) as `dbos migrate` does")
 def test_official_cli_same_databases(sdk_pair):
     m, official, ours = sdk_pair
     assert SDK_SYS_DB in databases(m, official)
