@@ -408,3 +408,16 @@ def test_official_cli_same_system_database_schema(sdk_pair):
     theirs = schema_dump(m, official, SDK_SYS_DB)
     assert "CREATE TABLE dbos.workflow_status" in theirs
     assert schema_dump(m, ours, SDK_SYS_DB) == theirs
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8 item 3: a relative path (the writer's "
+                   "directory) is EINVAL; `npx dbos migrate` works in the app directory")
+def test_official_cli_idiom_in_app_directory(sdk_pair, ws):
+    """Where a developer types `npx dbos migrate`, `echo . > NAME/migrate`
+    does the same."""
+    m, _, ours = sdk_pair
+    app = ws.tmp / "sdk" / "dbos-sdk-app"
+    r = subprocess.run(["bash", "-c", f"cd {app} && echo . > {m.p(ours, 'migrate')}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr + m.read(ours, "last_error")
+    assert "Already up to date" in m.read(ours, "migrate")
