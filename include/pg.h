@@ -25,6 +25,14 @@ int pg_connect(const char *const *keys, const char *const *vals, int timeout_ms,
 int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *cancel,
                struct errmsg *e);
 
+/* Runs one statement with text parameters ($1...), like pg_command; *out
+ * gets its rows (the caller PQclear()s it; NULL for a statement without
+ * rows). Errors: as pg_command, with the SQLSTATE mapped where callers
+ * need it: duplicate database -EEXIST, object in use -EBUSY, no such
+ * database -ENOENT. */
+int pg_query(PGconn *c, const char *sql, int nparams, const char *const *params, int timeout_ms,
+             const atomic_bool *cancel, PGresult **out, struct errmsg *e);
+
 /* libpq messages end with a newline and may span lines: one line, no
  * trailing blanks. */
 void pg_trim_message(char *m);

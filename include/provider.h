@@ -26,6 +26,18 @@
 struct provider;
 struct dbosfs_options;
 
+/* One database inside an instance (NAME/databases/DB). */
+struct database_info {
+	char name[64];
+	long long size; /* bytes, pg_database_size */
+};
+
+struct database_list {
+	struct database_info *items;
+	size_t count;
+};
+void database_list_free(struct database_list *l);
+
 struct provider_ops {
 	const char *kind; /* "local" or "cloud" */
 	int (*start)(struct provider *p, struct errmsg *e);
@@ -47,6 +59,24 @@ struct provider_ops {
 	/* -EPERM for linked instances. */
 	int (*reset_password)(struct provider *p, const struct instance *inst, const char *password,
 	                      struct errmsg *e);
+
+	/* The databases of an instance (NAME/databases/), templates left out.
+	 * password is the admin's saved password or NULL; a provider that
+	 * needs one and has none returns -ENODATA. NULL op: not supported. */
+	int (*list_databases)(struct provider *p, const struct instance *inst, const char *password,
+	                      struct database_list *out, struct errmsg *e);
+	/* CREATE DATABASE db OWNER the instance's admin. -EEXIST if taken. */
+	int (*create_database)(struct provider *p, const struct instance *inst,
+	                       const char *password, const char *db, struct errmsg *e);
+	/* DROP DATABASE db; -EBUSY (message naming the sessions) while
+	 * clients are connected. */
+	int (*drop_database)(struct provider *p, const struct instance *inst, const char *password,
+	                     const char *db, struct errmsg *e);
+	/* NAME/branch: newname becomes a copy of inst as it is now, with the
+	 * same admin user and password; the source keeps serving. Inputs are
+	 * validated. -EEXIST if the name is taken; nothing left on failure. */
+	int (*branch)(struct provider *p, const struct instance *inst, const char *newname,
+	              struct instance *out, struct errmsg *e);
 };
 
 struct provider {

@@ -17,6 +17,9 @@ int validate_instance_name(const char *name, struct errmsg *e);
  * (dbosadmin, dbos, postgres, admin). */
 int validate_username(const char *user, struct errmsg *e);
 /* 8..128 bytes, none of / " @ ' or whitespace, printable ASCII only. */
+/* A database inside an instance: DBOS's app_db_name rule, 1 to 63 of
+ * a-z, 0-9 and _, not starting with a digit. */
+int validate_database_name(const char *name, struct errmsg *e);
 int validate_password(const char *pw, struct errmsg *e);
 
 /* Strips exactly one trailing "\n" (what echo adds) from a written value of

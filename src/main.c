@@ -59,6 +59,8 @@ static void usage(const char *prog)
 	       "live state, echo NAME > NAME/confirm then rmdir destroys, echo APPDIR >\n"
 	       "NAME/migrate runs the schema migrations of its dbos-config.yaml as you, in\n"
 	       "your environment (a relative APPDIR is relative to your directory).\n"
+	       "echo NEW > NAME/branch makes NEW a copy of NAME as it is now; NAME/databases/\n"
+	       "holds one directory per database (mkdir creates, confirm + rmdir drops).\n"
 	       "\n"
 	       "dbosfs options:\n"
 	       "    -o provider=local|cloud  where instances live (default: local)\n"
@@ -360,7 +362,7 @@ int main(int argc, char *argv[])
 	fs.cache = rc == 0 ? state_new() : NULL;
 	if (fs.cache)
 		state_on_forget(fs.cache, fs_forget_secret, &fs);
-	if (rc == 0 && !fs.cache)
+	if (rc == 0 && (!fs.cache || fs_databases_init(&fs) != 0))
 		rc = errmsg_set(&e, -ENOMEM, "out of memory");
 	if (rc) {
 		print_error(e.text);
@@ -387,6 +389,7 @@ int main(int argc, char *argv[])
 		report_start(verdict_fd, "cannot start the refresher thread");
 		goto out_stop;
 	}
+	refresher_set_hook(fs.refresher, fs_databases_refresh, &fs);
 	op_interrupted_hook = interrupted_or_shutting_down;
 	struct fuse_session *se = fuse_get_session(fuse);
 	if (set_signal_handlers(se, true) != 0) {
@@ -426,6 +429,7 @@ out_provider:
 	if (fs.provider)
 		fs.provider->ops->free(fs.provider);
 	state_free(fs.cache);
+	fs_databases_free(&fs);
 	log_shutdown();
 	free(cl.mountpoint);
 	fuse_opt_free_args(&args);

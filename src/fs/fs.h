@@ -7,6 +7,8 @@
  *   /                 fs_root.c      (the instances: readdir, mkdir, rmdir)
  *   /.dbosfs/...      fs_meta.c      (about this mount)
  *   /NAME/...         fs_instance.c  (one database instance)
+ *   /NAME/branch      fs_branch.c
+ *   /NAME/databases/  fs_databases.c (the databases inside an instance)
  * A new per-instance file is one row in fs_instance.c plus its handlers. */
 #ifndef DBOSFS_FS_H
 #define DBOSFS_FS_H
@@ -36,6 +38,7 @@ struct dbosfs {
 	 * before the (asynchronous) RELEASE requests arrive. */
 	struct open_file *open_files;
 	char root_error[ERRMSG_MAX]; /* .dbosfs/last_error: mount-wide failures */
+	struct db_cache *dbs;        /* NAME/databases/ lists (fs_databases.c) */
 };
 
 enum node_kind { NODE_DIR, NODE_FILE };
@@ -144,8 +147,19 @@ void fs_forget_secret(void *arg, const char *name);
 void fs_release_all(struct dbosfs *fs);
 
 /* The tree's tables. */
-extern const struct dir_def root_dir;     /* fs_root.c */
-extern const struct dir_def meta_dir;     /* fs_meta.c */
-extern const struct dir_def instance_dir; /* fs_instance.c */
+extern const struct dir_def root_dir;      /* fs_root.c */
+extern const struct dir_def meta_dir;      /* fs_meta.c */
+extern const struct dir_def instance_dir;  /* fs_instance.c */
+extern const struct dir_def databases_dir; /* fs_databases.c: NAME/databases/ */
+
+/* fs_databases.c: the cache of NAME/databases/ lists. refresh runs in the
+ * refresher's thread after every period (refresher_set_hook). */
+int fs_databases_init(struct dbosfs *fs);
+void fs_databases_free(struct dbosfs *fs);
+void fs_databases_refresh(void *fs);
+
+/* fs_branch.c: NAME/branch. */
+int build_branch(struct dbosfs *fs, const struct node *n, struct buf *out);
+int write_branch(struct dbosfs *fs, const struct node *n, const char *newname, struct errmsg *e);
 
 #endif

@@ -323,10 +323,15 @@ static const struct file_def instance_files[] = {
     {"rollback", 0644, .build = build_report, .follow = follow_report, .write = write_migrate,
      .op = "rollback"},
     {"last_error", 0444, .build = build_last_error},
+    {"branch", 0644, .build = build_branch, .write = write_branch, .op = "branch"},
 };
+
+static const struct dir_def *const instance_dirs[] = {&databases_dir};
 
 const struct dir_def instance_dir = {
     .mode = 0755,
     .files = instance_files,
     .file_count = sizeof(instance_files) / sizeof(instance_files[0]),
+    .dirs = instance_dirs,
+    .dir_count = 1,
 };

@@ -20,6 +20,8 @@ struct refresher {
 	bool stopping;
 	bool kicked;
 	char last_failure[ERRMSG_MAX]; /* "" while healthy */
+	void (*hook)(void *arg);       /* guarded by lock */
+	void *hook_arg;
 };
 
 int refresher_refresh_once(struct provider *p, struct state_cache *c, struct errmsg *e)
@@ -71,6 +73,12 @@ static void *refresher_main(void *arg)
 		note_outcome(r, rc, &e);
 
 		pthread_mutex_lock(&r->lock);
+		void (*hook)(void *) = r->hook;
+		void *hook_arg = r->hook_arg;
+		pthread_mutex_unlock(&r->lock);
+		if (hook && !r->stopping)
+			hook(hook_arg);
+		pthread_mutex_lock(&r->lock);
 	}
 	pthread_mutex_unlock(&r->lock);
 	return NULL;
@@ -108,6 +116,14 @@ void refresher_kick(struct refresher *r)
 	pthread_mutex_lock(&r->lock);
 	r->kicked = true;
 	pthread_cond_signal(&r->wake);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void refresher_set_hook(struct refresher *r, void (*fn)(void *arg), void *arg)
+{
+	pthread_mutex_lock(&r->lock);
+	r->hook = fn;
+	r->hook_arg = arg;
 	pthread_mutex_unlock(&r->lock);
 }
 

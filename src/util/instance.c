@@ -1,5 +1,6 @@
 /* Instance lists and the meaning of status words. */
 #include "instance.h"
+#include "provider.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -44,4 +45,11 @@ bool instance_status_settled(const char *status)
 		if (strcasecmp(status, transitional[i]) == 0)
 			return false;
 	return true;
+}
+
+void database_list_free(struct database_list *l)
+{
+	free(l->items);
+	l->items = NULL;
+	l->count = 0;
 }

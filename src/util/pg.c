@@ -140,3 +140,64 @@ int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *ca
 	}
 	return rc;
 }
+
+int pg_query(PGconn *c, const char *sql, int nparams, const char *const *params, int timeout_ms,
+             const atomic_bool *cancel, PGresult **out, struct errmsg *e)
+{
+	long long deadline = now_ms() + timeout_ms, cancelled_at = 0;
+	int rc = 0;
+
+	*out = NULL;
+	if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0))
+		return fail_keep(c, -EIO, e);
+	for (;;) {
+		if (!PQconsumeInput(c))
+			return fail_keep(c, -EIO, e);
+		if (!PQisBusy(c))
+			break;
+		if (!rc && ((cancel && atomic_load(cancel)) || op_interrupted())) {
+			rc = errmsg_set(e, -EINTR, "interrupted");
+			cancelled_at = now_ms();
+			cancel_query(c);
+		} else if (!rc && now_ms() >= deadline) {
+			rc = errmsg_set(e, -ETIMEDOUT, "no answer within %d ms", timeout_ms);
+			cancelled_at = now_ms();
+			cancel_query(c);
+		}
+		struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+		if (p.fd < 0)
+			return errmsg_set(e, -EIO, "lost the connection");
+		if (rc && now_ms() >= cancelled_at + 1000)
+			return rc;
+		if (poll(&p, 1, PG_POLL_SLICE_MS) < 0 && errno != EINTR)
+			return errmsg_set(e, -EIO, "poll: %s", strerror(errno));
+	}
+	PGresult *res;
+	while ((res = PQgetResult(c))) {
+		ExecStatusType st = PQresultStatus(res);
+		if (!rc && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+			char msg[1024];
+			snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
+			pg_trim_message(msg);
+			rc = errmsg_set(e, -EIO, "%s", msg);
+			/* The SQLSTATE says what went wrong; callers map it. */
+			const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+			if (state && strcmp(state, "42P04") == 0) /* duplicate_database */
+				rc = -EEXIST;
+			else if (state && strcmp(state, "55006") == 0) /* object_in_use */
+				rc = -EBUSY;
+			else if (state && strcmp(state, "3D000") == 0) /* invalid_catalog_name */
+				rc = -ENOENT;
+		}
+		if (!rc && !*out && st == PGRES_TUPLES_OK) {
+			*out = res;
+			continue;
+		}
+		PQclear(res);
+	}
+	if (rc && *out) {
+		PQclear(*out);
+		*out = NULL;
+	}
+	return rc;
+}

@@ -175,3 +175,30 @@ int control_value(const char *data, size_t len, char *out, size_t outsz, struct 
 	out[len] = '\0';
 	return 0;
 }
+
+int validate_database_name(const char *name, struct errmsg *e)
+{
+	char q[200], d[32];
+	size_t len = name ? strlen(name) : 0;
+
+	if (len == 0)
+		return errmsg_set(e, -EINVAL,
+		                  "database name must not be empty (1 to 63 characters of a-z, "
+		                  "0-9 and _, not starting with a digit)");
+	for (size_t i = 0; i < len; i++)
+		if (!name_char_ok((unsigned char)name[i]))
+			return errmsg_set(e, -EINVAL,
+			                  "database name %s contains %s at position %zu; only "
+			                  "lowercase letters, digits and _ are allowed",
+			                  quote(name, q, sizeof(q)),
+			                  describe_char((unsigned char)name[i], d, sizeof(d)),
+			                  i + 1);
+	if (name[0] >= '0' && name[0] <= '9')
+		return errmsg_set(e, -EINVAL, "database name %s must not start with a digit",
+		                  quote(name, q, sizeof(q)));
+	if (len > 63)
+		return errmsg_set(
+		    e, -EINVAL, "database name %s is too long: %zu characters, at most 63 allowed",
+		    quote(name, q, sizeof(q)), len);
+	return 0;
+}

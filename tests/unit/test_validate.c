@@ -190,8 +190,28 @@ static void test_control_value(void)
 	CHECK(strcmp(out, "abc") == 0);
 }
 
+/* DBOS's app_db_name rule. */
+static void test_database_names(void)
+{
+	static const struct name_case c[] = {
+	    {"a", 0, NULL},
+	    {"app_db", 0, NULL},
+	    {"_x1", 0, NULL},
+	    {"", -EINVAL, "must not be empty"},
+	    {"1db", -EINVAL, "must not start with a digit"},
+	    {"My", -EINVAL, "'M'"},
+	    {"a-b", -EINVAL, "'-'"},
+	    {"a.b", -EINVAL, "'.'"},
+	    {"abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabc", 0, NULL},
+	    {"abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcd", -EINVAL,
+	     "at most 63"},
+	};
+	check_cases(validate_database_name, c, sizeof(c) / sizeof(c[0]));
+}
+
 int main(void)
 {
+	test_database_names();
 	test_instance_names();
 	test_usernames();
 	test_passwords();

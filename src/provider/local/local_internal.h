@@ -340,6 +340,27 @@ int save_meta(struct local_provider *lp, const struct local_instance *li);
  * caller owns li (busy). */
 int instance_start(struct local_provider *lp, struct local_instance *li, struct errmsg *e);
 
+/* ---- local_databases.c: NAME/databases/ ---- */
+
+#include <libpq-fe.h>
+struct provider;
+struct database_list;
+/* Connects to dbname of a running instance over its Unix socket as its
+ * admin user. -ENOENT (no instance), -EBUSY (not available), else
+ * pg_connect's errors. */
+int local_admin_connect(struct local_provider *lp, const char *name, const char *dbname,
+                        int timeout_ms, PGconn **out, struct errmsg *e);
+int local_list_databases(struct provider *p, const struct instance *inst, const char *password,
+                         struct database_list *out, struct errmsg *e);
+int local_create_database(struct provider *p, const struct instance *inst, const char *password,
+                          const char *db, struct errmsg *e);
+int local_drop_database(struct provider *p, const struct instance *inst, const char *password,
+                        const char *db, struct errmsg *e);
+
+/* ---- local_branch.c: NAME/branch ---- */
+int local_branch(struct provider *p, const struct instance *inst, const char *newname,
+                 struct instance *out, struct errmsg *e);
+
 /* ---- local_threads.c ---- */
 
 /* Waits on lp->cond for up to ms; caller holds lp->lock. */

@@ -504,6 +504,10 @@ static const struct provider_ops local_ops = {
     .provision = local_provision,
     .destroy = local_destroy,
     .reset_password = local_reset_password,
+    .list_databases = local_list_databases,
+    .create_database = local_create_database,
+    .drop_database = local_drop_database,
+    .branch = local_branch,
 };
 
 int local_provider_create(const struct dbosfs_options *opt, struct provider **out, struct errmsg *e)
