@@ -89,6 +89,14 @@ void proc_group_forget(const char *dir, pid_t pgid);
  * Returns the number of processes killed. */
 int proc_groups_kill_recorded(const char *dir);
 
+/* ---- crash injection (tests only) ---- */
+
+/* When the environment variable DBOSFS_CRASH_AT names step ("STEP", or
+ * "STEP:N" for the Nth time it is reached), the whole
+ * daemon _exit()s here at once, as a kill -9 would end it (no cleanup, no
+ * unmount). The crash-injection tests name every step of every mutation. */
+void proc_crash_point(const char *step);
+
 /* ---- descriptors ---- */
 
 /* Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft

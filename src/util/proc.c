@@ -7,6 +7,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,4 +422,23 @@ unsigned long proc_raise_nofile(void)
 			rl = want;
 	}
 	return rl.rlim_cur == RLIM_INFINITY ? ULONG_MAX : (unsigned long)rl.rlim_cur;
+}
+
+void proc_crash_point(const char *step)
+{
+	static atomic_int hits;
+	const char *want = getenv("DBOSFS_CRASH_AT");
+	size_t n = strlen(step);
+
+	/* "STEP" or "STEP:N" (the Nth time the step is reached). */
+	if (!want || strncmp(want, step, n) != 0 || (want[n] && want[n] != ':'))
+		return;
+	if (want[n] == ':' && atomic_fetch_add(&hits, 1) + 1 < atoi(want + n + 1))
+		return;
+	static const char msg[] = "dbosfs: DBOSFS_CRASH_AT: exiting at ";
+	ssize_t r = write(2, msg, sizeof(msg) - 1);
+	r = write(2, step, n);
+	r = write(2, "\n", 1);
+	(void)r;
+	_exit(86);
 }

@@ -1,6 +1,7 @@
 /* Passwords: generation from getrandom(), and a store of one 0600 file per
  * instance under STATE_DIR/passwords/SCOPE (directories 0700). */
 #include "secrets.h"
+#include "proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -196,6 +197,8 @@ int secret_put(struct secret_store *s, const char *name, const char *password, s
 		rc = -errno;
 	if (close(fd) != 0 && !rc)
 		rc = -errno;
+	if (!rc)
+		proc_crash_point("secret-temp");
 	if (!rc && rename(tmp, path) != 0)
 		rc = -errno;
 	if (rc) {

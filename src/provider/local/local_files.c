@@ -76,6 +76,47 @@ int local_write_file(const char *path, const char *text, mode_t mode)
 	return rc;
 }
 
+void local_fsync_dir(const char *path)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return;
+	*slash = '\0';
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
+int local_write_file_durable(const char *path, const char *text, mode_t mode)
+{
+	char tmp[PATH_MAX + 8];
+	size_t len = strlen(text);
+	int fd, rc = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, len) != (ssize_t)len)
+		rc = errno ? -errno : -EIO;
+	if (!rc && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && !rc)
+		rc = -errno;
+	if (!rc && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc) {
+		unlink(tmp);
+		return rc;
+	}
+	local_fsync_dir(path);
+	return 0;
+}
+
 int local_read_file(const char *path, char *out, size_t outsz, bool tail)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);

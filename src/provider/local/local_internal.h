@@ -27,6 +27,7 @@
 #include "common.h"
 #include "instance.h"
 #include "proc.h"
+#include "secrets.h"
 
 #define LOCAL_PORT_MIN         25432
 #define LOCAL_PORT_MAX         29999
@@ -86,6 +87,9 @@ struct local_instance {
 	bool slow;           /* "failed": only retried on the slow schedule */
 	int slow_retries;    /* slow retries so far (reset once stable for a minute) */
 	int episode_retries; /* slow retries since it last became "failed" */
+	/* Recovery finished a password reset: the next start gives the
+	 * server the saved password before the instance is shown available. */
+	bool resync_password;
 	/* Destroy or stop wants a start in flight to end now; read without the
 	 * lock by the start's waits. */
 	atomic_bool cancel;
@@ -123,6 +127,10 @@ struct local_provider {
 	unsigned spare_seq;
 	pid_t helper_pid;                 /* initdb/cp run by the preparer (guarded by lock) */
 	char pgroups_dir[LOCAL_ROOT_MAX]; /* STATE_DIR/run/pgroups (proc.h) */
+	/* STATE_DIR/passwords/local: the same store the filesystem serves
+	 * NAME/password from. The provider removes an instance's password
+	 * itself, so a crash never separates the two. */
+	struct secret_store secrets;
 
 	pthread_t supervisor;
 	pthread_t preparer;
@@ -308,6 +316,10 @@ int local_rmtree(const char *path);
  * server_owned and we are root. */
 int local_mkdir(const struct local_provider *lp, const char *path, mode_t mode, bool server_owned);
 int local_write_file(const char *path, const char *text, mode_t mode);
+/* local_write_file, plus fsync of the file and of its directory. */
+int local_write_file_durable(const char *path, const char *text, mode_t mode);
+/* fsync of the directory that holds path (after a rename or unlink). */
+void local_fsync_dir(const char *path);
 /* Reads up to outsz-1 bytes (the whole file, or its tail when tail is
  * true); 0 or negative errno. */
 int local_read_file(const char *path, char *out, size_t outsz, bool tail);
@@ -360,6 +372,25 @@ int local_drop_database(struct provider *p, const struct instance *inst, const c
 /* ---- local_branch.c: NAME/branch ---- */
 int local_branch(struct provider *p, const struct instance *inst, const char *newname,
                  struct instance *out, struct errmsg *e);
+
+/* ---- local_intent.c: crash safety of mutations ---- */
+
+/* Writes STATE_DIR/local/intents/NAME durably before a mutation's first
+ * irreversible step: op is "provision", "destroy" or "password" (with the
+ * new password, which recovery needs). */
+int intent_begin(struct local_provider *lp, const char *name, const char *op, const char *password,
+                 struct errmsg *e);
+void intent_end(struct local_provider *lp, const char *name);
+/* A finished password reset waits for the server's next start. */
+bool intent_pending_password(struct local_provider *lp, const char *name);
+/* Stops a leftover server of name and removes its directory, socket
+ * directory and saved password. */
+int local_remove_instance_files(struct local_provider *lp, const char *name, struct errmsg *e);
+/* At start: settles every intent record, then sweeps what no instance
+ * owns (see local_intent.c). */
+void local_recover(struct local_provider *lp);
+/* Gives li's running server the saved password, then ends the record. */
+int local_resync_password(struct local_provider *lp, struct local_instance *li, struct errmsg *e);
 
 /* ---- local_threads.c ---- */
 

@@ -7,6 +7,7 @@
 #include "proc.h"
 #include "options.h"
 #include "provider.h"
+#include "validate.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -87,6 +88,7 @@ static void rediscover(struct local_provider *lp)
 			snprintf(li->username, sizeof(li->username), "%s", m.username);
 			set_status(li, "starting");
 			li->want_running = true;
+			li->resync_password = intent_pending_password(lp, li->name);
 		}
 		pthread_mutex_lock(&lp->lock);
 		li->next = lp->instances;
@@ -124,6 +126,9 @@ static int local_start(struct provider *p, struct errmsg *e)
 	if (killed > 0)
 		log_event("local: killed %d process%s left by an earlier dbosfs", killed,
 		          killed == 1 ? "" : "es");
+	/* Mutations a crash interrupted are undone or finished, then what
+	 * no instance owns is swept; trash/ and partial copies go next. */
+	local_recover(lp);
 	tmpl_cleanup(lp);
 	rediscover(lp);
 	for (int i = 0; i < 3; i++) {
@@ -273,9 +278,9 @@ static int local_provision(struct provider *p, const char *name, const char *use
 {
 	struct local_provider *lp = LP(p);
 	struct local_instance *li;
-	char spare[PATH_MAX + 32], dir[PATH_MAX], sock[PATH_MAX];
+	char spare[PATH_MAX + 32], sock[PATH_MAX];
 	long long t0 = now_ms();
-	bool claimed = false;
+	bool intent = false;
 	int rc;
 
 	li = calloc(1, sizeof(*li));
@@ -311,6 +316,14 @@ static int local_provision(struct provider *p, const char *name, const char *use
 		                LOCAL_PORT_MAX);
 		goto fail;
 	}
+	/* The filesystem has saved the password; from the record on, a crash
+	 * is undone at the next start (local_intent.c). */
+	proc_crash_point("provision-begin");
+	rc = intent_begin(lp, name, "provision", NULL, e);
+	if (rc)
+		goto fail;
+	intent = true;
+	proc_crash_point("provision-intent");
 	rc = spare_claim(lp, NULL, username, name, li->port, e);
 	if (rc == -ENOENT) {
 		/* No warm spare (several provisions in a row, or a username
@@ -329,15 +342,21 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	}
 	if (rc)
 		goto fail;
-	claimed = true;
+	proc_crash_point("provision-claimed");
 
 	rc = instance_start(lp, li, e);
 	if (rc)
 		goto fail;
+	proc_crash_point("provision-started");
 	inst_paths(lp, name, NULL, NULL, sock, NULL);
 	rc = pg_set_password(sock, li->port, username, password, e);
 	if (rc)
 		goto fail;
+	proc_crash_point("provision-password-set");
+	/* Complete before anyone can see it: a crash from here on leaves a
+	 * usable instance with the saved password. */
+	intent_end(lp, name);
+	intent = false;
 
 	pthread_mutex_lock(&lp->lock);
 	mark_running_locked(lp, li);
@@ -347,6 +366,7 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	to_instance(li, out);
 	provision_done_locked(lp);
 	pthread_mutex_unlock(&lp->lock);
+	proc_crash_point("provision-done");
 	log_event("local: instance %s provisioned on port %d in %lld ms", name, out->port,
 	          now_ms() - t0);
 	return 0;
@@ -357,10 +377,18 @@ fail:
 		pg_server_stop(li->pid, LOCAL_STOP_TIMEOUT_MS);
 		li->pid = 0;
 	}
-	if (claimed) {
-		inst_paths(lp, name, dir, NULL, sock, NULL);
-		local_rmtree(dir);
-		local_rmtree(sock);
+	if (intent) {
+		/* Everything of this name, the saved password too (a failed mkdir
+		 * leaves nothing); -EEXIST means the name is someone else's. */
+		struct errmsg re;
+		int rrc = rc == -EEXIST ? 0 : local_remove_instance_files(lp, name, &re);
+		if (rrc)
+			log_error("local: provisioning %s failed and cleaning up too: %s", name,
+			          re.text);
+		else
+			intent_end(lp, name);
+	} else if (rc != -EEXIST) {
+		secret_delete(&lp->secrets, name);
 	}
 	pthread_mutex_lock(&lp->lock);
 	unlink_locked(lp, li);
@@ -415,7 +443,7 @@ static int local_destroy(struct provider *p, const struct instance *inst, struct
 {
 	struct local_provider *lp = LP(p);
 	struct local_instance *li;
-	char dir[PATH_MAX], sock[PATH_MAX], trash[PATH_MAX + 64];
+	char status[32];
 	int rc = 0;
 	pid_t pid;
 
@@ -426,33 +454,45 @@ static int local_destroy(struct provider *p, const struct instance *inst, struct
 		return rc;
 	}
 	li->busy = true;
+	snprintf(status, sizeof(status), "%s", li->status);
+	pthread_mutex_unlock(&lp->lock);
+
+	/* From the record on, a crash is finished at the next start. */
+	rc = intent_begin(lp, inst->name, "destroy", NULL, e);
+	pthread_mutex_lock(&lp->lock);
+	if (rc) {
+		li->busy = false;
+		pthread_cond_broadcast(&lp->cond);
+		pthread_mutex_unlock(&lp->lock);
+		return rc;
+	}
 	li->want_running = false;
 	set_status(li, "deleting");
 	pid = li->pid;
 	pthread_mutex_unlock(&lp->lock);
+	proc_crash_point("destroy-intent");
 
 	/* We own it now (busy): the supervisor will not reap or restart it. */
 	pg_server_stop(pid, LOCAL_STOP_TIMEOUT_MS);
-	inst_paths(lp, inst->name, dir, NULL, sock, NULL);
+	proc_crash_point("destroy-stopped");
 	/* Renaming first frees the name at once; the slow delete follows. */
-	snprintf(trash, sizeof(trash), "%s/trash/%s.%lld", lp->root, inst->name, now_ms());
-	if (rename(dir, trash) == 0)
-		rc = local_rmtree(trash);
-	else
-		rc = errno == ENOENT ? 0 : local_rmtree(dir);
-	local_rmtree(sock);
+	rc = local_remove_instance_files(lp, inst->name, e);
+	if (!rc) {
+		proc_crash_point("destroy-removed");
+		intent_end(lp, inst->name);
+	}
 
 	pthread_mutex_lock(&lp->lock);
 	li->pid = 0;
 	if (rc) {
 		/* The server is stopped but files remain: say so, keep the entry
-		 * so the user can retry. */
+		 * so the user can retry (the record stays: the next start would
+		 * finish it too). */
 		set_status(li, "failed");
 		li->busy = false;
 		pthread_cond_broadcast(&lp->cond);
 		pthread_mutex_unlock(&lp->lock);
-		return errmsg_set(e, -EIO, "cannot remove the files of %s: %s", inst->name,
-		                  strerror(-rc));
+		return rc;
 	}
 	unlink_locked(lp, li);
 	pthread_cond_broadcast(&lp->cond);
@@ -462,12 +502,24 @@ static int local_destroy(struct provider *p, const struct instance *inst, struct
 	return 0;
 }
 
+/* Ends a password reset's ownership of li. */
+static void reset_done(struct local_provider *lp, struct local_instance *li)
+{
+	pthread_mutex_lock(&lp->lock);
+	li->busy = false;
+	pthread_cond_broadcast(&lp->cond);
+	pthread_mutex_unlock(&lp->lock);
+}
+
+/* The order makes every crash recoverable: the record (with the new
+ * password) first, then the server, then the saved password, then the
+ * record goes. The filesystem saves the same password again after us. */
 static int local_reset_password(struct provider *p, const struct instance *inst,
                                 const char *password, struct errmsg *e)
 {
 	struct local_provider *lp = LP(p);
 	struct local_instance *li;
-	char sock[PATH_MAX], user[64], status[32];
+	char sock[PATH_MAX], user[64], status[32], old[PASSWORD_MAX + 2];
 	int port, rc = 0;
 
 	pthread_mutex_lock(&lp->lock);
@@ -480,16 +532,51 @@ static int local_reset_password(struct provider *p, const struct instance *inst,
 	snprintf(user, sizeof(user), "%s", li->username);
 	port = li->port;
 	bool ready = li->pid > 0 && !li->busy && strcmp(li->status, "available") == 0;
+	if (ready)
+		li->busy = true; /* no destroy or restart while the server changes */
 	pthread_mutex_unlock(&lp->lock);
 	if (!ready)
 		return errmsg_set(e, -EBUSY,
 		                  "instance %s is %s; the password can be reset once it is "
 		                  "available",
 		                  inst->name, status);
-	inst_paths(lp, inst->name, NULL, NULL, sock, NULL);
-	rc = pg_set_password(sock, port, user, password, e);
-	if (rc)
+	rc = intent_begin(lp, inst->name, "password", password, e);
+	if (rc) {
+		reset_done(lp, li);
 		return rc;
+	}
+	proc_crash_point("password-intent");
+	inst_paths(lp, inst->name, NULL, NULL, sock, NULL);
+	bool had_old = secret_get(&lp->secrets, inst->name, old, sizeof(old), NULL) == 0;
+	rc = pg_set_password(sock, port, user, password, e);
+	if (rc) {
+		/* The server kept the old one, which is still saved. */
+		intent_end(lp, inst->name);
+		secret_wipe(old, sizeof(old));
+		reset_done(lp, li);
+		return rc;
+	}
+	proc_crash_point("password-applied");
+	rc = secret_put(&lp->secrets, inst->name, password, e);
+	if (rc && had_old) {
+		/* The server goes back to what is saved. */
+		struct errmsg be;
+		if (pg_set_password(sock, port, user, old, &be) == 0)
+			intent_end(lp, inst->name);
+		else
+			log_error("local: instance %s: the new password could not be saved and "
+			          "the old one not restored (%s); the next start applies the new "
+			          "one",
+			          inst->name, be.text);
+	}
+	secret_wipe(old, sizeof(old));
+	if (rc) {
+		reset_done(lp, li);
+		return rc;
+	}
+	proc_crash_point("password-saved");
+	intent_end(lp, inst->name);
+	reset_done(lp, li);
 	log_event("local: instance %s: password reset", inst->name);
 	return 0;
 }
@@ -562,6 +649,8 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	if (!rc &&
 	    local_path(lp->pgroups_dir, sizeof(lp->pgroups_dir), "%s/run/pgroups", opt->state_dir))
 		rc = errmsg_set(e, -ENAMETOOLONG, "state_dir is too long");
+	if (!rc)
+		rc = secret_store_open(&lp->secrets, opt->state_dir, "local", e);
 	if (!rc)
 		rc = lock_state_dir(lp, opt->state_dir, e);
 	if (!rc && !lp->runbase[0])

@@ -223,6 +223,10 @@ int make_dirs(struct local_provider *lp, const char *state_dir, struct errmsg *e
 		snprintf(path, sizeof(path), "%s/%s", lp->root, subdirs[i]);
 		rc = local_mkdir(lp, path, mode, false);
 	}
+	/* Intent records may hold a new password: owner only. */
+	snprintf(path, sizeof(path), "%s/intents", lp->root);
+	if (!rc)
+		rc = local_mkdir(lp, path, 0700, false);
 	if (rc)
 		return errmsg_set(e, rc, "cannot create directories under %s: %s", lp->root,
 		                  strerror(-rc));

@@ -91,6 +91,18 @@ static void supervise_start_locked(struct local_provider *lp, struct local_insta
 	pthread_mutex_unlock(&lp->lock);
 	errmsg_clear(&e);
 	int rc = instance_start(lp, li, &e);
+	if (rc == 0 && li->resync_password) {
+		/* Owned (busy): the flag is ours to read and clear. */
+		rc = local_resync_password(lp, li, &e);
+		if (rc == 0) {
+			li->resync_password = false;
+		} else {
+			pg_server_stop(li->pid, LOCAL_STOP_TIMEOUT_MS);
+			pthread_mutex_lock(&lp->lock);
+			li->pid = 0;
+			pthread_mutex_unlock(&lp->lock);
+		}
+	}
 	pthread_mutex_lock(&lp->lock);
 	li->busy = false;
 	pthread_cond_broadcast(&lp->cond);

@@ -71,6 +71,10 @@ int local_run(struct local_provider *lp, bool track, char *const *argv, int out_
 		lp->helper_pid = pid;
 		pthread_mutex_unlock(&lp->lock);
 	}
+	char step[64];
+	const char *base = strrchr(argv[0], '/');
+	snprintf(step, sizeof(step), "helper-%s", base ? base + 1 : argv[0]);
+	proc_crash_point(step); /* "helper-initdb", "helper-cp": while it runs */
 	proc_reap(pid, wstatus, s.pgroups_dir);
 	if (track) {
 		pthread_mutex_lock(&lp->lock);

@@ -4,6 +4,7 @@
  * a rename plus a server start. */
 #include "local_internal.h"
 #include "log.h"
+#include "proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -143,6 +144,7 @@ int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct 
 	rc = append_settings(tmp, e);
 	if (rc)
 		goto out;
+	proc_crash_point("template-built");
 	if (rename(tmp, final) < 0) {
 		rc = errmsg_set(e, -errno, "cannot rename %s: %s", tmp, strerror(errno));
 		goto out;
@@ -227,6 +229,8 @@ int spare_make(struct local_provider *lp, const char *user, bool track, char *ou
 	 * --reflink=auto makes it nearly free on XFS and btrfs. */
 	char *argv[] = {"/bin/cp", "-a", "--reflink=auto", tmpl, data, NULL};
 	rc = run_helper(lp, track, argv, logpath, false, "copying the template", e);
+	if (!rc)
+		proc_crash_point("spare-copied");
 	if (!rc) {
 		pthread_mutex_lock(&lp->spare_lock);
 		if (rename(tmp, final) < 0)

@@ -178,9 +178,9 @@ static void test_full_disk(const struct dbosfs_options *base)
 	snprintf(path, sizeof(path), "%s/local/spares/dbos_user.*[0-9]/data/PG_VERSION", state);
 	CHECK(wait_glob(path, 30000) == 0);
 
-	/* One page left: enough for the claim's metadata, not for the
-	 * server's postmaster.pid nor for its log. */
-	CHECK(fill_disk(filler, 4096) == 0);
+	/* Two pages left: enough for the intent record and the claim's
+	 * metadata, not for the server's postmaster.pid nor for its log. */
+	CHECK(fill_disk(filler, 8192) == 0);
 	int rc = p->ops->provision(p, "full1", "dbos_user", "FullPassw0rd1", &inst, &e);
 	printf("# %s\n", e.text);
 	CHECK(rc == -ENOSPC);
