@@ -4,6 +4,7 @@
 #define DBOSFS_COMMON_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -26,6 +27,10 @@ void errmsg_clear(struct errmsg *e);
  * (Ctrl-C). Long operations (HTTP transfers, migrations, waits) poll it at
  * least every 100 ms and give up with -EINTR. Outside FUSE it is false. */
 bool op_interrupted(void);
+/* A thread that works for a request which may return before it (a
+ * background provider call) points this at that call's cancel flag; NULL
+ * clears it. op_interrupted() is then also true once the flag is. */
+void op_set_cancel_flag(const atomic_bool *flag);
 /* main.c points this at fuse_interrupted(); tests may leave it NULL. */
 extern int (*op_interrupted_hook)(void);
 

@@ -20,6 +20,8 @@ struct dbosfs_options {
 	char *cafile;      /* extra CA bundle */
 	int refresh;       /* seconds between background refreshes */
 	int confirm_ttl;   /* seconds a destroy confirmation stays armed */
+	int grace_ms;      /* slow providers: mkdir/rmdir wait at most this long, then go on in the
+	                      background */
 	bool foreground;
 	bool debug;
 	uid_t owner_uid; /* the mounting user */

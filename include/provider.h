@@ -40,6 +40,9 @@ void database_list_free(struct database_list *l);
 
 struct provider_ops {
 	const char *kind; /* "local" or "cloud" */
+	/* provision/destroy wait on a network: mkdir and rmdir return after
+	 * the grace_ms option and let them finish in the background. */
+	bool slow_mutations;
 	int (*start)(struct provider *p, struct errmsg *e);
 	void (*stop)(struct provider *p);
 	void (*free)(struct provider *p);

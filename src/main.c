@@ -42,12 +42,19 @@ struct cli {
 		t, offsetof(struct dbosfs_options, p), 1                                           \
 	}
 static const struct fuse_opt dbosfs_opts[] = {
-    OPT("provider=%s", provider),       OPT("state_dir=%s", state_dir),
-    OPT("pg_bindir=%s", pg_bindir),     OPT("pg_user=%s", pg_user),
-    OPT("db_username=%s", db_username), OPT("credentials=%s", credentials),
-    OPT("domain=%s", domain),           OPT("auth_domain=%s", auth_domain),
-    OPT("cafile=%s", cafile),           OPT("refresh=%d", refresh),
-    OPT("confirm_ttl=%d", confirm_ttl), FUSE_OPT_END,
+    OPT("provider=%s", provider),
+    OPT("state_dir=%s", state_dir),
+    OPT("pg_bindir=%s", pg_bindir),
+    OPT("pg_user=%s", pg_user),
+    OPT("db_username=%s", db_username),
+    OPT("credentials=%s", credentials),
+    OPT("domain=%s", domain),
+    OPT("auth_domain=%s", auth_domain),
+    OPT("cafile=%s", cafile),
+    OPT("refresh=%d", refresh),
+    OPT("confirm_ttl=%d", confirm_ttl),
+    OPT("grace_ms=%d", grace_ms),
+    FUSE_OPT_END,
 };
 
 static void usage(const char *prog)
@@ -79,6 +86,8 @@ static void usage(const char *prog)
 	       "    -o cafile=FILE           cloud: extra CA bundle (TLS is always verified)\n"
 	       "    -o refresh=SECONDS       background refresh period (default: 2)\n"
 	       "    -o confirm_ttl=SECONDS   how long a destroy confirmation lasts (default: 60)\n"
+	       "    -o grace_ms=MS           cloud: mkdir/rmdir return after this long and\n"
+	       "                             finish in the background (default: 500)\n"
 	       "\n"
 	       "    -f                       stay in the foreground\n"
 	       "    -d                       debug output (implies -f)\n"
@@ -130,6 +139,8 @@ static int apply_defaults(struct dbosfs_options *o)
 		o->refresh = 2;
 	if (o->confirm_ttl <= 0)
 		o->confirm_ttl = 60;
+	if (o->grace_ms < 0)
+		o->grace_ms = 500;
 	o->owner_uid = getuid();
 	o->owner_gid = getgid();
 	return rc;
@@ -300,7 +311,7 @@ static int interrupted_or_shutting_down(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct dbosfs_options opt = {0};
+	struct dbosfs_options opt = {.grace_ms = -1};
 	struct fuse_cmdline_opts cl = {0};
 	struct errmsg e = {{0}};
 	int status = 1;
@@ -417,6 +428,7 @@ int main(int argc, char *argv[])
 
 	set_signal_handlers(se, false);
 out_refresher:
+	fs_background_drain();
 	refresher_stop(fs.refresher);
 out_stop:
 	fs.provider->ops->stop(fs.provider);

@@ -140,6 +140,24 @@ int instance_fail(struct dbosfs *fs, const char *name, int err, const char *msg)
 int run_op(struct dbosfs *fs, const char *name, const char *op,
            int (*fn)(struct dbosfs *fs, void *arg, struct errmsg *e), void *arg, struct errmsg *e);
 
+/* fs_background.c: a provider call that may outlast a short grace. run()
+ * works in a thread of its own (its op_interrupted() sees the requester's
+ * Ctrl-C and unmount). finish() records the outcome exactly once: in the
+ * request if run() ended within the grace (its return value is then the
+ * request's), else in the worker (background true) after detach() was
+ * called and the request returned 0 with *detached set. free_arg()
+ * releases arg at the end. grace_ms < 0: run inline, no thread. */
+struct bg_ops {
+	int (*run)(struct dbosfs *fs, void *arg, struct errmsg *e);
+	void (*detach)(struct dbosfs *fs, void *arg);
+	int (*finish)(struct dbosfs *fs, void *arg, int rc, struct errmsg *e, bool background);
+	void (*free_arg)(void *arg);
+};
+int fs_run_with_grace(struct dbosfs *fs, long long grace_ms, const struct bg_ops *ops, void *arg,
+                      bool *detached, struct errmsg *e);
+/* At unmount: cancels every background call and waits for them. */
+void fs_background_drain(void);
+
 /* The state cache's forget hook (state_on_forget): arg is the dbosfs. */
 void fs_forget_secret(void *arg, const char *name);
 

@@ -32,10 +32,98 @@ static bool instance_exists(struct dbosfs *fs, const struct node *dir, const cha
 	return name[0] != '.' && state_get(fs->cache, name, NULL);
 }
 
+/* How long mkdir/rmdir may hold the root directory (the kernel's lock on
+ * it freezes ls and lookups meanwhile); -1: the provider is quick. */
+static long long mutation_grace(struct dbosfs *fs)
+{
+	return fs->provider->ops->slow_mutations ? fs->opt->grace_ms : -1;
+}
+
+/* One provision, shared by the request and (past the grace) its worker. */
+struct provision {
+	char name[32];
+	char password[GENERATED_PASSWORD_LEN + 1];
+	char previous[PASSWORD_MAX + 2];
+	bool had_previous;
+	struct instance inst;
+	long long t0;
+};
+
+static int provision_run(struct dbosfs *fs, void *arg, struct errmsg *e)
+{
+	struct provision *p = arg;
+	int rc = fs->provider->ops->provision(fs->provider, p->name, fs->opt->db_username,
+	                                      p->password, &p->inst, e);
+	secret_wipe(p->password, sizeof(p->password));
+	return rc;
+}
+
+static void provision_free(void *arg)
+{
+	struct provision *p = arg;
+	secret_wipe(p, sizeof(*p));
+	free(p);
+}
+
+/* Success or failure, in the request or in the background: the cache,
+ * the saved password and the log. Returns rc with the message in msg. */
+static int provision_outcome(struct dbosfs *fs, struct provision *p, int rc, const struct errmsg *e,
+                             bool background, char *msg, size_t msgsz)
+{
+	if (rc == 0) {
+		if (!p->inst.name[0])
+			snprintf(p->inst.name, sizeof(p->inst.name), "%s", p->name);
+		state_put(fs->cache, &p->inst, now_ms());
+		state_end_op(fs->cache, p->name);
+		log_event("provisioned %s in %lld ms%s: %s", p->name, now_ms() - p->t0,
+		          background ? " (in the background)" : "", p->inst.status);
+		return 0;
+	}
+	/* After a timeout, an interruption or a broken answer the provider
+	 * may have made the instance anyway: keep the new password then. */
+	bool ambiguous = rc == -EINTR || rc == -ETIMEDOUT || rc == -EIO;
+	if (p->had_previous && !ambiguous)
+		secret_put(&fs->secrets, p->name, p->previous, NULL);
+	else if (!ambiguous)
+		secret_delete(&fs->secrets, p->name);
+	snprintf(msg, msgsz, "mkdir %s failed%s (%s): %s", p->name,
+	         background ? " in the background" : "", errno_name(rc), e->text);
+	if (background) {
+		/* The directory stays, as failed, with the reason: a wait
+		 * reports it, and a list that shows the name takes over. */
+		state_mark_failed(fs->cache, p->name, msg);
+		state_end_op(fs->cache, p->name);
+	} else {
+		state_end_op(fs->cache, p->name);
+		state_drop(fs->cache, p->name);
+	}
+	return fs_root_fail(fs, rc, msg);
+}
+
+static int provision_finish(struct dbosfs *fs, void *arg, int rc, struct errmsg *e, bool background)
+{
+	char msg[ERRMSG_MAX + 128];
+	return provision_outcome(fs, arg, rc, e, background, msg, sizeof(msg));
+}
+
+static void provision_detach(struct dbosfs *fs, void *arg)
+{
+	struct provision *p = arg;
+	log_event("mkdir %s returns after %d ms; provisioning goes on in the background", p->name,
+	          fs->opt->grace_ms);
+}
+
+static const struct bg_ops provision_ops = {
+    .run = provision_run,
+    .detach = provision_detach,
+    .finish = provision_finish,
+    .free_arg = provision_free,
+};
+
 static int root_mkdir(struct dbosfs *fs, const struct node *dir, const char *name)
 {
 	struct errmsg e = {{0}};
-	char msg[ERRMSG_MAX + 64];
+	char msg[ERRMSG_MAX + 128];
 	/* Refusals of other users are not recorded: they must not be able to
 	 * overwrite the owner's last_error or flood the log. */
 	if (!fs_caller_is_owner())
@@ -49,75 +137,100 @@ static int root_mkdir(struct dbosfs *fs, const struct node *dir, const char *nam
 		snprintf(msg, sizeof(msg), "mkdir %s refused: the instance exists", name);
 		return fs_root_fail(fs, -EEXIST, msg);
 	}
+	struct provision *p = calloc(1, sizeof(*p));
+	if (!p)
+		return fs_root_fail(fs, -ENOMEM, "mkdir: out of memory");
+	snprintf(p->name, sizeof(p->name), "%s", name);
+
+	/* The entry exists (provisioning, held by the operation) before the
+	 * password is saved, so no list in between forgets that password.
+	 * Nobody sees it during the grace: the kernel holds the root. */
+	struct instance placeholder = {0};
+	snprintf(placeholder.name, sizeof(placeholder.name), "%s", name);
+	snprintf(placeholder.status, sizeof(placeholder.status), "provisioning");
+	snprintf(placeholder.username, sizeof(placeholder.username), "%s", fs->opt->db_username);
+	state_put(fs->cache, &placeholder, now_ms());
+	rc = state_begin_op(fs->cache, name, "provision", &e);
+	if (rc) {
+		provision_free(p);
+		return fs_root_fail(fs, rc, e.text);
+	}
 
 	/* The password is saved before provisioning, so an instance never
 	 * exists whose password we lost. One already saved under this name (an
 	 * instance the cache does not show yet) is put back if the provider
 	 * refuses. */
-	char password[GENERATED_PASSWORD_LEN + 1];
-	char previous[PASSWORD_MAX + 2];
-	bool had_previous = secret_get(&fs->secrets, name, previous, sizeof(previous), NULL) == 0;
-	rc = password_generate(password, GENERATED_PASSWORD_LEN);
+	p->had_previous =
+	    secret_get(&fs->secrets, name, p->previous, sizeof(p->previous), NULL) == 0;
+	rc = password_generate(p->password, GENERATED_PASSWORD_LEN);
 	if (!rc)
-		rc = secret_put(&fs->secrets, name, password, &e);
+		rc = secret_put(&fs->secrets, name, p->password, &e);
 	if (rc) {
-		secret_wipe(password, sizeof(password));
-		secret_wipe(previous, sizeof(previous));
 		snprintf(msg, sizeof(msg), "mkdir %s failed: cannot save its password: %s", name,
 		         e.text);
+		provision_free(p);
+		state_end_op(fs->cache, name);
+		state_drop(fs->cache, name);
 		return fs_root_fail(fs, rc, msg);
 	}
 
 	log_event("provisioning %s (%s provider, admin user %s)", name, fs->provider->ops->kind,
 	          fs->opt->db_username);
-	long long t0 = now_ms();
-	struct instance inst = {0};
-	rc = fs->provider->ops->provision(fs->provider, name, fs->opt->db_username, password, &inst,
-	                                  &e);
-	secret_wipe(password, sizeof(password));
-	if (rc) {
-		/* After a timeout, an interruption or a broken answer the
-		 * provider may have made the instance anyway: keep the new
-		 * password then. */
-		bool ambiguous = rc == -EINTR || rc == -ETIMEDOUT || rc == -EIO;
-		if (had_previous && !ambiguous)
-			secret_put(&fs->secrets, name, previous, NULL);
-		else if (!ambiguous)
-			secret_delete(&fs->secrets, name);
-		secret_wipe(previous, sizeof(previous));
-		snprintf(msg, sizeof(msg), "mkdir %s failed (%s): %s", name, errno_name(rc),
-		         e.text);
-		return fs_root_fail(fs, rc, msg);
-	}
-	secret_wipe(previous, sizeof(previous));
-	if (!inst.name[0])
-		snprintf(inst.name, sizeof(inst.name), "%s", name);
-	state_put(fs->cache, &inst, now_ms());
-	log_event("provisioned %s in %lld ms: %s", name, now_ms() - t0, inst.status);
-	return 0;
+	p->t0 = now_ms();
+	bool detached;
+	return fs_run_with_grace(fs, mutation_grace(fs), &provision_ops, p, &detached, &e);
 }
 
+/* One destroy (or unlink), shared by the request and its worker. */
 struct destroy {
-	const char *name;
+	char name[NODE_NAME_MAX];
 	struct instance inst;
 };
 
-static int destroy_instance(struct dbosfs *fs, void *arg, struct errmsg *e)
+static int destroy_run(struct dbosfs *fs, void *arg, struct errmsg *e)
 {
 	struct destroy *d = arg;
-	struct errmsg why = {{0}};
-	if (!state_get(fs->cache, d->name, &d->inst))
-		return -ENOENT;
-	state_set_status(fs->cache, d->name, "deleting");
-	log_event("%s %s", d->inst.linked ? "unlinking" : "destroying", d->name);
-	int rc = fs->provider->ops->destroy(fs->provider, &d->inst, &why);
-	if (rc) {
-		state_set_status(fs->cache, d->name, d->inst.status);
-		return errmsg_set(e, rc, "rmdir %s failed (%s): %s", d->name, errno_name(rc),
-		                  why.text);
+	return fs->provider->ops->destroy(fs->provider, &d->inst, e);
+}
+
+static int destroy_finish(struct dbosfs *fs, void *arg, int rc, struct errmsg *e, bool background)
+{
+	struct destroy *d = arg;
+	const char *name = d->name, *bg = background ? " (in the background)" : "";
+	char msg[ERRMSG_MAX + 128];
+	if (rc == -ENOENT) {
+		/* Nothing left to destroy: someone else did, or a provision that
+		 * failed never made it. Either way it is gone, as asked. */
+		log_event("rmdir %s: the provider no longer has it: %s", name, e->text);
+		rc = 0;
 	}
+	if (rc) {
+		state_set_status(fs->cache, name, d->inst.status);
+		state_end_op(fs->cache, name);
+		snprintf(msg, sizeof(msg), "rmdir %s failed%s (%s): %s", name,
+		         background ? " in the background" : "", errno_name(rc), e->text);
+		return instance_fail(fs, name, rc, msg);
+	}
+	state_end_op(fs->cache, name);
+	state_remove(fs->cache, name, now_ms());
+	secret_delete(&fs->secrets, name);
+	log_event("%s %s%s", d->inst.linked ? "unlinked" : "destroyed", name, bg);
 	return 0;
 }
+
+static void destroy_detach(struct dbosfs *fs, void *arg)
+{
+	struct destroy *d = arg;
+	log_event("rmdir %s returns after %d ms; %s goes on in the background (status: deleting)",
+	          d->name, fs->opt->grace_ms, d->inst.linked ? "unlinking" : "destroying");
+}
+
+static const struct bg_ops destroy_ops = {
+    .run = destroy_run,
+    .detach = destroy_detach,
+    .finish = destroy_finish,
+    .free_arg = free,
+};
 
 static int root_rmdir(struct dbosfs *fs, const struct node *entry)
 {
@@ -133,16 +246,24 @@ static int root_rmdir(struct dbosfs *fs, const struct node *entry)
 		           name, name, name, fs->opt->confirm_ttl);
 		return instance_fail(fs, name, -EBUSY, e.text);
 	}
-	struct destroy d = {.name = name};
-	int rc = run_op(fs, name, "destroy", destroy_instance, &d, &e);
-	if (rc == -ENOENT && !e.text[0])
-		return rc;
-	if (rc)
+	struct destroy *d = calloc(1, sizeof(*d));
+	if (!d)
+		return instance_fail(fs, name, -ENOMEM, "rmdir: out of memory");
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	int rc = state_begin_op(fs->cache, name, "destroy", &e);
+	if (rc) {
+		free(d);
 		return instance_fail(fs, name, rc, e.text);
-	state_remove(fs->cache, name, now_ms());
-	secret_delete(&fs->secrets, name);
-	log_event("%s %s", d.inst.linked ? "unlinked" : "destroyed", name);
-	return 0;
+	}
+	if (!state_get(fs->cache, name, &d->inst)) {
+		state_end_op(fs->cache, name);
+		free(d);
+		return -ENOENT;
+	}
+	state_set_status(fs->cache, name, "deleting");
+	log_event("%s %s", d->inst.linked ? "unlinking" : "destroying", name);
+	bool detached;
+	return fs_run_with_grace(fs, mutation_grace(fs), &destroy_ops, d, &detached, &e);
 }
 
 /* A saved password belongs to one instance: once that instance left the

@@ -24,8 +24,17 @@ void errmsg_clear(struct errmsg *e)
 		e->text[0] = '\0';
 }
 
+static _Thread_local const atomic_bool *op_cancel_flag;
+
+void op_set_cancel_flag(const atomic_bool *flag)
+{
+	op_cancel_flag = flag;
+}
+
 bool op_interrupted(void)
 {
+	if (op_cancel_flag && atomic_load(op_cancel_flag))
+		return true;
 	return op_interrupted_hook && op_interrupted_hook() != 0;
 }
 

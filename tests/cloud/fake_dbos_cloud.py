@@ -37,7 +37,8 @@ Tests drive it through /__admin/ (no auth):
 
 FAULT = {"match": "GET /databases" | "*", "kind": KIND, "times": n (default 1,
 -1 = forever), ...} where KIND is one of
-  status     answer "status" (default 500) with an error body ("message")
+  status     answer "status" (default 500) with an error body ("message"),
+             after "delay" seconds if given
   latency    sleep "delay" seconds, then answer normally
   malformed  the request takes effect, the answer's body is not JSON (or
              "raw_body", sent as is with the real status)
@@ -264,6 +265,8 @@ class Handler(BaseHTTPRequestHandler):
         if fault and fault["kind"] == "latency":
             st.stop.wait(float(fault.get("delay", 1.0)))
             fault = None
+        if fault and fault["kind"] == "status" and "delay" in fault:
+            st.stop.wait(float(fault["delay"]))  # a slow refusal
         if fault and fault["kind"] in ("hang", "close", "status", "huge"):
             return self.apply_simple_fault(fault)
 

@@ -56,8 +56,9 @@ def everything_said(m):
 def test_slow_refresh_blocks_nobody(mount_factory, fake_cloud):
     fc = fake_cloud
     fc.add_instances([available_instance("alpha"), available_instance("beta")])
-    # A long HTTP timeout, so the slow refresh is slow rather than failed.
-    m = mount_cloud(mount_factory, fc, timeout=30)
+    # A long HTTP timeout, so the slow refresh is slow rather than failed;
+    # a long grace, so mkdir is still waiting when Ctrl-C comes.
+    m = mount_cloud(mount_factory, fc, timeout=30, grace_ms=3000)
     assert m.read("alpha", "status") == "available\n"
     fc.fault(TOKEN, "latency", delay=7)
     fc.reset_counts()

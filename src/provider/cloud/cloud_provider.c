@@ -270,6 +270,7 @@ static void cloud_free(struct provider *p)
 
 static const struct provider_ops cloud_ops = {
     .kind = "cloud",
+    .slow_mutations = true,
     .start = cloud_start,
     .stop = cloud_stop,
     .free = cloud_free,
