@@ -7,7 +7,7 @@ need=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need+=("$1"); }
 
 for p in gcc pkg-config meson ninja-build libfuse3-dev fuse3 libcurl4-openssl-dev \
-         libjansson-dev libyaml-dev libpq-dev postgresql-client-15 openssl ca-certificates \
+         libjansson-dev libyaml-dev libpq-dev libssl-dev postgresql-client-15 openssl ca-certificates \
          python3-pytest procps psmisc; do
 	want "$p"
 done

@@ -2,6 +2,7 @@
  * start of one instance's server, shared by the supervisor's restarts and
  * by provisioning. */
 #include "local_internal.h"
+#include "local_security.h"
 #include "log.h"
 #include "proc.h"
 
@@ -148,6 +149,13 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 		return rc;
 	}
 	local_rotate_log(logp);
+	/* Made by an older dbosfs: its admin is a superuser and local
+	 * connections are trusted. Fixed before the server first starts. */
+	if (!sec_datadir_current(data)) {
+		rc = sec_bring_in_line(lp, data, li->username, li->name, e);
+		if (rc)
+			return rc;
+	}
 
 	for (int attempt = 0; attempt < 6; attempt++) {
 		int old = li->port, st = 0;

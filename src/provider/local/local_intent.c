@@ -16,6 +16,7 @@
  * Then whatever no instance owns is swept: saved passwords and socket
  * directories without an instance, half-written password files. */
 #include "local_internal.h"
+#include "local_security.h"
 #include "log.h"
 #include "proc.h"
 #include "validate.h"
@@ -237,7 +238,7 @@ int local_resync_password(struct local_provider *lp, struct local_instance *li, 
 	if (rc)
 		return rc;
 	inst_paths(lp, li->name, NULL, NULL, sock, NULL);
-	rc = pg_set_password(sock, li->port, li->username, password, e);
+	rc = sec_set_password(lp, sock, li->port, li->username, password, NULL, e);
 	secret_wipe(password, sizeof(password));
 	if (rc)
 		return rc;

@@ -106,6 +106,8 @@ struct local_provider {
 	bool runbase_is_tmp; /* made by mkdtemp: removed at stop */
 	char default_user[64];
 	struct local_account acct;
+	char tlsdir[LOCAL_ROOT_MAX + 8]; /* STATE_DIR/local/tls: the CA and server key */
+	char su_password[64];            /* the internal superuser's (local_security.h) */
 
 	/* Lock order: tmpl_lock, then lock. spare_lock and log.c's lock are
 	 * leaves: nothing else is taken while one is held. lock is never held
@@ -248,11 +250,6 @@ struct pg_probe {
  * timeout_ms, never timeout_ms per server. Returns early when *cancel
  * turns true (the unanswered ones then count as not ok). */
 void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const atomic_bool *cancel);
-
-/* ALTER ROLE user PASSWORD '<SCRAM verifier>' over the Unix socket, so the
- * plaintext never reaches the server or its log. */
-int pg_set_password(const char *sockdir, int port, const char *user, const char *password,
-                    struct errmsg *e);
 
 /* How pg_stop_leftover observes and signals the process; NULL means /proc
  * and kill(2) (tests substitute fakes: a real unkillable process needs a

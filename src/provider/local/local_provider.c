@@ -3,6 +3,7 @@
  * instances on disk, the threads of local_threads.c), list/get, and the
  * mutations: provision, destroy, password reset. */
 #include "local_internal.h"
+#include "local_security.h"
 #include "log.h"
 #include "proc.h"
 #include "options.h"
@@ -225,6 +226,7 @@ static void local_free(struct provider *p)
 		if (lp->runbase_is_tmp) /* created but never started */
 			local_rmtree(lp->runbase);
 		free(lp->acct.groups);
+		explicit_bzero(lp->su_password, sizeof(lp->su_password));
 		if (lp->lock_fd >= 0)
 			close(lp->lock_fd); /* releases the state_dir */
 		pthread_mutex_destroy(&lp->lock);
@@ -349,7 +351,7 @@ static int local_provision(struct provider *p, const char *name, const char *use
 		goto fail;
 	proc_crash_point("provision-started");
 	inst_paths(lp, name, NULL, NULL, sock, NULL);
-	rc = pg_set_password(sock, li->port, username, password, e);
+	rc = sec_set_password(lp, sock, li->port, username, password, &li->cancel, e);
 	if (rc)
 		goto fail;
 	proc_crash_point("provision-password-set");
@@ -548,7 +550,7 @@ static int local_reset_password(struct provider *p, const struct instance *inst,
 	proc_crash_point("password-intent");
 	inst_paths(lp, inst->name, NULL, NULL, sock, NULL);
 	bool had_old = secret_get(&lp->secrets, inst->name, old, sizeof(old), NULL) == 0;
-	rc = pg_set_password(sock, port, user, password, e);
+	rc = sec_set_password(lp, sock, port, user, password, NULL, e);
 	if (rc) {
 		/* The server kept the old one, which is still saved. */
 		intent_end(lp, inst->name);
@@ -561,7 +563,7 @@ static int local_reset_password(struct provider *p, const struct instance *inst,
 	if (rc && had_old) {
 		/* The server goes back to what is saved. */
 		struct errmsg be;
-		if (pg_set_password(sock, port, user, old, &be) == 0)
+		if (sec_set_password(lp, sock, port, user, old, NULL, &be) == 0)
 			intent_end(lp, inst->name);
 		else
 			log_error("local: instance %s: the new password could not be saved and "
@@ -655,6 +657,14 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 		rc = lock_state_dir(lp, opt->state_dir, e);
 	if (!rc && !lp->runbase[0])
 		rc = make_tmp_runbase(lp, e);
+	/* Once per state directory, not per instance: dbosfs's superuser
+	 * password and the TLS keys (local_security.h). */
+	if (!rc)
+		rc = su_secret_load(lp->root, lp->su_password, sizeof(lp->su_password), e);
+	if (!rc && local_path(lp->tlsdir, sizeof(lp->tlsdir), "%s/tls", lp->root))
+		rc = errmsg_set(e, -ENAMETOOLONG, "state_dir is too long");
+	if (!rc)
+		rc = tls_ensure(lp->tlsdir, e);
 	if (rc)
 		goto fail;
 

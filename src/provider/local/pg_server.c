@@ -171,53 +171,6 @@ int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *u
 	}
 }
 
-int pg_set_password(const char *sockdir, int port, const char *user, const char *password,
-                    struct errmsg *e)
-{
-	char portstr[16];
-	const char *keys[] = {"host", "port", "user", "dbname", "application_name", NULL};
-	const char *vals[] = {sockdir, portstr, user, "postgres", "dbosfs", NULL};
-	PGconn *conn;
-	char *verifier = NULL, *lit = NULL, *ident = NULL, *sql = NULL;
-	struct errmsg pe;
-	int rc = 0;
-
-	snprintf(portstr, sizeof(portstr), "%d", port);
-	errmsg_clear(&pe);
-	rc = pg_connect(keys, vals, 5000, NULL, &conn, &pe);
-	if (rc)
-		return errmsg_set(e, rc, "cannot connect to the server: %s", pe.text);
-	/* The SCRAM verifier is computed here; the server only ever sees it. */
-	verifier = PQencryptPasswordConn(conn, password, user, "scram-sha-256");
-	if (!verifier) {
-		rc = errmsg_set(e, -EIO, "cannot encrypt the password: %s", PQerrorMessage(conn));
-		goto out;
-	}
-	lit = PQescapeLiteral(conn, verifier, strlen(verifier));
-	ident = PQescapeIdentifier(conn, user, strlen(user));
-	if (!lit || !ident || asprintf(&sql, "ALTER ROLE %s PASSWORD %s", ident, lit) < 0) {
-		sql = NULL;
-		rc = errmsg_set(e, -ENOMEM, "out of memory building ALTER ROLE");
-		goto out;
-	}
-	rc = pg_command(conn, sql, 10000, NULL, &pe);
-	if (rc)
-		rc = errmsg_set(e, rc, "ALTER ROLE %s failed: %s", user, pe.text);
-out:
-	if (sql) {
-		explicit_bzero(sql, strlen(sql));
-		free(sql);
-	}
-	PQfreemem(lit);
-	PQfreemem(ident);
-	PQfreemem(verifier);
-	PQfinish(conn);
-	/* libpq messages end with a newline; last_error wants one line. */
-	if (rc && e)
-		pg_trim_message(e->text);
-	return rc;
-}
-
 /* ---- leftover postmaster.pid ---- */
 
 static bool real_alive(pid_t pid, void *arg)

@@ -3,6 +3,7 @@
  * that template, and one copy is kept ready in advance so provisioning is
  * a rename plus a server start. */
 #include "local_internal.h"
+#include "local_security.h"
 #include "log.h"
 #include "proc.h"
 
@@ -102,23 +103,46 @@ static int append_settings(const char *datadir, struct errmsg *e)
 	return 0;
 }
 
+/* initdb's --pwfile: the internal superuser's SCRAM verifier, not its
+ * password (the server stores a verifier as it is). initdb runs as the
+ * server account, which may read the verifier (it is in pg_authid
+ * anyway) but never the password. */
+static int write_pwfile(struct local_provider *lp, const char *path, struct errmsg *e)
+{
+	char verifier[256], text[260];
+	int rc;
+
+	if (scram_verifier(lp->su_password, verifier, sizeof(verifier)))
+		return errmsg_set(e, -EIO, "cannot compute a SCRAM verifier");
+	snprintf(text, sizeof(text), "%s\n", verifier);
+	rc = local_write_file(path, text, 0600);
+	if (!rc && lp->acct.drop && chown(path, lp->acct.uid, lp->acct.gid) < 0)
+		rc = -errno;
+	if (rc)
+		return errmsg_set(e, rc, "cannot write %s: %s", path, strerror(-rc));
+	return 0;
+}
+
 int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct errmsg *e)
 {
 	char final[PATH_MAX], tmp[PATH_MAX + 8], logpath[PATH_MAX + 16], exe[PATH_MAX + 16],
-	    uopt[80];
+	    pwpath[PATH_MAX + 16], pwopt[PATH_MAX + 32];
 	long long t0 = now_ms();
 	int rc;
 
 	snprintf(final, sizeof(final), "%s/templates/%s", lp->root, user);
 	pthread_mutex_lock(&lp->tmpl_lock);
-	if (dir_has(final, "PG_VERSION")) {
+	/* A template of an older dbosfs (admin as bootstrap superuser, local
+	 * connections trusted) is rebuilt rather than copied. */
+	if (dir_has(final, "PG_VERSION") && sec_datadir_current(final)) {
 		pthread_mutex_unlock(&lp->tmpl_lock);
 		return 0;
 	}
 	snprintf(tmp, sizeof(tmp), "%s.tmp", final);
 	snprintf(logpath, sizeof(logpath), "%s.initdb.log", final);
+	snprintf(pwpath, sizeof(pwpath), "%s.pw.tmp", final);
+	snprintf(pwopt, sizeof(pwopt), "--pwfile=%s", pwpath);
 	snprintf(exe, sizeof(exe), "%s/initdb", lp->bindir);
-	snprintf(uopt, sizeof(uopt), "--username=%s", user);
 	local_rmtree(tmp);
 	local_rmtree(final);
 	rc = local_mkdir(lp, tmp, 0700, true);
@@ -126,22 +150,28 @@ int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct 
 		errmsg_set(e, rc, "cannot create %s: %s", tmp, strerror(-rc));
 		goto out;
 	}
-	/* Local connections are trusted because the socket directory admits
-	 * only the server account and root; TCP needs the SCRAM password. */
+	rc = write_pwfile(lp, pwpath, e);
+	if (rc)
+		goto out;
+	/* The bootstrap superuser is dbosfs's own; the admin role is made
+	 * next, as an ordinary role (local_security.h). */
 	char *argv[] = {exe,
 	                "-D",
 	                tmp,
-	                uopt,
+	                "--username=" LOCAL_SUPERUSER,
+	                pwopt,
 	                "--encoding=UTF8",
 	                "--locale=C.UTF-8",
-	                "--auth-local=trust",
-	                "--auth-host=scram-sha-256",
+	                "--auth=scram-sha-256",
 	                "--no-sync",
 	                NULL};
 	rc = run_helper(lp, track, argv, logpath, true, "initdb", e);
+	unlink(pwpath);
 	if (rc)
 		goto out;
 	rc = append_settings(tmp, e);
+	if (!rc)
+		rc = sec_setup_template(lp, tmp, user, e);
 	if (rc)
 		goto out;
 	proc_crash_point("template-built");
@@ -151,6 +181,7 @@ int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct 
 	}
 	log_event("local: template for admin user %s built in %lld ms", user, now_ms() - t0);
 out:
+	unlink(pwpath);
 	if (rc)
 		local_rmtree(tmp);
 	pthread_mutex_unlock(&lp->tmpl_lock);
@@ -322,6 +353,27 @@ static void clean_dir(const char *dir, bool only_tmp)
 	closedir(d);
 }
 
+/* Spares copied from an older dbosfs's template are never handed out: a
+ * new one comes from the rebuilt template. */
+static void drop_old_spares(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char path[PATH_MAX + 300], data[PATH_MAX + 310];
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		snprintf(data, sizeof(data), "%s/data", path);
+		if (!sec_datadir_current(data))
+			local_rmtree(path);
+	}
+	closedir(d);
+}
+
 void tmpl_cleanup(struct local_provider *lp)
 {
 	char dir[PATH_MAX + 16];
@@ -330,6 +382,7 @@ void tmpl_cleanup(struct local_provider *lp)
 	clean_dir(dir, true);
 	snprintf(dir, sizeof(dir), "%s/spares", lp->root);
 	clean_dir(dir, true);
+	drop_old_spares(dir);
 	snprintf(dir, sizeof(dir), "%s/trash", lp->root);
 	clean_dir(dir, false);
 }
