@@ -12,10 +12,13 @@ int content_status(const struct instance *i, struct buf *out);
 int content_info(const struct instance *i, const char *provider_kind, struct buf *out);
 /* One JSON object with the API's field names, newline-terminated. */
 int content_info_json(const struct instance *i, struct buf *out);
-/* "postgresql://USER@HOST:PORT/postgres\n" (never a password) */
-int content_url(const struct instance *i, struct buf *out);
-/* PGHOST=, PGPORT=, PGUSER=, PGDATABASE=postgres lines */
-int content_env(const struct instance *i, struct buf *out);
+/* "postgresql://USER@HOST:PORT/postgres\n" (never a password); with
+ * ca_path (the CA that signed the server's certificate) followed by
+ * "?sslmode=verify-full&sslrootcert=CA_PATH". */
+int content_url(const struct instance *i, const char *ca_path, struct buf *out);
+/* PGHOST=, PGPORT=, PGUSER=, PGDATABASE=postgres lines; with ca_path also
+ * PGSSLMODE=verify-full, PGSSLROOTCERT= and NODE_EXTRA_CA_CERTS=CA_PATH. */
+int content_env(const struct instance *i, const char *ca_path, struct buf *out);
 /* "HOST:PORT:*:USER:PASSWORD\n" with ':' and '\' escaped as .pgpass wants */
 int content_pgpass(const struct instance *i, const char *password, struct buf *out);
 

@@ -57,6 +57,10 @@ struct migrate_target {
 	int port;
 	const char *user;
 	const char *password;
+	/* NULL, or the CA of the server's certificate: the commands then get
+	 * PGSSLMODE=verify-full, PGSSLROOTCERT and NODE_EXTRA_CA_CERTS, and
+	 * DBOS_DATABASE_URL ends with ?sslmode=verify-full&sslrootcert=CA. */
+	const char *ca_file;
 };
 
 /* Loads the config at path, creates the application database if missing,

@@ -92,6 +92,10 @@ struct provider {
 	/* Subdirectory of state_dir/passwords/ where this provider's instance
 	 * passwords are saved: "local", or "cloud-HOST-ORG" (safe characters). */
 	char secret_scope[256];
+	/* The CA that signed the provider's servers' certificates (local: a
+	 * CA of its own), served as NAME/ca.pem and named by url and env; ""
+	 * when clients use their usual CA list (cloud). */
+	char ca_file[4096];
 };
 
 int local_provider_create(const struct dbosfs_options *opt, struct provider **out,

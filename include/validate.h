@@ -14,7 +14,7 @@
 /* 3..16 of [a-z0-9_]. */
 int validate_instance_name(const char *name, struct errmsg *e);
 /* Same alphabet and length, starts with a letter, not a reserved name
- * (dbosadmin, dbos, postgres, admin). */
+ * (dbosadmin, dbos, postgres, admin, dbosfs). */
 int validate_username(const char *user, struct errmsg *e);
 /* 8..128 bytes, none of / " @ ' or whitespace, printable ASCII only. */
 /* A database inside an instance: DBOS's app_db_name rule, 1 to 63 of

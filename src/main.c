@@ -351,6 +351,7 @@ int main(int argc, char *argv[])
 
 	struct dbosfs fs = {0};
 	fs.opt = &opt;
+	fs.mountpoint = cl.mountpoint; /* fuse_parse_cmdline made it absolute */
 	pthread_mutex_init(&fs.lock, NULL);
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
 

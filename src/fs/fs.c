@@ -54,7 +54,8 @@ int run_op(struct dbosfs *fs, const char *name, const char *op,
 static const struct file_def *find_file(const struct dir_def *d, const char *name)
 {
 	for (int i = 0; i < d->file_count; i++)
-		if (strcmp(d->files[i].name, name) == 0)
+		if (strcmp(d->files[i].name, name) == 0 &&
+		    (!d->files[i].present || d->files[i].present(fs_get())))
 			return &d->files[i];
 	return NULL;
 }
@@ -180,6 +181,8 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 		free(names);
 	}
 	for (int i = 0; i < d->file_count; i++) {
+		if (d->files[i].present && !d->files[i].present(fs))
+			continue;
 		fs_fill_stat(fs, &st, S_IFREG | d->files[i].mode);
 		fill(buf, filler, d->files[i].name, &st);
 	}

@@ -32,6 +32,7 @@ struct dbosfs {
 	struct state_cache *cache;
 	struct refresher *refresher;
 	struct secret_store secrets;
+	const char *mountpoint; /* absolute: url and env name files under it */
 	struct timespec mounted_at;
 	pthread_mutex_t lock; /* guards root_error and open_files */
 	/* Handles the kernel has not released yet: a signal can end the loop
@@ -83,6 +84,8 @@ struct file_def {
 	/* Non-NULL: each write runs as this per-instance operation (run_op):
 	 * one at a time, and a write-open during another is refused (EBUSY). */
 	const char *op;
+	/* NULL: always there; else whether this mount has the file. */
+	bool (*present)(struct dbosfs *fs);
 };
 
 /* One directory. Entries are subdirectories named at run time (the

@@ -6,9 +6,11 @@
  * instance_files (then README.md's tree and doc/dbosfs.1). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "content.h"
 #include "errmap.h"
@@ -62,18 +64,60 @@ static int build_info_json(struct dbosfs *fs, const struct node *n, struct buf *
 	return rc ? rc : content_info_json(&inst, out);
 }
 
+/* MOUNTPOINT/NAME/ca.pem when the provider has a CA of its own: url and
+ * env name it, so they work word for word wherever the mount is seen. */
+static int ca_path(struct dbosfs *fs, const struct node *n, char *out, size_t outsz)
+{
+	if (!fs->provider->ca_file[0] || !fs->mountpoint)
+		return 0;
+	if ((size_t)snprintf(out, outsz, "%s/%s/ca.pem", fs->mountpoint, n->name) >= outsz)
+		return -ENAMETOOLONG;
+	return 1;
+}
+
 static int build_url(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
 	struct instance inst;
-	int rc = current(fs, n, &inst);
-	return rc ? rc : content_url(&inst, out);
+	char ca[PATH_MAX];
+	int rc = current(fs, n, &inst), has_ca = rc ? 0 : ca_path(fs, n, ca, sizeof(ca));
+	if (has_ca < 0)
+		return has_ca;
+	return rc ? rc : content_url(&inst, has_ca ? ca : NULL, out);
 }
 
 static int build_env(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
 	struct instance inst;
-	int rc = current(fs, n, &inst);
-	return rc ? rc : content_env(&inst, out);
+	char ca[PATH_MAX];
+	int rc = current(fs, n, &inst), has_ca = rc ? 0 : ca_path(fs, n, ca, sizeof(ca));
+	if (has_ca < 0)
+		return has_ca;
+	return rc ? rc : content_env(&inst, has_ca ? ca : NULL, out);
+}
+
+static bool has_ca(struct dbosfs *fs)
+{
+	return fs->provider->ca_file[0] != '\0';
+}
+
+/* The CA certificate (public) that signed the server's certificate. */
+static int build_ca(struct dbosfs *fs, const struct node *n, struct buf *out)
+{
+	struct instance inst;
+	char text[16384];
+	int rc = current(fs, n, &inst), fd;
+	ssize_t got = 0, r;
+
+	if (rc)
+		return rc;
+	fd = open(fs->provider->ca_file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while ((size_t)got < sizeof(text) &&
+	       (r = read(fd, text + got, sizeof(text) - (size_t)got)) > 0)
+		got += r;
+	close(fd);
+	return buf_append(out, text, (size_t)got);
 }
 
 /* password and pgpass: ENODATA for a password this mount never knew. */
@@ -281,7 +325,8 @@ static int write_migrate(struct dbosfs *fs, const struct node *n, const char *pa
 			           "%s/password first",
 			           name, name);
 	} else {
-		struct migrate_target t = {inst.host, inst.port, inst.username, pw};
+		struct migrate_target t = {inst.host, inst.port, inst.username, pw,
+		                           fs->provider->ca_file[0] ? fs->provider->ca_file : NULL};
 		struct live_report lr = {fs, name, up ? 0 : 1};
 		/* The writer's world (cwd, environment, user): only the mount's
 		 * owner or root get here (file_permits). */
@@ -313,6 +358,7 @@ static const struct file_def instance_files[] = {
     {"info.json", 0444, .build = build_info_json},
     {"url", 0444, .build = build_url},
     {"env", 0444, .build = build_env},
+    {"ca.pem", 0444, .build = build_ca, .present = has_ca},
     {"pgpass", 0600, .secret = true, .build = build_pgpass},
     {"password", 0600, .secret = true, .build = build_password, .write = write_password,
      .op = "password reset"},

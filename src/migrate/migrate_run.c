@@ -107,6 +107,11 @@ static int build_url(const struct migrate_target *t, const char *db, struct buf 
 		rc = buf_printf(url, ":%d", t->port);
 	if (!rc)
 		rc = buf_printf(url, "/%s", db);
+	if (!rc && t->ca_file && *t->ca_file) {
+		rc = buf_puts(url, "?sslmode=verify-full&sslrootcert=");
+		if (!rc)
+			rc = pct_encode(url, t->ca_file);
+	}
 	return rc;
 }
 
@@ -527,8 +532,10 @@ static int resolve_writer_path(const struct migrate_request *req, char **out, st
 static bool overridden(const char *entry)
 {
 	static const char *const names[] = {
-	    "PGHOST",     "PGPORT",    "PGUSER",    "PGPASSWORD", "PGDATABASE", "DBOS_DATABASE_URL",
-	    "PGHOSTADDR", "PGSERVICE", "PGAPPNAME", RUN_TAG_VAR,  "PGPASSFILE", NULL};
+	    "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "DBOS_DATABASE_URL",
+	    "PGHOSTADDR", "PGSERVICE", "PGAPPNAME", RUN_TAG_VAR, "PGPASSFILE",
+	    /* TLS as url and env promise (migrate_target.ca_file) */
+	    "PGSSLMODE", "PGSSLROOTCERT", "NODE_EXTRA_CA_CERTS", NULL};
 	for (const char *const *n = names; *n; n++) {
 		size_t l = strlen(*n);
 		if (strncmp(entry, *n, l) == 0 && entry[l] == '=')
@@ -551,7 +558,7 @@ static int build_env(struct run *r, char *const *base, const char *db)
 
 	for (char *const *p = base; p && *p; p++)
 		count++;
-	env = calloc(count + 10, sizeof(char *));
+	env = calloc(count + 13, sizeof(char *));
 	if (!env)
 		return -ENOMEM;
 	for (char *const *p = base; p && *p; p++)
@@ -565,6 +572,11 @@ static int build_env(struct run *r, char *const *base, const char *db)
 		ok &= asprintf(&env[i++], "PGUSER=%s", t->user) >= 0;
 	if (ok && t->password && *t->password)
 		ok &= asprintf(&env[i++], "PGPASSWORD=%s", t->password) >= 0;
+	if (ok && t->ca_file && *t->ca_file) {
+		ok &= asprintf(&env[i++], "PGSSLMODE=verify-full") >= 0;
+		ok &= ok && asprintf(&env[i++], "PGSSLROOTCERT=%s", t->ca_file) >= 0;
+		ok &= ok && asprintf(&env[i++], "NODE_EXTRA_CA_CERTS=%s", t->ca_file) >= 0;
+	}
 	if (ok)
 		ok &= asprintf(&env[i++], "PGAPPNAME=%s", r->tag) >= 0;
 	if (ok)

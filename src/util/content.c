@@ -154,7 +154,19 @@ static int put_percent_host(struct buf *out, const char *host)
 	return 0;
 }
 
-int content_url(const struct instance *i, struct buf *out)
+/* A query value: '/' may stay as it is (RFC 3986), the rest as put_percent. */
+static int put_percent_query(struct buf *out, const char *s)
+{
+	for (const char *p = s; *p; p++) {
+		char one[2] = {*p, '\0'};
+		int rc = *p == '/' ? buf_append(out, p, 1) : put_percent(out, one);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int content_url(const struct instance *i, const char *ca_path, struct buf *out)
 {
 	int rc = buf_puts(out, "postgresql://");
 
@@ -182,7 +194,16 @@ int content_url(const struct instance *i, struct buf *out)
 	if (!rc && i->port > 0)
 		rc = buf_printf(out, ":%d", i->port);
 	if (!rc)
-		rc = buf_puts(out, "/postgres\n");
+		rc = buf_puts(out, "/postgres");
+	if (!rc && ca_path) {
+		/* The server's certificate is checked against this CA and for
+		 * the host named above. */
+		rc = buf_puts(out, "?sslmode=verify-full&sslrootcert=");
+		if (!rc)
+			rc = put_percent_query(out, ca_path);
+	}
+	if (!rc)
+		rc = buf_puts(out, "\n");
 	return rc;
 }
 
@@ -218,7 +239,7 @@ static int put_env(struct buf *out, const char *var, const char *value)
 	return rc;
 }
 
-int content_env(const struct instance *i, struct buf *out)
+int content_env(const struct instance *i, const char *ca_path, struct buf *out)
 {
 	char port[16] = "";
 	int rc;
@@ -232,6 +253,15 @@ int content_env(const struct instance *i, struct buf *out)
 		rc = put_env(out, "PGUSER", i->username);
 	if (!rc)
 		rc = put_env(out, "PGDATABASE", "postgres");
+	if (!rc && ca_path) {
+		rc = put_env(out, "PGSSLMODE", "verify-full");
+		if (!rc)
+			rc = put_env(out, "PGSSLROOTCERT", ca_path);
+		/* Node's TLS (node-postgres, so the DBOS SDK) checks servers
+		 * against its own CA list plus this file, read at startup. */
+		if (!rc)
+			rc = put_env(out, "NODE_EXTRA_CA_CERTS", ca_path);
+	}
 	return rc;
 }
 

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const reserved_usernames[] = {"dbosadmin", "dbos", "postgres", "admin"};
+static const char *const reserved_usernames[] = {"dbosadmin", "dbos", "postgres", "admin",
+                                                 /* local instances' internal superuser */
+                                                 "dbosfs"};
 
 /* Quotes s for a message: printable ASCII as is, other bytes as \xNN,
  * cut at 40 input bytes so a huge value cannot swamp the message. */
@@ -115,8 +117,8 @@ int validate_username(const char *user, struct errmsg *e)
 	for (size_t i = 0; i < sizeof(reserved_usernames) / sizeof(reserved_usernames[0]); i++)
 		if (strcmp(user, reserved_usernames[i]) == 0)
 			return errmsg_set(e, -EINVAL,
-			                  "username %s is reserved (dbosadmin, dbos, postgres and "
-			                  "admin cannot be used)",
+			                  "username %s is reserved (dbosadmin, dbos, postgres, "
+			                  "admin and dbosfs cannot be used)",
 			                  quote(user, q, sizeof(q)));
 	return 0;
 }

@@ -138,37 +138,53 @@ static void test_info_json(void)
 static void test_url(void)
 {
 	struct instance i = sample();
-	EXPECT(content_url(&i, &b), "postgresql://dbos_user@db.example.com:5432/postgres\n");
+	EXPECT(content_url(&i, NULL, &b), "postgresql://dbos_user@db.example.com:5432/postgres\n");
 	strcpy(i.host, "127.0.0.1");
 	i.port = 54321;
-	EXPECT(content_url(&i, &b), "postgresql://dbos_user@127.0.0.1:54321/postgres\n");
+	EXPECT(content_url(&i, NULL, &b), "postgresql://dbos_user@127.0.0.1:54321/postgres\n");
 	strcpy(i.host, "::1");
-	EXPECT(content_url(&i, &b), "postgresql://dbos_user@[::1]:54321/postgres\n");
+	EXPECT(content_url(&i, NULL, &b), "postgresql://dbos_user@[::1]:54321/postgres\n");
 	strcpy(i.host, "[::1]");
-	EXPECT(content_url(&i, &b), "postgresql://dbos_user@[::1]:54321/postgres\n");
+	EXPECT(content_url(&i, NULL, &b), "postgresql://dbos_user@[::1]:54321/postgres\n");
 	strcpy(i.host, "/tmp/pg sock");
-	EXPECT(content_url(&i, &b), "postgresql://dbos_user@%2Ftmp%2Fpg%20sock:54321/postgres\n");
+	EXPECT(content_url(&i, NULL, &b),
+	       "postgresql://dbos_user@%2Ftmp%2Fpg%20sock:54321/postgres\n");
 	strcpy(i.host, "db.example.com");
 	strcpy(i.username, "us@r:x/y");
-	EXPECT(content_url(&i, &b), "postgresql://us%40r%3Ax%2Fy@db.example.com:54321/postgres\n");
+	EXPECT(content_url(&i, NULL, &b),
+	       "postgresql://us%40r%3Ax%2Fy@db.example.com:54321/postgres\n");
 	i.port = 0;
 	strcpy(i.username, "u");
-	EXPECT(content_url(&i, &b), "postgresql://u@db.example.com/postgres\n");
+	EXPECT(content_url(&i, NULL, &b), "postgresql://u@db.example.com/postgres\n");
+	strcpy(i.host, "127.0.0.1");
+	i.port = 5432;
+	EXPECT(content_url(&i, "/mnt/my dbs/a/ca.pem", &b),
+	       "postgresql://u@127.0.0.1:5432/postgres?sslmode=verify-full&sslrootcert=/mnt/"
+	       "my%20dbs/a/ca.pem\n");
 }
 
 static void test_env(void)
 {
 	struct instance i = sample();
-	EXPECT(content_env(&i, &b), "PGHOST=db.example.com\n"
-	                            "PGPORT=5432\n"
-	                            "PGUSER=dbos_user\n"
-	                            "PGDATABASE=postgres\n");
+	EXPECT(content_env(&i, NULL, &b), "PGHOST=db.example.com\n"
+	                                  "PGPORT=5432\n"
+	                                  "PGUSER=dbos_user\n"
+	                                  "PGDATABASE=postgres\n");
 	strcpy(i.host, "/tmp/it's here");
 	i.port = 0;
-	EXPECT(content_env(&i, &b), "PGHOST='/tmp/it'\\''s here'\n"
-	                            "PGPORT=''\n"
-	                            "PGUSER=dbos_user\n"
-	                            "PGDATABASE=postgres\n");
+	EXPECT(content_env(&i, NULL, &b), "PGHOST='/tmp/it'\\''s here'\n"
+	                                  "PGPORT=''\n"
+	                                  "PGUSER=dbos_user\n"
+	                                  "PGDATABASE=postgres\n");
+	strcpy(i.host, "127.0.0.1");
+	i.port = 5432;
+	EXPECT(content_env(&i, "/mnt/a/ca.pem", &b), "PGHOST=127.0.0.1\n"
+	                                             "PGPORT=5432\n"
+	                                             "PGUSER=dbos_user\n"
+	                                             "PGDATABASE=postgres\n"
+	                                             "PGSSLMODE=verify-full\n"
+	                                             "PGSSLROOTCERT=/mnt/a/ca.pem\n"
+	                                             "NODE_EXTRA_CA_CERTS=/mnt/a/ca.pem\n");
 }
 
 static void test_pgpass(void)

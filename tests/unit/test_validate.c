@@ -103,6 +103,7 @@ static void test_usernames(void)
 	    {"postgres", -EINVAL, "reserved"},
 	    {"postgres", -EINVAL, "'postgres'"},
 	    {"admin", -EINVAL, "reserved"},
+	    {"dbosfs", -EINVAL, "reserved"},
 	    {"admins", 0, NULL}, /* only exact matches are reserved */
 	    {"dbos_admin", 0, NULL},
 	    {"postgres1", 0, NULL},

@@ -670,6 +670,7 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 
 	snprintf(p->provider_line, sizeof(p->provider_line), "local");
 	snprintf(p->secret_scope, sizeof(p->secret_scope), "local");
+	snprintf(p->ca_file, sizeof(p->ca_file), "%s/ca.pem", lp->tlsdir);
 	if (lp->acct.drop) {
 		snprintf(p->account, sizeof(p->account), "root (servers run as %s)", lp->acct.name);
 	} else {

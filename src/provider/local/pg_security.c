@@ -393,7 +393,8 @@ static const char upgrade_roles_sql[] =
     "    EXECUTE format('REVOKE %%s FROM %%s CASCADE', r.granted, r.member);\n"
     "  END LOOP;\n"
     "END $$;\n\n"
-    "RESET SESSION AUTHORIZATION;\n\n"
+    /* Back to OID 10 (RESET knows no default in single-user mode). */
+    "SET SESSION AUTHORIZATION \"%2$s\";\n\n"
     "DROP ROLE dbosfs_upgrade;\n\n"
     "COPY (SELECT encode(convert_to(datname, 'UTF8'), 'hex') FROM pg_database\n"
     "  WHERE datallowconn ORDER BY datname) TO '%4$s';\n\n";

@@ -245,7 +245,7 @@ static void test_empty_lists(void)
 	app_config_free(&c);
 
 	struct buf report = BUF_INIT;
-	struct migrate_target t = {"127.0.0.1", 1, "u", "secretpw1"};
+	struct migrate_target t = {"127.0.0.1", 1, "u", "secretpw1", NULL};
 	struct migrate_request req = {.kind = MIGRATE_UP, .path = "rel", .target = &t};
 
 	/* A relative path needs the writer's working directory. */
