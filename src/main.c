@@ -77,7 +77,7 @@ static void usage(const char *prog)
 	       "    -o pg_user=USER          as root: the account that runs the servers\n"
 	       "                             (default: postgres)\n"
 	       "    -o db_username=NAME      admin user of instances made by mkdir\n"
-	       "                             (default: dbos_user)\n"
+	       "                             (default: dbos_user; local: not a superuser)\n"
 	       "    -o credentials=FILE      cloud: credentials from npx dbos-cloud login\n"
 	       "                             (default: ./.dbos/credentials, ~/.dbos/credentials)\n"
 	       "    -o domain=HOST           cloud: API host (default: $DBOS_DOMAIN or\n"

@@ -168,9 +168,12 @@ void fs_forget_secret(void *arg, const char *name);
 void fs_release_all(struct dbosfs *fs);
 
 /* The tree's tables. */
-extern const struct dir_def root_dir;      /* fs_root.c */
-extern const struct dir_def meta_dir;      /* fs_meta.c */
-extern const struct dir_def instance_dir;  /* fs_instance.c */
+extern const struct dir_def root_dir;     /* fs_root.c */
+extern const struct dir_def meta_dir;     /* fs_meta.c */
+extern const struct dir_def instance_dir; /* fs_instance.c */
+/* MOUNTPOINT/NAME/ca.pem into out when the provider has a CA of its own:
+ * 1; 0 when it has none; -ENAMETOOLONG. */
+int instance_ca_path(struct dbosfs *fs, const char *name, char *out, size_t outsz);
 extern const struct dir_def databases_dir; /* fs_databases.c: NAME/databases/ */
 
 /* fs_databases.c: the cache of NAME/databases/ lists. refresh runs in the

@@ -14,6 +14,7 @@
  * an instance not listed yet fails with EAGAIN and asks the refresher for a
  * list at once. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -436,7 +437,11 @@ static int build_db_url(struct dbosfs *fs, const struct node *n, struct buf *out
 	/* NAME/url with the database in place of postgres: the TLS
 	 * parameters, whatever NAME/url says, stay as they are. */
 	struct buf b = BUF_INIT;
-	int rc = content_url(&inst, &b);
+	char ca[PATH_MAX];
+	int has_ca = instance_ca_path(fs, n->name, ca, sizeof(ca));
+	if (has_ca < 0)
+		return has_ca;
+	int rc = content_url(&inst, has_ca ? ca : NULL, &b);
 	snprintf(to, sizeof(to), "/%s", n->sub);
 	if (!rc)
 		rc = replace_once(&b, "/postgres", "?\n", to);
@@ -453,7 +458,11 @@ static int build_db_env(struct dbosfs *fs, const struct node *n, struct buf *out
 	if (!state_get(fs->cache, n->name, &inst))
 		return -ENOENT;
 	struct buf b = BUF_INIT;
-	int rc = content_env(&inst, &b);
+	char ca[PATH_MAX];
+	int has_ca = instance_ca_path(fs, n->name, ca, sizeof(ca));
+	if (has_ca < 0)
+		return has_ca;
+	int rc = content_env(&inst, has_ca ? ca : NULL, &b);
 	snprintf(to, sizeof(to), "PGDATABASE=%s", n->sub);
 	if (!rc)
 		rc = replace_once(&b, "PGDATABASE=postgres", "\n", to);

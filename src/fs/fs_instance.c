@@ -66,11 +66,11 @@ static int build_info_json(struct dbosfs *fs, const struct node *n, struct buf *
 
 /* MOUNTPOINT/NAME/ca.pem when the provider has a CA of its own: url and
  * env name it, so they work word for word wherever the mount is seen. */
-static int ca_path(struct dbosfs *fs, const struct node *n, char *out, size_t outsz)
+int instance_ca_path(struct dbosfs *fs, const char *name, char *out, size_t outsz)
 {
 	if (!fs->provider->ca_file[0] || !fs->mountpoint)
 		return 0;
-	if ((size_t)snprintf(out, outsz, "%s/%s/ca.pem", fs->mountpoint, n->name) >= outsz)
+	if ((size_t)snprintf(out, outsz, "%s/%s/ca.pem", fs->mountpoint, name) >= outsz)
 		return -ENAMETOOLONG;
 	return 1;
 }
@@ -79,7 +79,8 @@ static int build_url(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
 	struct instance inst;
 	char ca[PATH_MAX];
-	int rc = current(fs, n, &inst), has_ca = rc ? 0 : ca_path(fs, n, ca, sizeof(ca));
+	int rc = current(fs, n, &inst),
+	    has_ca = rc ? 0 : instance_ca_path(fs, n->name, ca, sizeof(ca));
 	if (has_ca < 0)
 		return has_ca;
 	return rc ? rc : content_url(&inst, has_ca ? ca : NULL, out);
@@ -89,7 +90,8 @@ static int build_env(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
 	struct instance inst;
 	char ca[PATH_MAX];
-	int rc = current(fs, n, &inst), has_ca = rc ? 0 : ca_path(fs, n, ca, sizeof(ca));
+	int rc = current(fs, n, &inst),
+	    has_ca = rc ? 0 : instance_ca_path(fs, n->name, ca, sizeof(ca));
 	if (has_ca < 0)
 		return has_ca;
 	return rc ? rc : content_env(&inst, has_ca ? ca : NULL, out);

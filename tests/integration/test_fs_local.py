@@ -16,7 +16,7 @@ from conftest import (DBOSFS, errno_of, psql, read_file, unique_name, write_file
 
 INSTANCE_FILES = {"status", "info", "info.json", "url", "env", "pgpass", "password",
                   "wait", "confirm", "migrate", "rollback", "last_error", "branch",
-                  "databases"}
+                  "databases", "ca.pem"}
 
 
 def sh(cmd, **kw):
@@ -81,10 +81,14 @@ def test_mkdir_provisions_a_real_instance(instance):
     assert j["PostgresInstanceName"] == name and j["Port"] == port
     assert j["Status"] == "available" and j["IsLinked"] is False
     assert j["DatabaseUsername"] == "dbos_user"
-    assert m.read(name, "url") == f"postgresql://dbos_user@127.0.0.1:{port}/postgres\n"
+    ca = m.p(name, "ca.pem")
+    assert m.read(name, "url") == (f"postgresql://dbos_user@127.0.0.1:{port}/postgres"
+                                   f"?sslmode=verify-full&sslrootcert={ca}\n")
+    assert m.read(name, "ca.pem").startswith("-----BEGIN CERTIFICATE-----\n")
     env = m.read(name, "env")
     assert f"PGPORT={port}\n" in env and "PGUSER=dbos_user\n" in env
     assert "PGDATABASE=postgres\n" in env
+    assert f"PGSSLMODE=verify-full\nPGSSLROOTCERT={ca}\nNODE_EXTRA_CA_CERTS={ca}\n" in env
     pw = m.read(name, "password").strip()
     assert len(pw) >= 16 and re.fullmatch(r"[A-Za-z0-9_-]+", pw)
     assert m.read(name, "pgpass") == f"127.0.0.1:{port}:*:dbos_user:{pw}\n"
@@ -282,7 +286,7 @@ def test_cat_and_tools_read_whole_dynamic_files(instance):
     r = sh(f"cat {m.p(name, 'info')} | wc -l; head -1 {m.p(name, 'info')}; "
            f"grep -c PG {m.p(name, 'env')}")
     lines = r.stdout.split()
-    assert int(lines[0]) >= 6 and lines[1] == "name:" and int(lines[3]) == 4
+    assert int(lines[0]) >= 6 and lines[1] == "name:" and int(lines[3]) == 6
 
 
 def test_ls_l_shows_owner_and_modes(instance):

@@ -1,7 +1,8 @@
 /* NAME/databases/ on the local provider: the databases inside one
  * instance, listed, created and dropped over the instance's own Unix
- * socket (no password: the socket directory is dbosfs's alone). */
+ * socket, as dbosfs's own superuser (local_security.h). */
 #include "local_internal.h"
+#include "local_security.h"
 #include "log.h"
 #include "pg.h"
 #include "provider.h"
@@ -37,8 +38,14 @@ int local_admin_connect(struct local_provider *lp, const char *name, const char 
 		return errmsg_set(e, -EBUSY, "instance %s is %s, not available", name, status);
 	inst_paths(lp, name, NULL, NULL, sock, NULL);
 	snprintf(portstr, sizeof(portstr), "%d", port);
-	const char *keys[] = {"host", "port", "user", "dbname", "application_name", NULL};
-	const char *vals[] = {sock, portstr, user, dbname, "dbosfs", NULL};
+	/* dbosfs's own superuser (local_security.h): the admin's password
+	 * is not ours to keep, and nothing local is trusted. */
+	const char *keys[] = {"host",   "port",    "user",       "password",
+	                      "dbname", "sslmode", "gssencmode", "application_name",
+	                      NULL};
+	const char *vals[] = {sock,   portstr,   LOCAL_SUPERUSER, lp->su_password,
+	                      dbname, "disable", "disable",       "dbosfs",
+	                      NULL};
 	struct errmsg pe = {{0}};
 	int rc = pg_connect(keys, vals, timeout_ms, NULL, out, &pe);
 	if (rc)

@@ -182,8 +182,8 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 		close(fd);
 		if (pid < 0)
 			return (int)pid;
-		rc = pg_server_wait_ready(pid, sock, li->port, li->username, LOCAL_READY_TIMEOUT_MS,
-		                          &li->cancel, &st);
+		rc = pg_server_wait_ready(pid, sock, li->port, LOCAL_SUPERUSER, lp->su_password,
+		                          LOCAL_READY_TIMEOUT_MS, &li->cancel, &st);
 		if (rc == 0) {
 			pthread_mutex_lock(&lp->lock);
 			li->pid = pid;

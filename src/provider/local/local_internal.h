@@ -234,8 +234,9 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e);
 /* Polls PQping on the socket every few ms until the server accepts
  * connections. 0 when ready; -ECHILD when it exited (reaped, *wstatus
  * set); -ETIMEDOUT; -EINTR when *cancel turns true or op_interrupted(). */
-int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user, int timeout_ms,
-                         const atomic_bool *cancel, int *wstatus);
+int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user,
+                         const char *password, int timeout_ms, const atomic_bool *cancel,
+                         int *wstatus);
 
 /* One liveness probe target and its outcome. */
 struct pg_probe {

@@ -136,12 +136,16 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e)
 	return proc_spawn(&s, e);
 }
 
-int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user, int timeout_ms,
-                         const atomic_bool *cancel, int *wstatus)
+int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user,
+                         const char *password, int timeout_ms, const atomic_bool *cancel,
+                         int *wstatus)
 {
 	char portstr[16];
-	const char *keys[] = {"host", "port", "user", "dbname", "application_name", NULL};
-	const char *vals[] = {sockdir, portstr, user, "postgres", "dbosfs", NULL};
+	const char *keys[] = {"host",   "port",    "user",       "password",
+	                      "dbname", "sslmode", "gssencmode", "application_name",
+	                      NULL};
+	const char *vals[] = {sockdir,   portstr,   user,     password, "postgres",
+	                      "disable", "disable", "dbosfs", NULL};
 	long long deadline = now_ms() + timeout_ms;
 
 	snprintf(portstr, sizeof(portstr), "%d", port);
@@ -156,8 +160,7 @@ int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *u
 		}
 		/* Before the socket exists this fails at connect(), cheaply;
 		 * while starting up the server answers "starting up" at once.
-		 * Local connections of the admin user are trusted, so a ready
-		 * server lets us in. */
+		 * A ready server lets user (dbosfs's superuser) in. */
 		int rc = pg_connect(keys, vals, 2000, cancel, &c, NULL);
 		if (rc == 0) {
 			PQfinish(c);
