@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import urllib.parse
 import time
 
 import pytest
@@ -253,8 +254,13 @@ def test_environment_and_secrets(instance, tmp_path):
     url = env["DBOS_DATABASE_URL"]
     host = env_file["PGHOST"]
     host = f"[{host}]" if ":" in host else host
+    ca = str(m.state_dir / "local" / "tls" / "ca.pem")
     assert url == (f"postgresql://{env_file['PGUSER']}:{password}@{host}:"
-                   f"{env_file['PGPORT']}/env_check")
+                   f"{env_file['PGPORT']}/env_check?sslmode=verify-full&sslrootcert="
+                   + urllib.parse.quote(ca, safe=""))
+    # TLS, checked against the mount's CA, as url and env promise.
+    assert env["PGSSLMODE"] == "verify-full"
+    assert env["PGSSLROOTCERT"] == ca and env["NODE_EXTRA_CA_CERTS"] == ca
     assert "via_env" in tables(m, name, "env_check")
 
     # The daemon's file descriptors (/dev/fuse, sockets) do not leak.
