@@ -69,7 +69,7 @@ def test_create_connect_size_drop(dbinst):
     assert sorted(os.listdir(m.p(name, "databases", "shop"))) == \
         ["confirm", "env", "size", "url"]
     url = m.read(name, "databases", "shop", "url").strip()
-    assert url.endswith("/shop"), url
+    assert url.endswith(f"/shop?sslmode=verify-full&sslrootcert={m.p(name, 'ca.pem')}"), url
     env = m.read(name, "databases", "shop", "env")
     assert "PGDATABASE=shop\n" in env
     # Connect through url, as the admin, with the instance's password.
