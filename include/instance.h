@@ -26,6 +26,11 @@ void instance_list_free(struct instance_list *l);
 /* Appends a copy; 0 or -ENOMEM. */
 int instance_list_push(struct instance_list *l, const struct instance *inst);
 
+/* The user to log in as: DatabaseUsername, except for Supabase-linked
+ * instances, which Supabase's pooler knows as postgres.REF (as the CLI's
+ * `db url` prints it). */
+void instance_login_user(const struct instance *i, char *out, size_t outsz);
+
 /* A status from which `wait` returns: anything but the transitional ones
  * (provisioning, starting, restarting, deleting, restoring, ...). */
 bool instance_status_settled(const char *status);

@@ -327,7 +327,9 @@ static int write_migrate(struct dbosfs *fs, const struct node *n, const char *pa
 			           "%s/password first",
 			           name, name);
 	} else {
-		struct migrate_target t = {inst.host, inst.port, inst.username, pw,
+		char user[sizeof(inst.username) + sizeof(inst.supabase_ref) + 16];
+		instance_login_user(&inst, user, sizeof(user));
+		struct migrate_target t = {inst.host, inst.port, user, pw,
 		                           fs->provider->ca_file[0] ? fs->provider->ca_file : NULL};
 		struct live_report lr = {fs, name, up ? 0 : 1};
 		/* The writer's world (cwd, environment, user): only the mount's

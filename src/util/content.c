@@ -168,10 +168,12 @@ static int put_percent_query(struct buf *out, const char *s)
 
 int content_url(const struct instance *i, const char *ca_path, struct buf *out)
 {
+	char user[sizeof(i->username) + sizeof(i->supabase_ref) + 16];
 	int rc = buf_puts(out, "postgresql://");
 
-	if (!rc && i->username[0]) {
-		rc = put_percent(out, i->username);
+	instance_login_user(i, user, sizeof(user));
+	if (!rc && user[0]) {
+		rc = put_percent(out, user);
 		if (!rc)
 			rc = buf_puts(out, "@");
 	}
@@ -249,8 +251,10 @@ int content_env(const struct instance *i, const char *ca_path, struct buf *out)
 	rc = put_env(out, "PGHOST", i->host);
 	if (!rc)
 		rc = put_env(out, "PGPORT", port);
+	char user[sizeof(i->username) + sizeof(i->supabase_ref) + 16];
+	instance_login_user(i, user, sizeof(user));
 	if (!rc)
-		rc = put_env(out, "PGUSER", i->username);
+		rc = put_env(out, "PGUSER", user);
 	if (!rc)
 		rc = put_env(out, "PGDATABASE", "postgres");
 	if (!rc && ca_path) {
@@ -301,8 +305,10 @@ int content_pgpass(const struct instance *i, const char *password, struct buf *o
 		rc = put_pgpass_field(out, port);
 	if (!rc)
 		rc = buf_puts(out, ":*:");
+	char user[sizeof(i->username) + sizeof(i->supabase_ref) + 16];
+	instance_login_user(i, user, sizeof(user));
 	if (!rc)
-		rc = put_pgpass_field(out, i->username);
+		rc = put_pgpass_field(out, user);
 	if (!rc)
 		rc = buf_puts(out, ":");
 	if (!rc)

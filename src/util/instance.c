@@ -3,6 +3,7 @@
 #include "provider.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -52,4 +53,12 @@ void database_list_free(struct database_list *l)
 	free(l->items);
 	l->items = NULL;
 	l->count = 0;
+}
+
+void instance_login_user(const struct instance *i, char *out, size_t outsz)
+{
+	if (i->supabase_ref[0])
+		snprintf(out, outsz, "postgres.%s", i->supabase_ref);
+	else
+		snprintf(out, outsz, "%s", i->username);
 }

@@ -61,6 +61,9 @@ def test_field_variants(mount_factory, fake_cloud):
     assert m.read("legacy", "url").strip() == "postgresql://old_user@h1:5433/postgres"
     assert os.path.isdir(m.p("sparse"))
     assert "linked: yes" in m.read("extra", "info")
+    # Issue 9, 6: Supabase-linked instances are reached as postgres.REF.
+    assert m.read("extra", "url").strip() == "postgresql://postgres.abcdefgh@h3:5432/postgres"
+    assert "PGUSER=postgres.abcdefgh\n" in m.read("extra", "env")
     assert json.loads(m.read("extra", "info.json"))["SupabaseReference"] == "abcdefgh"
 
 

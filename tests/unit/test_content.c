@@ -205,6 +205,20 @@ static void test_pgpass(void)
 	EXPECT(content_pgpass(&i, "pw", &b), "*:*:*:dbos_user:pw\n");
 }
 
+/* Supabase-linked: the pooler's user is postgres.REF everywhere one logs in. */
+static void test_supabase_user(void)
+{
+	struct instance i = sample();
+	i.linked = true;
+	strcpy(i.supabase_ref, "abcdefghij");
+	EXPECT(content_url(&i, &b),
+	       "postgresql://postgres.abcdefghij@db.example.com:5432/postgres\n");
+	EXPECT(content_pgpass(&i, "pw", &b), "db.example.com:5432:*:postgres.abcdefghij:pw\n");
+	struct buf env = BUF_INIT;
+	CHECK(content_env(&i, &env) == 0 && strstr(env.data, "PGUSER=postgres.abcdefghij\n"));
+	buf_free(&env);
+}
+
 static void test_appends(void)
 {
 	/* Formatters append; they never reset what is already there. */
@@ -250,6 +264,7 @@ static void test_buf(void)
 
 int main(void)
 {
+	test_supabase_user();
 	test_status();
 	test_info();
 	test_info_json();
