@@ -211,11 +211,11 @@ static void test_supabase_user(void)
 	struct instance i = sample();
 	i.linked = true;
 	strcpy(i.supabase_ref, "abcdefghij");
-	EXPECT(content_url(&i, &b),
+	EXPECT(content_url(&i, NULL, &b),
 	       "postgresql://postgres.abcdefghij@db.example.com:5432/postgres\n");
 	EXPECT(content_pgpass(&i, "pw", &b), "db.example.com:5432:*:postgres.abcdefghij:pw\n");
 	struct buf env = BUF_INIT;
-	CHECK(content_env(&i, &env) == 0 && strstr(env.data, "PGUSER=postgres.abcdefghij\n"));
+	CHECK(content_env(&i, NULL, &env) == 0 && strstr(env.data, "PGUSER=postgres.abcdefghij\n"));
 	buf_free(&env);
 }
 
