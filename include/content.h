@@ -12,6 +12,11 @@ int content_status(const struct instance *i, struct buf *out);
 int content_info(const struct instance *i, const char *provider_kind, struct buf *out);
 /* One JSON object with the API's field names, newline-terminated. */
 int content_info_json(const struct instance *i, struct buf *out);
+/* The instances table: a header, then one line per instance,
+ * "NAME STATUS HOST:PORT USER" in columns aligned like pg_lsclusters. */
+int content_instances(const struct instance *items, size_t n, struct buf *out);
+/* The same instances as one JSON array of info.json objects. */
+int content_instances_json(const struct instance *items, size_t n, struct buf *out);
 /* "postgresql://USER@HOST:PORT/postgres\n" (never a password); with
  * ca_path (the CA that signed the server's certificate) followed by
  * "?sslmode=verify-full&sslrootcert=CA_PATH". */

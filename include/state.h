@@ -37,6 +37,9 @@ bool state_get(struct state_cache *c, const char *name, struct instance *out);
 /* Visible names, sorted; the caller frees each and the array. */
 int state_names(struct state_cache *c, char ***names, size_t *n);
 size_t state_count(struct state_cache *c);
+/* Copies of the visible instances, sorted by name (one consistent moment);
+ * 0 or -ENOMEM. The caller frees out with instance_list_free. */
+int state_list(struct state_cache *c, struct instance_list *out);
 
 /* Told (outside the lock) the name of every instance whose saved secret
  * must go: it left the list, was made again elsewhere (back to

@@ -13,6 +13,7 @@
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <linux/fuse.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stddef.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -88,6 +90,8 @@ static void usage(const char *prog)
 	       "    -o confirm_ttl=SECONDS   how long a destroy confirmation lasts (default: 60)\n"
 	       "    -o grace_ms=MS           cloud: mkdir/rmdir return after this long and\n"
 	       "                             finish in the background (default: 500)\n"
+	       "    -o attr_timeout=SECONDS  how long the kernel may keep a file's size\n"
+	       "                             (default: 0; sizes change with the content)\n"
 	       "\n"
 	       "    -f                       stay in the foreground\n"
 	       "    -d                       debug output (implies -f)\n"
@@ -202,6 +206,34 @@ static void free_options(struct dbosfs_options *o)
 	free(o->domain);
 	free(o->auth_domain);
 	free(o->cafile);
+}
+
+/* Every reply to the kernel passes here. libfuse answers ESTALE for a
+ * request that waited on a node removed meanwhile: a `cat NAME/status`
+ * racing `rmdir NAME` (whose destroy holds the node for a second or more).
+ * The kernel retries an ESTALE once, and a second one reached the caller,
+ * an errno no dbosfs promise mentions. The name is gone: ENOENT it is (a
+ * new lookup finds a re-created instance). */
+static ssize_t reply_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	if (count > 0 && iov[0].iov_len >= sizeof(struct fuse_out_header)) {
+		struct fuse_out_header *h = iov[0].iov_base;
+		if (h->error == -ESTALE)
+			h->error = -ENOENT;
+	}
+	return writev(fd, iov, count);
+}
+
+static ssize_t request_read(int fd, void *buf, size_t len, void *userdata)
+{
+	return read(fd, buf, len);
+}
+
+/* Installed on the mounted session's own /dev/fuse descriptor. */
+static int filter_replies(struct fuse_session *se)
+{
+	static const struct fuse_custom_io io = {.writev = reply_writev, .read = request_read};
+	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }
 
 /* A start-up failure on stderr: one line, control bytes escaped (option
@@ -381,11 +413,22 @@ int main(int argc, char *argv[])
 		goto out_provider;
 	}
 
+	/* Every file's size is the length of content that can change at any
+	 * time: the kernel asks again at every stat unless -o attr_timeout=
+	 * (given later, so it wins) says otherwise. */
+	if (fuse_opt_insert_arg(&args, 1, "-oattr_timeout=0") != 0) {
+		print_error("out of memory");
+		goto out_provider;
+	}
 	struct fuse *fuse = fuse_new(&args, &dbosfs_operations, sizeof(dbosfs_operations), &fs);
 	if (!fuse)
 		goto out_provider;
 	if (fuse_mount(fuse, cl.mountpoint) != 0)
 		goto out_fuse;
+	if (filter_replies(fuse_get_session(fuse)) != 0) {
+		print_error("cannot install the reply filter on /dev/fuse");
+		goto out_unmount;
+	}
 
 	int verdict_fd = opt.foreground ? -1 : detach();
 	rc = fs.provider->ops->start(fs.provider, &e);

@@ -127,6 +127,24 @@ void fs_fill_stat(struct dbosfs *fs, struct stat *st, mode_t mode)
 	st->st_atim = st->st_mtim = st->st_ctim = fs->mounted_at;
 }
 
+/* A file's stat: st_size is the length its content has now, built from
+ * the cache as open would build it (files that block report what they would
+ * show at once). Content can change before the next read; reads are direct
+ * I/O and always return the content as of open, to its end. */
+static void fill_file_stat(struct dbosfs *fs, const struct node *n, struct stat *st)
+{
+	fs_fill_stat(fs, st, S_IFREG | n->file->mode);
+	file_build_fn build = n->file->build_at_read ? n->file->stat_build : n->file->build;
+	if (!build)
+		return;
+	struct buf content = BUF_INIT;
+	if (build(fs, n, &content) == 0) {
+		st->st_size = (off_t)content.len;
+		st->st_blocks = (blkcnt_t)((content.len + 511) / 512);
+	}
+	buf_free_secret(&content);
+}
+
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct dbosfs *fs = fs_get();
@@ -135,7 +153,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	if (rc)
 		return rc;
 	if (n.kind == NODE_FILE) {
-		fs_fill_stat(fs, st, S_IFREG | n.file->mode);
+		fill_file_stat(fs, &n, st);
 		return 0;
 	}
 	fs_fill_stat(fs, st, S_IFDIR | n.dir->mode);
@@ -183,7 +201,10 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	for (int i = 0; i < d->file_count; i++) {
 		if (d->files[i].present && !d->files[i].present(fs))
 			continue;
-		fs_fill_stat(fs, &st, S_IFREG | d->files[i].mode);
+		struct node file = n;
+		file.kind = NODE_FILE;
+		file.file = &d->files[i];
+		fill_file_stat(fs, &file, &st);
 		fill(buf, filler, d->files[i].name, &st);
 	}
 	return 0;

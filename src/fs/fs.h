@@ -75,12 +75,13 @@ typedef int (*file_write_fn)(struct dbosfs *fs, const struct node *n, const char
  * only the owner (or root) may write; a secret one only they may read. */
 struct file_def {
 	const char *name;
-	mode_t mode;           /* permission bits shown by stat */
-	bool secret;           /* only the owner (or root) may read it */
-	file_build_fn build;   /* NULL: reads see nothing */
-	bool build_at_read;    /* blocks: built at the first read, where Ctrl-C works */
-	file_follow_fn follow; /* NULL: reads serve the snapshot only */
-	file_write_fn write;   /* NULL: read-only */
+	mode_t mode;              /* permission bits shown by stat */
+	bool secret;              /* only the owner (or root) may read it */
+	file_build_fn build;      /* NULL: reads see nothing */
+	bool build_at_read;       /* blocks: built at the first read, where Ctrl-C works */
+	file_build_fn stat_build; /* build_at_read: what stat sizes, without blocking */
+	file_follow_fn follow;    /* NULL: reads serve the snapshot only */
+	file_write_fn write;      /* NULL: read-only */
 	/* Non-NULL: each write runs as this per-instance operation (run_op):
 	 * one at a time, and a write-open during another is refused (EBUSY). */
 	const char *op;

@@ -366,7 +366,7 @@ static const struct file_def instance_files[] = {
     {"pgpass", 0600, .secret = true, .build = build_pgpass},
     {"password", 0600, .secret = true, .build = build_password, .write = write_password,
      .op = "password reset"},
-    {"wait", 0444, .build = build_wait, .build_at_read = true},
+    {"wait", 0444, .build = build_wait, .build_at_read = true, .stat_build = build_status},
     {"confirm", 0644, .build = build_confirm, .write = write_confirm},
     {"migrate", 0644, .build = build_report, .follow = follow_report, .write = write_migrate,
      .op = "migrate"},

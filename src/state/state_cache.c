@@ -421,6 +421,29 @@ int state_names(struct state_cache *c, char ***names, size_t *n)
 	return 0;
 }
 
+static int cmp_instances(const void *a, const void *b)
+{
+	return strcmp(((const struct instance *)a)->name, ((const struct instance *)b)->name);
+}
+
+int state_list(struct state_cache *c, struct instance_list *out)
+{
+	int rc = 0;
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < c->count && !rc; i++)
+		if (!c->items[i].hidden)
+			rc = instance_list_push(out, &c->items[i].inst);
+	pthread_mutex_unlock(&c->lock);
+	if (rc) {
+		instance_list_free(out);
+		return rc;
+	}
+	if (out->count)
+		qsort(out->items, out->count, sizeof(*out->items), cmp_instances);
+	return 0;
+}
+
 size_t state_count(struct state_cache *c)
 {
 	pthread_mutex_lock(&c->lock);

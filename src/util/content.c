@@ -88,14 +88,13 @@ static json_t *json_str(const char *s)
 	return j;
 }
 
-int content_info_json(const struct instance *i, struct buf *out)
+/* One instance as a JSON object with the API's field names; NULL when out
+ * of memory. */
+static json_t *instance_json(const struct instance *i)
 {
 	json_t *o = json_object();
-	char *text = NULL;
-	int rc = -ENOMEM;
-
 	if (!o)
-		return -ENOMEM;
+		return NULL;
 	/* json_object_set_new steals (and tolerates NULL) values, so one
 	 * failure check at the end covers every field. */
 	int bad = 0;
@@ -109,15 +108,100 @@ int content_info_json(const struct instance *i, struct buf *out)
 	                           i->supabase_ref[0] ? json_str(i->supabase_ref) : json_null());
 	if (i->admin_name[0])
 		bad |= json_object_set_new(o, "DBOSAdminName", json_str(i->admin_name));
-	if (!bad)
-		text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	if (text) {
-		rc = buf_puts(out, text);
-		if (!rc)
-			rc = buf_puts(out, "\n");
+	if (bad) {
+		json_decref(o);
+		return NULL;
 	}
+	return o;
+}
+
+/* Appends the compact text of j and a newline, then drops j. */
+static int put_json(json_t *j, struct buf *out)
+{
+	char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	int rc = text ? buf_puts(out, text) : -ENOMEM;
+	if (!rc)
+		rc = buf_puts(out, "\n");
 	free(text);
-	json_decref(o);
+	json_decref(j);
+	return rc;
+}
+
+int content_info_json(const struct instance *i, struct buf *out)
+{
+	return put_json(instance_json(i), out);
+}
+
+int content_instances_json(const struct instance *items, size_t n, struct buf *out)
+{
+	json_t *a = json_array();
+	for (size_t k = 0; a && k < n; k++) {
+		json_t *o = instance_json(&items[k]);
+		if (!o || json_array_append_new(a, o) != 0) {
+			json_decref(a);
+			a = NULL;
+		}
+	}
+	return put_json(a, out);
+}
+
+/* HOST:PORT as the instances table shows it: IPv6 literals bracketed, "-"
+ * for what is not known yet. */
+static void host_port(const struct instance *i, char *out, size_t outsz)
+{
+	const char *host = i->host[0] ? i->host : "-";
+	bool v6 = strchr(host, ':') && host[0] != '[' && host[0] != '/';
+	if (i->port > 0)
+		snprintf(out, outsz, v6 ? "[%s]:%d" : "%s:%d", host, i->port);
+	else
+		snprintf(out, outsz, "%s", host);
+}
+
+/* Appends s with control bytes as '?', padded with spaces to width. */
+static int put_cell(struct buf *out, const char *s, size_t width)
+{
+	int rc = put_clean(out, s);
+	for (size_t k = strlen(s); !rc && k < width; k++)
+		rc = buf_puts(out, " ");
+	return rc;
+}
+
+int content_instances(const struct instance *items, size_t n, struct buf *out)
+{
+	static const char *const head[4] = {"NAME", "STATUS", "HOST:PORT", "USER"};
+	size_t width[4];
+	char hp[300];
+	for (int c = 0; c < 4; c++)
+		width[c] = strlen(head[c]);
+	for (size_t k = 0; k < n; k++) {
+		const struct instance *i = &items[k];
+		host_port(i, hp, sizeof(hp));
+		const char *cell[4] = {i->name, i->status[0] ? i->status : "unknown", hp,
+		                       i->username[0] ? i->username : "-"};
+		for (int c = 0; c < 4; c++)
+			if (strlen(cell[c]) > width[c])
+				width[c] = strlen(cell[c]);
+	}
+	int rc = 0;
+	for (size_t k = 0; k <= n && !rc; k++) {
+		const char *cell[4];
+		if (k == 0) {
+			memcpy(cell, head, sizeof(cell));
+		} else {
+			const struct instance *i = &items[k - 1];
+			host_port(i, hp, sizeof(hp));
+			cell[0] = i->name;
+			cell[1] = i->status[0] ? i->status : "unknown";
+			cell[2] = hp;
+			cell[3] = i->username[0] ? i->username : "-";
+		}
+		/* Columns one space apart, the last one unpadded. */
+		for (int c = 0; c < 4 && !rc; c++) {
+			rc = put_cell(out, cell[c], c < 3 ? width[c] : 0);
+			if (!rc)
+				rc = buf_puts(out, c < 3 ? " " : "\n");
+		}
+	}
 	return rc;
 }
 

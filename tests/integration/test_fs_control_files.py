@@ -7,9 +7,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
-from conftest import errno_of, psql
+from conftest import errno_of, psql, unique_name
 
 
 def write_parts(path, *parts):
@@ -166,3 +167,49 @@ def write_parts_raise(path, data):
         os.write(fd, data.encode())
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------- no ESTALE
+
+def test_reading_a_name_destroyed_and_recreated_is_never_estale(mount_factory):
+    # The kernel's default entry and attribute caching (1 s), as users mount.
+    m = mount_factory("local", {"entry_timeout": "1", "attr_timeout": "1",
+                                "negative_timeout": "0"})
+    name = unique_name("es")
+    m.mkdir(name)
+    status = str(m.p(name, "status"))
+    seen, stop = {}, threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            step = "stat"
+            try:
+                os.stat(status)
+                step = "open"
+                fd = os.open(status, os.O_RDONLY)
+                try:
+                    step = "read"
+                    text = os.read(fd, 4096).decode()
+                finally:
+                    os.close(fd)
+                key = "ok" if text.strip() else "empty"
+            except OSError as e:
+                key = errno.errorcode.get(e.errno, str(e.errno))
+                if key != "ENOENT":
+                    key += " in " + step
+            seen[key] = seen.get(key, 0) + 1
+
+    readers = [threading.Thread(target=reader) for _ in range(8)]
+    for t in readers:
+        t.start()
+    try:
+        for _ in range(15):
+            m.destroy(name)
+            m.mkdir(name)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+        m.destroy(name)
+    assert set(seen) <= {"ok", "ENOENT"}, (seen, m.log()[-3000:])
+    assert seen.get("ok", 0) > 0, seen

@@ -56,7 +56,8 @@ def test_mount_fails_for_unknown_provider(tmp_path):
 def test_meta_directory(shared_local):
     m = shared_local
     assert ".dbosfs" in os.listdir(m.path)
-    assert sorted(os.listdir(m.p(".dbosfs"))) == ["account", "health", "last_error", "log",
+    assert sorted(os.listdir(m.p(".dbosfs"))) == ["account", "health", "instances",
+                                                  "instances.json", "last_error", "log",
                                                   "provider", "version"]
     assert m.read(".dbosfs", "health") == "ok\n"
     assert m.read(".dbosfs", "provider") == "local\n"

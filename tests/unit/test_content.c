@@ -262,9 +262,41 @@ static void test_buf(void)
 	buf_free(&b); /* freeing twice is harmless */
 }
 
+static void test_instances(void)
+{
+	struct instance l[3] = {sample(), sample(), sample()};
+	strcpy(l[1].name, "analytics_db");
+	strcpy(l[1].status, "provisioning");
+	l[1].host[0] = '\0';
+	l[1].port = 0;
+	strcpy(l[2].name, "v6");
+	strcpy(l[2].host, "::1");
+	strcpy(l[2].status, "bad\x1bstate");
+	EXPECT(content_instances(l, 3, &b),
+	       "NAME         STATUS       HOST:PORT           USER\n"
+	       "mydb         available    db.example.com:5432 dbos_user\n"
+	       "analytics_db provisioning -                   dbos_user\n"
+	       "v6           bad?state    [::1]:5432          dbos_user\n");
+	EXPECT(content_instances(l, 0, &b), "NAME STATUS HOST:PORT USER\n");
+	EXPECT(content_instances_json(l, 0, &b), "[]\n");
+
+	struct buf b = BUF_INIT;
+	CHECK(content_instances_json(l, 2, &b) == 0);
+	json_t *a = json_loads(b.data, 0, NULL);
+	CHECK(json_is_array(a) && json_array_size(a) == 2);
+	CHECK(
+	    strcmp(json_string_value(json_object_get(json_array_get(a, 1), "PostgresInstanceName")),
+	           "analytics_db") == 0);
+	CHECK(json_is_null(json_object_get(json_array_get(a, 1), "Port")));
+	CHECK(json_integer_value(json_object_get(json_array_get(a, 0), "Port")) == 5432);
+	json_decref(a);
+	buf_free(&b);
+}
+
 int main(void)
 {
 	test_supabase_user();
+	test_instances();
 	test_status();
 	test_info();
 	test_info_json();
