@@ -77,7 +77,8 @@ static void usage(const char *prog)
 	       "                             ~/.local/share/dbosfs; /var/lib/dbosfs as root)\n"
 	       "    -o pg_bindir=DIR         PostgreSQL server binaries (initdb, postgres)\n"
 	       "    -o pg_user=USER          as root: the account that runs the servers\n"
-	       "                             (default: postgres)\n"
+	       "                             (default: dbosfs, a system account made on first\n"
+	       "                             use)\n"
 	       "    -o db_username=NAME      admin user of instances made by mkdir\n"
 	       "                             (default: dbos_user; local: not a superuser)\n"
 	       "    -o credentials=FILE      cloud: credentials from npx dbos-cloud login\n"
@@ -135,7 +136,8 @@ static int apply_defaults(struct dbosfs_options *o)
 		}
 		rc = rc ? rc : set_default(&o->state_dir, path);
 	}
-	rc = rc ? rc : set_default(&o->pg_user, "postgres");
+	/* pg_user stays unset unless given: as root, the local provider then
+	 * uses (and makes) its own system account, dbosfs. */
 	rc = rc ? rc : set_default(&o->db_username, "dbos_user");
 	const char *dom = getenv("DBOS_DOMAIN");
 	rc = rc ? rc : set_default(&o->domain, dom && *dom ? dom : "cloud.dbos.dev");

@@ -267,6 +267,56 @@ def test_password_reset_and_remount_keep_working(two):
                 ).stdout.strip() == "f"
 
 
+# ---- the server account ------------------------------------------------------
+
+def postmaster_users(m):
+    """OS users of the postmasters serving this mount's state directory."""
+    out = subprocess.run(["ps", "-C", "postgres", "-o", "user=,args="], capture_output=True,
+                         text=True).stdout
+    return {l.split()[0] for l in out.splitlines() if f"-D {m.state_dir}/" in l}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server account is chosen only as root")
+def test_servers_run_as_their_own_account(two):
+    m, a, _ = two
+    assert m.read(".dbosfs", "account") == "root (servers run as dbosfs)\n"
+    acct = pwd.getpwnam("dbosfs")
+    assert acct.pw_uid != 0 and acct.pw_shell in ("/usr/sbin/nologin", "/bin/false")
+    assert postmaster_users(m) == {"dbosfs"}
+    data = m.state_dir / "local" / "instances" / a / "data"
+    assert os.stat(data).st_uid == acct.pw_uid
+    # The machine's own PostgreSQL account owns nothing of ours.
+    pg = pwd.getpwnam("postgres").pw_uid
+    assert not [p for p, _, fs in os.walk(m.state_dir) for f in fs + ["."]
+                if os.lstat(os.path.join(p, f)).st_uid == pg]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="pg_user= applies only as root")
+def test_pg_user_overrides_the_account():
+    base = make_base()
+    m = Mount("local", {"pg_user": "postgres"}, None, None, base)
+    try:
+        name = unique_name("pgu")
+        m.mkdir(name)
+        assert m.read(".dbosfs", "account") == "root (servers run as postgres)\n"
+        assert postmaster_users(m) == {"postgres"}
+        # Back to the default: the data directory is handed to dbosfs.
+        m.unmount()
+        m.options.pop("pg_user")
+        m.start()
+        for _ in range(300):
+            if m.read(name, "status") == "available\n":
+                break
+            time.sleep(0.1)
+        assert postmaster_users(m) == {"dbosfs"}
+        assert f"the data directory of {name} now belongs to the server account dbosfs" in \
+            m.read(".dbosfs", "log")
+        assert psql(m, name, "select 1").stdout.strip() == "1"
+    finally:
+        m.unmount()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # ---- instances made by the previous version -----------------------------------
 
 def as_server_account():
@@ -359,6 +409,10 @@ def test_instance_of_previous_version_is_brought_in_line():
             log = m.read(".dbosfs", "log")
             assert f"local: instance {name} brought in line" in log, log
             assert "dbos_user is no longer a superuser" in log
+            if os.geteuid() == 0:  # made as postgres, now the server account's
+                assert f"the data directory of {name} now belongs to the server account " \
+                       "dbosfs" in log
+                assert os.stat(data).st_uid == pwd.getpwnam("dbosfs").pw_uid
             # Same password, same data, the admin owns its objects, and is
             # an ordinary role now; the extra superuser is demoted.
             rows = psql(m, name, "select rolname, rolsuper from pg_roles where rolname in "

@@ -96,8 +96,8 @@ def test_mkdir_returns_with_the_server_accepting_connections(local_mount):
     i = info(m, name)
     assert i["host"] == "127.0.0.1" and int(i["port"]) > 0
     if os.geteuid() == 0:
-        assert m.read(".dbosfs", "account") == "root (servers run as postgres)\n" or \
-            m.read(".dbosfs", "account").startswith("root (servers run as postgres)")
+        assert m.read(".dbosfs", "account") == "root (servers run as dbosfs)\n" or \
+            m.read(".dbosfs", "account").startswith("root (servers run as dbosfs)")
 
 
 def test_kill_9_of_a_postmaster_comes_back_with_committed_rows(local_mount):

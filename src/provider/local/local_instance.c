@@ -151,6 +151,11 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 	local_rotate_log(logp);
 	/* Made by an older dbosfs: its admin is a superuser and local
 	 * connections are trusted. Fixed before the server first starts. */
+	char what[96];
+	snprintf(what, sizeof(what), "the data directory of %s", li->name);
+	rc = sec_adopt_datadir(lp, data, what, e);
+	if (rc)
+		return rc;
 	if (!sec_datadir_current(data)) {
 		rc = sec_bring_in_line(lp, data, li->username, li->name, e);
 		if (rc)

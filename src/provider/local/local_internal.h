@@ -29,6 +29,9 @@
 #include "proc.h"
 #include "secrets.h"
 
+/* As root, servers run as this system account unless pg_user= says
+ * otherwise; dbosfs makes it on first use. */
+#define LOCAL_SERVER_ACCOUNT   "dbosfs"
 #define LOCAL_PORT_MIN         25432
 #define LOCAL_PORT_MAX         29999
 #define LOCAL_SPARES           1     /* warm copies kept per default username */

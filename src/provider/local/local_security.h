@@ -46,6 +46,11 @@ int su_secret_load(const char *root, char *out, size_t outsz, struct errmsg *e);
  * PostgreSQL stores it; what the server sees instead of the password. */
 int scram_verifier(const char *password, char *out, size_t outsz);
 
+/* As root: a data directory that belongs to another account (made with
+ * another pg_user, or before servers had an account of their own) is
+ * handed to the server account, files and all, and the log says so. */
+int sec_adopt_datadir(struct local_provider *lp, const char *datadir, const char *what,
+                      struct errmsg *e);
 /* True if DATADIR/pg_hba.conf is one this version wrote. */
 bool sec_datadir_current(const char *datadir);
 /* Writes pg_hba.conf, the TLS files and the settings into a data directory

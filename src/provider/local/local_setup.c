@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static bool has_server_binaries(const char *dir)
@@ -159,6 +160,69 @@ static int check_reachable(const struct local_provider *lp, const char *state_di
 	return 0;
 }
 
+/* useradd --system: no login shell, no password, home STATE_DIR (not
+ * created: it is ours, root's). Another dbosfs making it at the same
+ * moment is as good (exit status 9: the name exists). */
+static int make_server_account(const char *user, const char *state_dir, struct errmsg *e)
+{
+	static const char *const useradds[] = {"/usr/sbin/useradd", "/sbin/useradd"};
+	const char *exe = NULL;
+	char logpath[] = "/tmp/dbosfs-useradd-XXXXXX";
+	int fd, st = 0;
+
+	for (size_t i = 0; i < sizeof(useradds) / sizeof(useradds[0]) && !exe; i++)
+		if (access(useradds[i], X_OK) == 0)
+			exe = useradds[i];
+	if (!exe)
+		return errmsg_set(e, -ENOENT,
+		                  "the server account %s does not exist and useradd was not found: "
+		                  "create the account or pass -o pg_user=USER",
+		                  user);
+	const char *shell =
+	    access("/usr/sbin/nologin", X_OK) == 0 ? "/usr/sbin/nologin" : "/bin/false";
+	char *argv[] = {(char *)exe,    "--system",
+	                "--user-group", "--no-create-home",
+	                "--home-dir",   (char *)state_dir,
+	                "--shell",      (char *)shell,
+	                "--comment",    "dbosfs PostgreSQL servers",
+	                (char *)user,   NULL};
+	fd = mkostemp(logpath, O_CLOEXEC);
+	if (fd < 0)
+		return errmsg_set(e, -errno, "cannot create a temporary file: %s", strerror(errno));
+	unlink(logpath);
+	struct proc_spec s;
+	memset(&s, 0, sizeof(s));
+	s.argv = argv;
+	s.envp = local_child_env;
+	s.in_fd = -1;
+	s.out_fd = fd;
+	s.err_fd = fd;
+	pid_t pid = proc_spawn(&s, e);
+	if (pid < 0) {
+		close(fd);
+		return (int)pid;
+	}
+	proc_reap(pid, &st, NULL);
+	if (WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 9)) {
+		close(fd);
+		if (WEXITSTATUS(st) == 0)
+			log_event("local: made the system account %s (no login shell, home %s) to "
+			          "run the servers",
+			          user, state_dir);
+		return 0;
+	}
+	char out[512] = "", how[64];
+	ssize_t n = pread(fd, out, sizeof(out) - 1, 0);
+	close(fd);
+	out[n > 0 ? n : 0] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+	proc_describe_status(st, how, sizeof(how));
+	return errmsg_set(e, -EIO,
+	                  "cannot make the server account %s (useradd: %s%s%s): create it or pass "
+	                  "-o pg_user=USER",
+	                  user, how, out[0] ? ": " : "", out);
+}
+
 int resolve_account(const struct dbosfs_options *opt, struct local_account *a, struct errmsg *e)
 {
 	if (geteuid() != 0) {
@@ -169,8 +233,17 @@ int resolve_account(const struct dbosfs_options *opt, struct local_account *a, s
 		snprintf(a->name, sizeof(a->name), "%s", pw ? pw->pw_name : "unknown");
 		return 0;
 	}
-	const char *user = opt->pg_user && *opt->pg_user ? opt->pg_user : "postgres";
+	const char *user = opt->pg_user && *opt->pg_user ? opt->pg_user : LOCAL_SERVER_ACCOUNT;
 	struct passwd *pw = getpwnam(user);
+	if (!pw && !(opt->pg_user && *opt->pg_user)) {
+		/* Our own account, made the way Debian packages make theirs:
+		 * so a server breakout is not the owner of the machine's own
+		 * PostgreSQL (whose account is postgres). */
+		int rc = make_server_account(user, opt->state_dir, e);
+		if (rc)
+			return rc;
+		pw = getpwnam(user);
+	}
 	if (!pw)
 		return errmsg_set(e, -ENOENT,
 		                  "PostgreSQL refuses to run as root and the account %s does not "

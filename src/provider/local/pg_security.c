@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -191,6 +192,43 @@ int sec_write_files(struct local_provider *lp, const char *datadir, struct errms
 	if (local_path(path, sizeof(path), "%s/pg_hba.conf", datadir))
 		return errmsg_set(e, -ENAMETOOLONG, "path too long: %s", datadir);
 	return write_server_file(lp, path, hba_text, 0600, e);
+}
+
+/* ---- the server account ---- */
+
+/* nftw has no user argument; each walk is one thread's own. */
+static __thread uid_t walk_uid;
+static __thread gid_t walk_gid;
+static __thread int walk_err;
+
+static int chown_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)type;
+	(void)ftw;
+	if (lchown(path, walk_uid, walk_gid) < 0 && !walk_err)
+		walk_err = -errno;
+	return 0;
+}
+
+int sec_adopt_datadir(struct local_provider *lp, const char *datadir, const char *what,
+                      struct errmsg *e)
+{
+	struct stat st;
+
+	if (!lp->acct.drop || stat(datadir, &st) < 0 || st.st_uid == lp->acct.uid)
+		return 0;
+	walk_uid = lp->acct.uid;
+	walk_gid = lp->acct.gid;
+	walk_err = 0;
+	if (nftw(datadir, chown_entry, 32, FTW_PHYS | FTW_MOUNT) < 0 && !walk_err)
+		walk_err = errno ? -errno : -EIO;
+	if (walk_err)
+		return errmsg_set(e, walk_err, "cannot hand %s to the account %s: %s", datadir,
+		                  lp->acct.name, strerror(-walk_err));
+	log_event("local: %s now belongs to the server account %s (was uid %d)", what,
+	          lp->acct.name, (int)st.st_uid);
+	return 0;
 }
 
 /* ---- single-user mode ---- */

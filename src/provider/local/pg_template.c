@@ -135,8 +135,11 @@ int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct 
 	/* A template of an older dbosfs (admin as bootstrap superuser, local
 	 * connections trusted) is rebuilt rather than copied. */
 	if (dir_has(final, "PG_VERSION") && sec_datadir_current(final)) {
+		char what[128];
+		snprintf(what, sizeof(what), "the template for %s", user);
+		rc = sec_adopt_datadir(lp, final, what, e);
 		pthread_mutex_unlock(&lp->tmpl_lock);
-		return 0;
+		return rc;
 	}
 	snprintf(tmp, sizeof(tmp), "%s.tmp", final);
 	snprintf(logpath, sizeof(logpath), "%s.initdb.log", final);
@@ -355,7 +358,7 @@ static void clean_dir(const char *dir, bool only_tmp)
 
 /* Spares copied from an older dbosfs's template are never handed out: a
  * new one comes from the rebuilt template. */
-static void drop_old_spares(const char *dir)
+static void drop_old_spares(struct local_provider *lp, const char *dir)
 {
 	DIR *d = opendir(dir);
 	struct dirent *de;
@@ -368,7 +371,9 @@ static void drop_old_spares(const char *dir)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		snprintf(data, sizeof(data), "%s/data", path);
-		if (!sec_datadir_current(data))
+		struct stat st;
+		if (!sec_datadir_current(data) ||
+		    (lp->acct.drop && stat(data, &st) == 0 && st.st_uid != lp->acct.uid))
 			local_rmtree(path);
 	}
 	closedir(d);
@@ -382,7 +387,7 @@ void tmpl_cleanup(struct local_provider *lp)
 	clean_dir(dir, true);
 	snprintf(dir, sizeof(dir), "%s/spares", lp->root);
 	clean_dir(dir, true);
-	drop_old_spares(dir);
+	drop_old_spares(lp, dir);
 	snprintf(dir, sizeof(dir), "%s/trash", lp->root);
 	clean_dir(dir, false);
 }

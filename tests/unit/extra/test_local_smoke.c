@@ -257,7 +257,7 @@ int main(void)
 	CHECK(strcmp(e.text, want) == 0);
 	CHECK(strcmp(p->provider_line, "local") == 0);
 	CHECK(strcmp(p->secret_scope, "local") == 0);
-	CHECK(geteuid() != 0 || strcmp(p->account, "root (servers run as postgres)") == 0);
+	CHECK(geteuid() != 0 || strcmp(p->account, "root (servers run as dbosfs)") == 0);
 	CHECK(p->ops->start(p, &e) == 0);
 
 	/* Provision: returns with the server accepting password logins. */
