@@ -272,7 +272,7 @@ def test_servers_get_no_secret_and_no_fuse_fd(local_mount):
     assert st.st_mode & 0o777 == 0o700
     if os.geteuid() == 0:
         import pwd
-        assert pwd.getpwuid(st.st_uid).pw_name == "postgres"
+        assert pwd.getpwuid(st.st_uid).pw_name == "dbosfs"
         # Saved passwords stay private to root.
         pw_dir = pathlib.Path(m.state_dir) / "passwords"
         assert os.stat(pw_dir).st_mode & 0o777 == 0o700
