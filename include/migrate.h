@@ -22,7 +22,8 @@ struct app_config {
 	/* The database of system_database_url, else APPDB_dbos_sys as the DBOS
 	 * SDK derives it from name; NULL when neither exists. */
 	char *sys_db_name;
-	char **migrate; /* database.migrate commands */
+	bool sys_db_from_url; /* named by system_database_url */
+	char **migrate;       /* database.migrate commands */
 	size_t n_migrate;
 	char **rollback; /* database.rollback commands */
 	size_t n_rollback;

@@ -490,6 +490,8 @@ static int url_database(const char *url, char **out)
 	char *db, *q;
 
 	*out = NULL;
+	if (!*url)
+		return 0; /* "${DBOS_DATABASE_URL}" before it is known: absent */
 	if (!p)
 		return -EINVAL;
 	p += 3;
@@ -623,6 +625,7 @@ static int load_document(struct loader *ld, struct app_config *c)
 	const char *sys_origin = "system_database_url";
 	if ((rc = get_url_database(ld, root, "system_database_url", &c->sys_db_name)))
 		return rc;
+	c->sys_db_from_url = c->sys_db_name != NULL;
 	if (!c->sys_db_name && c->name) {
 		sys_origin = "derived from name";
 		char *base = derive_db_name(c->name);

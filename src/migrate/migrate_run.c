@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "proc.h"
 #include "redact.h"
 
 extern char **environ;
@@ -56,13 +57,6 @@ static void utc_stamp(char *out, size_t n)
 
 	gmtime_r(&t, &tm);
 	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL);
 }
 
 /* RFC 3986 percent-encoding of everything but unreserved characters. */
@@ -293,7 +287,7 @@ static int pq_exec(PGconn *c, const char *sql, const char *param, int *rows, cha
  * now_out (if not NULL) receives the server's clock, which later finds the
  * sessions this run started. */
 static int ensure_database(const struct migrate_target *t, const char *db, bool *created,
-                           char *now_out, size_t now_sz, struct errmsg *e)
+                           char *now_out, size_t now_sz, bool *tls, struct errmsg *e)
 {
 	PGconn *c = NULL;
 	PGresult *res = NULL;
@@ -304,6 +298,8 @@ static int ensure_database(const struct migrate_target *t, const char *db, bool 
 	rc = pq_connect(t, "dbosfs-migrate", &c, e);
 	if (rc)
 		return rc;
+	if (tls)
+		*tls = PQsslInUse(c) != 0;
 	if (now_out && pq_query(c, "SELECT now()::text", 0, NULL, &rows, &res, state, e) == 0 &&
 	    rows == 1)
 		snprintf(now_out, now_sz, "%s", PQgetvalue(res, 0, 0));
@@ -360,6 +356,7 @@ struct run {
 	int ngroups;
 	long long published_at;
 	bool unpublished; /* the report grew since the last publish */
+	bool server_tls;  /* the server negotiated TLS (libpq's sslmode=prefer) */
 };
 
 /* Hands the report so far to the live reader, at most every PUBLISH_MS
@@ -558,7 +555,7 @@ static int build_env(struct run *r, char *const *base, const char *db)
 
 	for (char *const *p = base; p && *p; p++)
 		count++;
-	env = calloc(count + 13, sizeof(char *));
+	env = calloc(count + 14, sizeof(char *)); /* room for PGSSLMODE later */
 	if (!env)
 		return -ENOMEM;
 	for (char *const *p = base; p && *p; p++)
@@ -603,8 +600,11 @@ static int build_env(struct run *r, char *const *base, const char *db)
 /* ---- processes: records, scans, the guarded spawn ------------------------ */
 
 /* STATE_DIR/migrate: one record per running command, named by run tag, so
- * the next mount can kill what a killed daemon left behind. */
+ * the next mount can kill what a killed daemon left behind outside the
+ * command's group (the group itself is recorded by proc.h, in
+ * STATE_DIR/run/pgroups). */
 static char records_dir[PATH_MAX];
+static char pgroups_dir[PATH_MAX];
 static atomic_uint run_counter;
 
 /* pgrp and start time (clock ticks since boot) of pid; false if gone or a
@@ -721,31 +721,28 @@ static void record_path(const char *tag, char *out, size_t n)
 
 static void record_write(const char *tag, pid_t pgid)
 {
-	char path[PATH_MAX + 100], line[96];
-	pid_t pg;
-	unsigned long long start = 0;
-	int fd, len;
+	char path[PATH_MAX + 100];
+	int fd;
 
+	if (pgroups_dir[0] && proc_group_record(pgroups_dir, pgid) != 0)
+		log_error("cannot record migration group %d in %s", (int)pgid, pgroups_dir);
 	if (!records_dir[0])
 		return;
-	proc_stat(pgid, &pg, &start);
 	record_path(tag, path, sizeof(path));
-	len = snprintf(line, sizeof(line), "%d %llu\n", (int)pgid, start);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
+	if (fd < 0 || fsync(fd) != 0)
 		log_error("cannot record migration %s in %s: %s", tag, records_dir,
 		          strerror(errno));
-		return;
-	}
-	if (write(fd, line, (size_t)len) != len || fsync(fd) != 0)
-		log_error("cannot record migration %s: %s", tag, strerror(errno));
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 }
 
-static void record_remove(const char *tag)
+static void record_remove(const char *tag, pid_t pgid)
 {
 	char path[PATH_MAX + 100];
 
+	if (pgroups_dir[0])
+		proc_group_forget(pgroups_dir, pgid);
 	if (!records_dir[0])
 		return;
 	record_path(tag, path, sizeof(path));
@@ -782,20 +779,22 @@ int migrate_init(const char *state_dir)
 		records_dir[0] = '\0';
 		return 0;
 	}
+	if (snprintf(pgroups_dir, sizeof(pgroups_dir), "%s/run/pgroups", state_dir) >=
+	    (int)sizeof(pgroups_dir))
+		pgroups_dir[0] = '\0';
 	if (mkdir(records_dir, 0700) != 0 && errno != EEXIST) {
 		log_error("cannot create %s: %s", records_dir, strerror(errno));
 		records_dir[0] = '\0';
-		return 0;
 	}
-	if (!(d = opendir(records_dir)))
-		return 0;
-	/* Each pass kills up to 64 runs' leftovers; a crash leaves one or
-	 * two, so one pass is the rule. */
+	/* The groups of commands a dead daemon ran (the guard kills them when
+	 * the daemon dies; this catches what it could not). */
+	if (pgroups_dir[0])
+		killed = proc_groups_kill_recorded(pgroups_dir);
+	if (!records_dir[0] || !(d = opendir(records_dir)))
+		return killed;
+	/* Up to 64 runs' leftovers at a time; a crash leaves one or two. */
 	while ((de = readdir(d))) {
-		char path[PATH_MAX + 300], line[96] = "";
-		int pg = 0;
-		unsigned long long start = 0;
-		FILE *f;
+		char path[PATH_MAX + 300];
 
 		if (strncmp(de->d_name, "dbosfs-migrate-", 15) != 0 || n == 64 ||
 		    strlen(de->d_name) >= sizeof(lo[n].tag))
@@ -805,14 +804,10 @@ int migrate_init(const char *state_dir)
 		if (daemon_alive(atoi(de->d_name + 15)))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", records_dir, de->d_name);
-		if ((f = fopen(path, "re"))) {
-			if (fgets(line, sizeof(line), f))
-				sscanf(line, "%d %llu", &pg, &start);
-			fclose(f);
-		}
+		/* Processes that left the group carry the run's tag. */
 		memcpy(lo[n].tag, de->d_name, strlen(de->d_name) + 1);
-		lo[n].pgid = pg > 1 ? pg : 0;
-		lo[n].leader_start = start;
+		lo[n].pgid = 0;
+		lo[n].leader_start = 0;
 		n++;
 		unlink(path);
 	}
@@ -927,17 +922,6 @@ static int kill_group_and_reap(pid_t pid, const char *tag, int *wstatus)
 	while (waitpid(pid, wstatus, 0) < 0 && errno == EINTR)
 		;
 	return left;
-}
-
-/* True once pid has exited (not reaped). */
-static bool leader_exited(pid_t pid)
-{
-	siginfo_t si;
-
-	memset(&si, 0, sizeof(si));
-	if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
-		return errno == ECHILD;
-	return si.si_pid == pid;
 }
 
 /* ---- one command ------------------------------------------------------------ */
@@ -1114,10 +1098,10 @@ static int run_command(struct run *r, const char *cmd, const char *dir, int *wst
 			if (poll(&p, 1, wait) > 0)
 				pipe_open = read_available(r, pfd[0], &o);
 		} else {
-			sleep_ms(exit_at ? 0 : 20);
+			proc_sleep_ms(exit_at ? 0 : 20);
 		}
 		publish(r, false);
-		if (!exit_at && leader_exited(pid)) {
+		if (!exit_at && proc_exited_unreaped(pid)) {
 			exit_at = now_ms();
 			if (stop->interrupted)
 				stop->ended_after = exit_at - stop->at;
@@ -1146,7 +1130,7 @@ static int run_command(struct run *r, const char *cmd, const char *dir, int *wst
 	}
 	/* A command's background processes do not outlive it. */
 	stop->leftovers = kill_group_and_reap(pid, r->tag, wstatus);
-	record_remove(r->tag);
+	record_remove(r->tag, pid);
 	if (pipe_open)
 		read_available(r, pfd[0], &o);
 	close(pfd[0]);
@@ -1204,7 +1188,7 @@ static void stop_server_work(struct run *r, const char *since)
 	/* Give the cancels a moment, then end sessions that still work (or
 	 * sit in an open transaction): nothing of theirs may commit later. */
 	for (long long until = now_ms() + CANCEL_WAIT_MS; now_ms() < until;) {
-		sleep_ms(100);
+		proc_sleep_ms(100);
 		PQclear(res);
 		res = NULL;
 		rows = 0;
@@ -1310,14 +1294,54 @@ static int ensure_system_database(struct run *r, const struct app_config *cfg, s
 		report_add(r, "system database: none (no name to derive it from)\n");
 		return 0;
 	}
-	rc = ensure_database(r->req->target, cfg->sys_db_name, &created, NULL, 0, &why);
+	rc = ensure_database(r->req->target, cfg->sys_db_name, &created, NULL, 0, NULL, &why);
 	if (rc) {
 		report_add(r, "system database %s: %s\n", cfg->sys_db_name, why.text);
 		return errmsg_set(e, rc, "%s", why.text);
 	}
 	report_add(r, created ? "created system database %s\n" : "system database %s exists\n",
 	           cfg->sys_db_name);
-	return 0;
+
+	/* Its tables are the SDK's own, versioned with it: when the app has
+	 * the SDK's CLI, let it make them, as `dbos migrate` does. Not for a
+	 * system_database_url: that may name another server. */
+	char cli[PATH_MAX + 64];
+	static const char cmd[] = "node_modules/.bin/dbos schema";
+	snprintf(cli, sizeof(cli), "%s/node_modules/.bin/dbos", cfg->app_dir);
+	if (cfg->sys_db_from_url || access(cli, X_OK) != 0)
+		return 0;
+	struct stop stop;
+	char how[96];
+	int wstatus = 0;
+	/* The SDK's Postgres client asks for TLS (sslmode=allow) unless told
+	 * otherwise; a server without it would fail the step. libpq tools
+	 * fall back by themselves, so only this step gets the hint. */
+	if (!r->server_tls && !env_lookup(r->env, "PGSSLMODE") &&
+	    !(r->env[r->env_n] = strdup("PGSSLMODE=disable")))
+		return errmsg_set(e, -ENOMEM, "out of memory");
+	if (r->env[r->env_n])
+		r->env_n++;
+	report_add(r, "$ %s\n", cmd);
+	publish(r, true);
+	rc = run_command(r, cmd, cfg->app_dir, &wstatus, &stop, &why);
+	if (stop.leftovers)
+		report_add(r, "stopped %d process%s the command left running\n", stop.leftovers,
+		           stop.leftovers == 1 ? "" : "es");
+	if (rc == -EINTR) {
+		report_stop(r, &stop);
+		stop_server_work(r, NULL);
+		return errmsg_set(e, -EINTR, "interrupted while `%s` ran", cmd);
+	}
+	if (rc) {
+		report_add(r, "could not start: %s\n", why.text);
+		return errmsg_set(e, rc, "%s", why.text);
+	}
+	report_add(r, "exit status: %d\n",
+	           WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus));
+	if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
+		return 0;
+	describe_status(wstatus, how, sizeof(how));
+	return errmsg_set(e, -EIO, "`%s` %s", cmd, how);
 }
 
 int migrate_run(const struct migrate_request *req, struct buf *report, struct errmsg *e)
@@ -1377,7 +1401,7 @@ int migrate_run(const struct migrate_request *req, struct buf *report, struct er
 	log_event("%s started: %s (database %s, %zu command%s)", what, cfg.app_dir, cfg.app_db_name,
 	          n_cmds, n_cmds == 1 ? "" : "s");
 
-	rc = ensure_database(t, cfg.app_db_name, &created, since, sizeof(since), e);
+	rc = ensure_database(t, cfg.app_db_name, &created, since, sizeof(since), &r.server_tls, e);
 	if (rc)
 		goto finish;
 	if (created)
@@ -1434,7 +1458,9 @@ int migrate_run(const struct migrate_request *req, struct buf *report, struct er
 	if (req->kind == MIGRATE_UP && !interrupted) {
 		struct errmsg sys_e = {{0}};
 		int sys_rc = ensure_system_database(&r, &cfg, &sys_e);
-		if (sys_rc && !rc)
+		if (sys_rc == -EINTR)
+			rc = errmsg_set(e, -EINTR, "%s", sys_e.text);
+		else if (sys_rc && !rc)
 			rc = errmsg_set(e, sys_rc, "cannot create the system database %s: %s",
 			                cfg.sys_db_name, sys_e.text);
 	}

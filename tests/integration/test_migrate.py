@@ -570,7 +570,8 @@ def test_daemon_killed_mid_migration_leaves_nothing_running(mount_factory, tmp_p
             time.sleep(0.05)
         assert not _alive(escaped), "the remount left the old run's process alive"
         assert not list((m.state_dir / "migrate").iterdir())
-        assert "migrations interrupted by an earlier crash: 1 run, 1 process killed" in m.log()
+        assert re.search(r"migrations interrupted by an earlier crash: 1 run, [1-9]\d* "
+                         r"process(es)? killed", m.log()), m.log()
     finally:
         p.kill()
         p.wait()

@@ -422,8 +422,6 @@ def test_official_cli_same_databases(sdk_pair):
     assert databases(m, ours) == databases(m, official)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 6: dbosfs creates <app>_dbos_sys empty; "
-                   "`dbos migrate` also creates the SDK's dbos schema and tables in it")
 def test_official_cli_same_system_database_schema(sdk_pair):
     m, official, ours = sdk_pair
     theirs = schema_dump(m, official, SDK_SYS_DB)

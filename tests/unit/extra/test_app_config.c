@@ -322,6 +322,11 @@ static void test_current_fields(void)
 	CHECK(has(&e, "nor a package.json with a name"));
 }
 
+static int always_interrupted(void)
+{
+	return 1;
+}
+
 static void test_hostile_yaml(void)
 {
 	struct app_config c;
@@ -364,6 +369,16 @@ static void test_hostile_yaml(void)
 	strcpy(p, "1]\n");
 	CHECK(load_text("many", deep, &c, &e) == -EINVAL);
 	CHECK(has(&e, "more than 20000 YAML nodes"));
+	/* Ctrl-C lands while the file is read, not after. */
+	p = deep;
+	p += sprintf(p, "name: a\nx: [");
+	for (int i = 0; i < 5000; i++)
+		p += sprintf(p, "1,");
+	strcpy(p, "1]\n");
+	op_interrupted_hook = always_interrupted;
+	CHECK(load_text("intr", deep, &c, &e) == -EINTR);
+	CHECK(has(&e, "interrupted while reading"));
+	op_interrupted_hook = NULL;
 	free(deep);
 }
 
