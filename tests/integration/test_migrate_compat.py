@@ -321,9 +321,6 @@ def test_failing_migration(ws, tool, tmp_path):
     assert_head(db_state(ws.m, name, tool), tool)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 4: `database_url: ${DBOS_DATABASE_URL}` "
-                   "with the variable unset is EINVAL ('database_url is not a URL'); DBOS's "
-                   "Python SDK treats the empty value as no database_url")
 def test_python_template_database_url(ws, tmp_path):
     """DBOS's Python template says `database_url: ${DBOS_DATABASE_URL}`. With
     the variable unset, the official tooling falls back to `name`."""
