@@ -252,6 +252,15 @@ static void test_empty_lists(void)
 	CHECK(migrate_run(&req, &report, &e) == -EINVAL);
 	CHECK(report.data && strstr(report.data, "migrate rel\n") &&
 	      strstr(report.data, "result: error: relative path rel"));
+	/* A writer whose environment cannot be read (here: gone): the
+	 * daemon's is used, and the report says so. */
+	char d[512];
+	snprintf(d, sizeof(d), "%s/empty1", tmp);
+	req.pid = 999999999;
+	req.path = d;
+	CHECK(migrate_run(&req, &report, &e) == -EIO); /* nothing listens on port 1 */
+	CHECK(report.data && strstr(report.data, "environment: the daemon's, plus the connection "
+	                                         "(the writer's could not be read)\n"));
 	req.pid = getpid();
 	req.path = "surely-not-here-dbosfs";
 	CHECK(migrate_run(&req, &report, &e) == -ENOENT);
