@@ -19,6 +19,28 @@ FIXTURES = REPO / "tests" / "fixtures"
 NPM_CACHE = pathlib.Path(os.environ.get("DBOSFS_NPM_CACHE", "/tmp/dbosfs-npm-cache"))
 
 
+_registry_problem = []   # memo of registry_problem(): [] until asked, then [reason or None]
+
+
+def registry_problem():
+    """Why npm cannot reach its registry (None when it can). Asked once per
+    test session, without retries: an unreachable registry otherwise costs
+    minutes of npm's own retrying for every fixture."""
+    if not _registry_problem:
+        try:
+            r = subprocess.run(["npm", "ping", "--fetch-retries=0"], capture_output=True,
+                               text=True, timeout=30)
+            errors = [ln for ln in (r.stderr + r.stdout).splitlines()
+                      if ln.startswith("npm error") and "complete log" not in ln]
+            # FetchError's line names the URL and the reason (ECONNREFUSED, ...).
+            why = [ln for ln in errors if "reason:" in ln] or errors[:2] or ["npm ping failed"]
+            problem = None if r.returncode == 0 else " / ".join(why)[:300]
+        except subprocess.TimeoutExpired:
+            problem = "npm ping timed out after 30 s"
+        _registry_problem.append(problem)
+    return _registry_problem[0]
+
+
 def fixture_modules(fixture, needed_bin):
     """node_modules for tests/fixtures/FIXTURE, from the cache or installed
     now; skips the calling test when npm cannot provide them."""
@@ -29,6 +51,9 @@ def fixture_modules(fixture, needed_bin):
         return cache / "node_modules"
     if not shutil.which("npm"):
         pytest.skip(f"npm is not installed: cannot install {fixture}'s packages")
+    problem = registry_problem()
+    if problem:
+        pytest.skip(f"npm registry unreachable, cannot install {fixture}'s packages: {problem}")
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs share the cache
