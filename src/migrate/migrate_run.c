@@ -510,9 +510,11 @@ static int resolve_writer_path(const struct migrate_request *req, char **out, st
 		                  req->path, strerror(errno));
 	cwd[n] = '\0';
 	char *joined = NULL;
-	if (asprintf(&joined, "%s%s%s", cwd, n > 1 ? "/" : "", req->path) < 0)
+	/* Through the magic link, not the text of cwd: the writer may see
+	 * another mount namespace (a container) than the daemon. "." and
+	 * "../app" become the directory they name, as the daemon sees it. */
+	if (asprintf(&joined, "%s/%s", link, req->path) < 0)
 		return -ENOMEM;
-	/* "." or "../app" should read as the directory they name. */
 	*out = realpath(joined, NULL);
 	if (!*out) {
 		int err = errno;
