@@ -11,7 +11,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
+#include <curl/curl.h>
 #include <fuse_lowlevel.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <linux/fuse.h>
 #include <pwd.h>
@@ -21,7 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,45 +65,51 @@ static const struct fuse_opt dbosfs_opts[] = {
 
 static void usage(const char *prog)
 {
-	printf("usage: %s [-f] [-d] [-o OPTION[,OPTION...]] MOUNTPOINT\n"
-	       "       fusermount3 -u MOUNTPOINT      (unmount)\n"
-	       "\n"
-	       "Database instances as a filesystem: mkdir provisions, cat NAME/status reads\n"
-	       "live state, echo NAME > NAME/confirm then rmdir destroys, echo APPDIR >\n"
-	       "NAME/migrate runs the schema migrations of its dbos-config.yaml as you, in\n"
-	       "your environment (a relative APPDIR is relative to your directory).\n"
-	       "echo NEW > NAME/branch makes NEW a copy of NAME as it is now; NAME/databases/\n"
-	       "holds one directory per database (mkdir creates, confirm + rmdir drops).\n"
-	       "\n"
-	       "dbosfs options:\n"
-	       "    -o provider=local|cloud  where instances live (default: local)\n"
-	       "    -o state_dir=DIR         dbosfs state (default: $XDG_DATA_HOME/dbosfs,\n"
-	       "                             ~/.local/share/dbosfs; /var/lib/dbosfs as root)\n"
-	       "    -o pg_bindir=DIR         PostgreSQL server binaries (initdb, postgres)\n"
-	       "    -o pg_user=USER          as root: the account that runs the servers\n"
-	       "                             (default: dbosfs, a system account made on first\n"
-	       "                             use)\n"
-	       "    -o db_username=NAME      admin user of instances made by mkdir\n"
-	       "                             (default: dbos_user; local: not a superuser)\n"
-	       "    -o credentials=FILE      cloud: credentials from npx dbos-cloud login\n"
-	       "                             (default: ./.dbos/credentials, ~/.dbos/credentials)\n"
-	       "    -o domain=HOST           cloud: API host (default: $DBOS_DOMAIN or\n"
-	       "                             cloud.dbos.dev)\n"
-	       "    -o auth_domain=HOST      cloud: token refresh host (default: by domain)\n"
-	       "    -o cafile=FILE           cloud: extra CA bundle (TLS is always verified)\n"
-	       "    -o refresh=SECONDS       background refresh period (default: 2)\n"
-	       "    -o confirm_ttl=SECONDS   how long a destroy confirmation lasts (default: 60)\n"
-	       "    -o grace_ms=MS           cloud: mkdir/rmdir return after this long and\n"
-	       "                             finish in the background (default: 500)\n"
-	       "    -o attr_timeout=SECONDS  how long the kernel may keep a file's size\n"
-	       "                             (default: 0; sizes change with the content)\n"
-	       "\n"
-	       "    -f                       stay in the foreground\n"
-	       "    -d                       debug output (implies -f)\n"
-	       "    -h, --help               this help, then the FUSE options\n"
-	       "    -V, --version            print the version\n"
-	       "\n",
-	       prog);
+	printf(
+	    "usage: %s [-f] [-d] [-o OPTION[,OPTION...]] [SOURCE] MOUNTPOINT\n"
+	    "       fusermount3 -u MOUNTPOINT      (unmount)\n"
+	    "       mount -t fuse.dbosfs dbosfs MOUNTPOINT -o OPTIONS   (or an fstab line)\n"
+	    "\n"
+	    "Database instances as a filesystem: mkdir provisions, cat NAME/status reads\n"
+	    "live state, echo NAME > NAME/confirm then rmdir destroys, echo APPDIR >\n"
+	    "NAME/migrate runs the schema migrations of its dbos-config.yaml as you, in\n"
+	    "your environment (a relative APPDIR is relative to your directory).\n"
+	    "echo NEW > NAME/branch makes NEW a copy of NAME as it is now; NAME/databases/\n"
+	    "holds one directory per database (mkdir creates, confirm + rmdir drops).\n"
+	    "\n"
+	    "dbosfs options:\n"
+	    "    -o provider=local|cloud  where instances live (default: local)\n"
+	    "    -o state_dir=DIR         dbosfs state (default: $XDG_DATA_HOME/dbosfs,\n"
+	    "                             ~/.local/share/dbosfs; /var/lib/dbosfs as root)\n"
+	    "    -o pg_bindir=DIR         PostgreSQL server binaries (initdb, postgres)\n"
+	    "    -o pg_user=USER          as root: the account that runs the servers\n"
+	    "                             (default: dbosfs, a system account made on first\n"
+	    "                             use)\n"
+	    "    -o db_username=NAME      admin user of instances made by mkdir\n"
+	    "                             (default: dbos_user; local: not a superuser)\n"
+	    "    -o credentials=FILE      cloud: credentials from npx dbos-cloud login\n"
+	    "                             (default: ./.dbos/credentials, ~/.dbos/credentials)\n"
+	    "    -o domain=HOST           cloud: API host (default: $DBOS_DOMAIN or\n"
+	    "                             cloud.dbos.dev)\n"
+	    "    -o auth_domain=HOST      cloud: token refresh host (default: by domain)\n"
+	    "    -o cafile=FILE           cloud: extra CA bundle (TLS is always verified)\n"
+	    "    -o refresh=SECONDS       background refresh period (default: 2)\n"
+	    "    -o confirm_ttl=SECONDS   how long a destroy confirmation lasts (default: 60)\n"
+	    "    -o grace_ms=MS           cloud: mkdir/rmdir return after this long and\n"
+	    "                             finish in the background (default: 500)\n"
+	    "    -o attr_timeout=SECONDS  how long the kernel may keep a file's size\n"
+	    "                             (default: 0; sizes change with the content)\n"
+	    "\n"
+	    "    -f                       stay in the foreground\n"
+	    "    -d                       debug output (implies -f)\n"
+	    "    -h, --help               this help, then the FUSE options\n"
+	    "    -V, --version            print the versions of dbosfs, libfuse, libpq, libcurl\n"
+	    "\n"
+	    "SOURCE (what mount and fstab pass) is ignored, and so are the options _netdev,\n"
+	    "nofail, noauto, defaults and x-* (x-systemd.automount). Under systemd\n"
+	    "(Type=notify), READY=1 goes to $NOTIFY_SOCKET once the tree is served.\n"
+	    "\n",
+	    prog);
 }
 
 static char *home_dir(void)
@@ -208,6 +218,80 @@ static void free_options(struct dbosfs_options *o)
 	free(o->domain);
 	free(o->auth_domain);
 	free(o->cafile);
+}
+
+/* Positional arguments. mount(8) and fstab run mount.fuse3, which calls
+ * `dbosfs SOURCE MOUNTPOINT -o ...`: a second positional argument is the
+ * mountpoint and the first, the fstab source field, is ignored. Options
+ * meant for mount(8) and systemd are dropped here if they get through. */
+struct positional {
+	char *arg[2];
+	int count;
+};
+
+static int take_positional(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct positional *pos = data;
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		if (pos->count == 2)
+			return -1; /* one source and one mountpoint at most */
+		pos->arg[pos->count] = strdup(arg);
+		return pos->arg[pos->count++] ? 0 : -1;
+	}
+	if (key == FUSE_OPT_KEY_OPT) {
+		static const char *const fstab_only[] = {"_netdev",  "nofail", "noauto", "auto",
+		                                         "defaults", "user",   "users",  "nouser",
+		                                         "owner",    "group"};
+		for (size_t i = 0; i < sizeof(fstab_only) / sizeof(fstab_only[0]); i++)
+			if (strcmp(arg, fstab_only[i]) == 0)
+				return 0;
+		if (strncmp(arg, "x-", 2) == 0 || strncmp(arg, "comment=", 8) == 0)
+			return 0;
+	}
+	return 1;
+}
+
+/* Puts the mountpoint back for fuse_parse_cmdline; frees pos. */
+static int add_mountpoint(struct fuse_args *args, struct positional *pos)
+{
+	int rc = pos->count ? fuse_opt_add_arg(args, pos->arg[pos->count - 1]) : 0;
+	free(pos->arg[0]);
+	free(pos->arg[1]);
+	memset(pos, 0, sizeof(*pos));
+	return rc;
+}
+
+static void print_versions(void)
+{
+	printf("dbosfs %s\n", DBOSFS_VERSION);
+	printf("libfuse %s\n", fuse_pkgversion());
+	int pq = PQlibVersion();
+	printf("libpq %d.%d\n", pq / 10000, pq % 10000);
+	printf("libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
+}
+
+/* systemd's readiness protocol (sd_notify), spoken directly: one datagram
+ * to $NOTIFY_SOCKET ("@" starts an abstract name). Sent once the tree is
+ * served, so a Type=notify unit is up only when ls works. */
+static void notify_systemd(const char *state)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sa.sun_path))
+		return;
+	size_t len = strlen(path);
+	memcpy(sa.sun_path, path, len);
+	if (path[0] == '@')
+		sa.sun_path[0] = '\0';
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	char msg[128];
+	int n = snprintf(msg, sizeof(msg), "%s\nMAINPID=%ld\n", state, (long)getpid());
+	if (sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sa,
+	           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+		log_error("cannot notify systemd at %s: %m", path);
+	close(fd);
 }
 
 /* Every reply to the kernel passes here. libfuse answers ESTALE for a
@@ -350,14 +434,15 @@ int main(int argc, char *argv[])
 	struct errmsg e = {{0}};
 	int status = 1;
 
-	if (fuse_opt_parse(&args, &opt, dbosfs_opts, NULL) != 0 ||
-	    fuse_parse_cmdline(&args, &cl) != 0) {
+	struct positional pos = {0};
+	if (fuse_opt_parse(&args, &pos, NULL, take_positional) != 0 ||
+	    fuse_opt_parse(&args, &opt, dbosfs_opts, NULL) != 0 ||
+	    add_mountpoint(&args, &pos) != 0 || fuse_parse_cmdline(&args, &cl) != 0) {
 		fprintf(stderr, "dbosfs: bad arguments; try dbosfs --help\n");
 		return 2;
 	}
 	if (cl.show_version) {
-		printf("dbosfs %s\n", DBOSFS_VERSION);
-		printf("FUSE library version %s\n", fuse_pkgversion());
+		print_versions();
 		fuse_opt_free_args(&args);
 		return 0;
 	}
@@ -456,6 +541,7 @@ int main(int argc, char *argv[])
 	log_event("mounted %s (%s), state in %s", cl.mountpoint, fs.provider->provider_line,
 	          opt.state_dir);
 	report_start(verdict_fd, "ok");
+	notify_systemd("READY=1");
 	if (verdict_fd >= 0) {
 		quiet_stdio();
 		if (chdir("/") != 0)
@@ -470,6 +556,7 @@ int main(int argc, char *argv[])
 	 * returns 0: only a failure of the loop itself is an error. */
 	status = fuse_loop_mt(fuse, lc) == 0 ? 0 : 1;
 	fuse_loop_cfg_destroy(lc);
+	notify_systemd("STOPPING=1");
 	log_event("unmounting %s", cl.mountpoint);
 
 	set_signal_handlers(se, false);
