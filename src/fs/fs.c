@@ -416,8 +416,17 @@ static int op_write(const char *path, const char *data, size_t size, off_t off,
 		         total, of->node.file->name, WRITE_MAX);
 		return write_fail(fs, &of->node, -EINVAL, msg);
 	}
-	/* Offsets are ignored: echo >> writes at st_size. */
-	int rc = buf_append(&of->pending, data, size);
+	/* Offsets are ignored: echo >> writes at st_size. A secret written in
+	 * pieces must not stay behind in blocks that growing the buffer frees:
+	 * room for the longest value first. */
+	int rc = 0;
+	if (of->node.file->secret && of->pending.len == 0 && of->pending.cap <= WRITE_MAX) {
+		static const char room[WRITE_MAX];
+		rc = buf_append(&of->pending, room, sizeof(room));
+		buf_reset(&of->pending);
+	}
+	if (rc == 0)
+		rc = buf_append(&of->pending, data, size);
 	if (rc || !memchr(data, '\n', size)) {
 		pthread_mutex_unlock(&of->lock);
 		return rc ? rc : (int)size;
