@@ -20,6 +20,9 @@ struct instance {
 struct instance_list {
 	struct instance *items;
 	size_t count;
+	/* Slots allocated by instance_list_push (0: unknown, e.g. items was
+	 * allocated elsewhere; push then grows it). */
+	size_t cap;
 };
 
 void instance_list_free(struct instance_list *l);

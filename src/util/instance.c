@@ -13,18 +13,21 @@ void instance_list_free(struct instance_list *l)
 	free(l->items);
 	l->items = NULL;
 	l->count = 0;
+	l->cap = 0;
 }
 
 int instance_list_push(struct instance_list *l, const struct instance *inst)
 {
-	struct instance *p;
-
-	/* One realloc per push: lists are short, and this stays correct
-	 * whoever allocated items before. */
-	p = realloc(l->items, (l->count + 1) * sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	l->items = p;
+	/* Doubling keeps a 100,000-instance list linear. A cap below count
+	 * means items came from elsewhere: grow it all the same. */
+	if (l->cap < l->count + 1) {
+		size_t cap = l->count < 16 ? 16 : l->count * 2;
+		struct instance *p = realloc(l->items, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		l->items = p;
+		l->cap = cap;
+	}
 	l->items[l->count++] = *inst;
 	return 0;
 }

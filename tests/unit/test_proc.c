@@ -99,7 +99,7 @@ static int group_members(pid_t pgid)
 
 static void test_groups(void)
 {
-	char dir[] = "/tmp/dbosfs-proc-XXXXXX", rec[128];
+	char dir[64] = "/tmp/dbosfs-proc-XXXXXX", rec[128];
 	int fds[2];
 	pid_t pid = 0, m;
 

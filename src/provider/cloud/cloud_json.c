@@ -121,8 +121,7 @@ int cloud_parse_instance_list(const char *body, size_t len, struct instance_list
 	size_t i;
 	int rc = 0;
 
-	out->items = NULL;
-	out->count = 0;
+	*out = (struct instance_list){0};
 	root = parse_body(body, len, "the database list", false, e);
 	if (!root)
 		return -EIO;

@@ -97,8 +97,7 @@ static int list_attempt(struct cloud *c, void *arg, long timeout_ms, struct errm
 	struct http_result res = {0};
 	int rc;
 
-	out->items = NULL;
-	out->count = 0;
+	*out = (struct instance_list){0};
 	rc = cloud_api_call(c, HTTP_GET, "/databases", true, NULL, REQ_READ, timeout_ms, &res,
 	                    "Failed to list databases", e);
 	if (rc == 0) {
