@@ -101,7 +101,9 @@ def test_window_and_refusals(source):
 
 def test_info_shows_wal_archive_bytes(source):
     m, name = source
-    psql(m, name, "SELECT pg_switch_wal()")  # admin is superuser here
+    # More than a 16 MiB segment of WAL: one is archived.
+    psql(m, name, "CREATE TABLE fill AS SELECT g, repeat('x', 100) AS pad "
+         "FROM generate_series(1, 200000) g")
     deadline = time.time() + 30
     while True:
         info = m.read(name, "info")
