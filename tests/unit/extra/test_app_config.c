@@ -336,6 +336,8 @@ static void test_current_fields(void)
 	{
 		size_t pad = 1100 * 1024;
 		char *big = malloc(pad + 64);
+		if (!big)
+			return;
 		int n = sprintf(big, "{\"name\": \"big\", \"pad\": \"");
 		memset(big + n, 'a', pad);
 		strcpy(big + n + pad, "\"}\n");
