@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: the C unit tests
-# (meson test) in a normal and a sanitizer build, then the integration tests
+# (meson test) in a normal, an ASan/UBSan and a ThreadSanitizer build
+# (scripts/check-tsan.sh, about 2 minutes), then the integration tests
 # (pytest) against the sanitizer build, mounting the real filesystem.
 # Results go to build-asan/results/*.xml; the last line sums them up.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k migrate).
@@ -22,6 +23,10 @@ for b in build build-asan; do
 	meson test -C "$b" --print-errorlogs -q || status=1
 	cp "$b/meson-logs/testlog.junit.xml" "$results/unit-$b.xml" 2>/dev/null || true
 done
+
+echo "==> unit tests under ThreadSanitizer (incl. the local smoke test)"
+scripts/check-tsan.sh -q || status=1
+cp build-tsan/meson-logs/testlog.junit.xml "$results/unit-build-tsan.xml" 2>/dev/null || true
 
 echo "==> integration tests"
 export DBOSFS_BIN="$root/build-asan/dbosfs"

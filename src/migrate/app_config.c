@@ -548,15 +548,10 @@ static int package_json_name(const char *app_dir, char **out)
 	char *path = NULL;
 	json_t *root, *name;
 
-	struct stat st;
-
 	*out = NULL;
 	if (asprintf(&path, "%s/package.json", app_dir) < 0)
 		return -ENOMEM;
-	/* Same bound as the YAML: a package.json is a few KiB. */
-	root = stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= CONFIG_MAX_BYTES
-	           ? json_load_file(path, JSON_REJECT_DUPLICATES, NULL)
-	           : NULL;
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
 	free(path);
 	if (!root)
 		return 0;

@@ -5,7 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <dirent.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,13 +15,63 @@
 
 #define LOCAL_LOG_ROTATE_BYTES (8 * 1024 * 1024)
 
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+/* Removes the directory path (on device dev) and everything in it. Each
+ * directory's names are read in full and its descriptor closed before
+ * descending, so the walk needs one descriptor at a time, at any depth:
+ * it must work when a mkdir cleans up after running out of them. Symlinks
+ * are removed, never followed; other filesystems are never entered. */
+static int rm_dir(const char *path, dev_t dev)
 {
-	(void)st;
-	(void)ftw;
-	if (type == FTW_DP)
-		return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
-	return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+	DIR *d = opendir(path);
+	struct dirent *de;
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	int rc = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			char **nn = realloc(names, cap * sizeof(*names));
+			if (!nn) {
+				rc = -ENOMEM;
+				break;
+			}
+			names = nn;
+		}
+		if (!(names[n] = strdup(de->d_name))) {
+			rc = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	closedir(d);
+	for (size_t i = 0; i < n; i++) {
+		char child[PATH_MAX];
+		struct stat st;
+
+		if (!rc &&
+		    snprintf(child, sizeof(child), "%s/%s", path, names[i]) >= (int)sizeof(child))
+			rc = -ENAMETOOLONG;
+		if (!rc && lstat(child, &st) == 0) {
+			if (!S_ISDIR(st.st_mode)) {
+				if (unlink(child) < 0 && errno != ENOENT)
+					rc = -errno;
+			} else if (st.st_dev != dev) {
+				rc = -EXDEV; /* a mount inside: not ours to empty */
+			} else {
+				rc = rm_dir(child, dev);
+			}
+		}
+		free(names[i]);
+	}
+	free(names);
+	if (!rc && rmdir(path) < 0 && errno != ENOENT)
+		rc = -errno;
+	return rc;
 }
 
 int local_rmtree(const char *path)
@@ -29,11 +80,9 @@ int local_rmtree(const char *path)
 
 	if (lstat(path, &st) < 0)
 		return errno == ENOENT ? 0 : -errno;
-	/* FTW_PHYS: never follow a symlink out of the tree; FTW_MOUNT: never
-	 * cross into another filesystem. */
-	if (nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
-		return errno ? -errno : -EIO;
-	return 0;
+	if (!S_ISDIR(st.st_mode))
+		return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+	return rm_dir(path, st.st_dev);
 }
 
 int local_mkdir(const struct local_provider *lp, const char *path, mode_t mode, bool server_owned)
@@ -55,27 +104,6 @@ int local_mkdir(const struct local_provider *lp, const char *path, mode_t mode, 
 	return 0;
 }
 
-int local_write_file(const char *path, const char *text, mode_t mode)
-{
-	char tmp[PATH_MAX + 8];
-	size_t len = strlen(text);
-	int fd, rc = 0;
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, text, len) != (ssize_t)len)
-		rc = errno ? -errno : -EIO;
-	if (close(fd) < 0 && !rc)
-		rc = -errno;
-	if (!rc && rename(tmp, path) < 0)
-		rc = -errno;
-	if (rc)
-		unlink(tmp);
-	return rc;
-}
-
 void local_fsync_dir(const char *path)
 {
 	char dir[PATH_MAX];
@@ -91,7 +119,9 @@ void local_fsync_dir(const char *path)
 	}
 }
 
-int local_write_file_durable(const char *path, const char *text, mode_t mode)
+/* Temp file + rename, so a reader never sees half a file; durable adds
+ * fsync of the file before and of the directory after the rename. */
+static int write_file(const char *path, const char *text, mode_t mode, bool durable)
 {
 	char tmp[PATH_MAX + 8];
 	size_t len = strlen(text);
@@ -103,7 +133,7 @@ int local_write_file_durable(const char *path, const char *text, mode_t mode)
 		return -errno;
 	if (write(fd, text, len) != (ssize_t)len)
 		rc = errno ? -errno : -EIO;
-	if (!rc && fsync(fd) < 0)
+	if (!rc && durable && fsync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && !rc)
 		rc = -errno;
@@ -113,8 +143,19 @@ int local_write_file_durable(const char *path, const char *text, mode_t mode)
 		unlink(tmp);
 		return rc;
 	}
-	local_fsync_dir(path);
+	if (durable)
+		local_fsync_dir(path);
 	return 0;
+}
+
+int local_write_file(const char *path, const char *text, mode_t mode)
+{
+	return write_file(path, text, mode, false);
+}
+
+int local_write_file_durable(const char *path, const char *text, mode_t mode)
+{
+	return write_file(path, text, mode, true);
 }
 
 int local_read_file(const char *path, char *out, size_t outsz, bool tail)
@@ -139,6 +180,20 @@ int local_read_file(const char *path, char *out, size_t outsz, bool tail)
 	out[got] = '\0';
 	close(fd);
 	return 0;
+}
+
+int local_silent_failure(const char *dir, const char *what, struct errmsg *e)
+{
+	long long avail = local_free_bytes(dir);
+
+	if (avail >= 0 && avail < LOCAL_START_MARGIN_BYTES)
+		return errmsg_set(e, -ENOSPC, "%s: %s (%lld KiB free on the filesystem of %s)",
+		                  what, strerror(ENOSPC), avail >> 10, dir);
+	if (avail >= 0)
+		return errmsg_set(e, -EIO, "%s (%lld MiB free on the filesystem of %s)", what,
+		                  avail >> 20, dir);
+	return errmsg_set(e, -EIO, "%s (free space of %s unknown: %s)", what, dir,
+	                  strerror((int)-avail));
 }
 
 long long local_free_bytes(const char *path)

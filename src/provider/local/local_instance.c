@@ -103,30 +103,6 @@ int save_meta(struct local_provider *lp, const struct local_instance *li)
 	return local_write_file(path, text, 0600);
 }
 
-/* The server died at startup without a word in its log: most often
- * because the disk is full (the log is on it too), so say how much room
- * there is. */
-static int silent_exit(const struct local_instance *li, const char *how, const char *data,
-                       struct errmsg *e)
-{
-	long long avail = local_free_bytes(data);
-
-	if (avail >= 0 && avail < LOCAL_START_MARGIN_BYTES)
-		return errmsg_set(e, -ENOSPC,
-		                  "the server of %s exited during startup (%s) with no message in "
-		                  "the server log: %s (%lld KiB free on the filesystem of %s)",
-		                  li->name, how, strerror(ENOSPC), avail >> 10, data);
-	if (avail >= 0)
-		return errmsg_set(e, -EIO,
-		                  "the server of %s exited during startup (%s) with no message in "
-		                  "the server log (%lld MiB free on the filesystem of %s)",
-		                  li->name, how, avail >> 20, data);
-	return errmsg_set(e, -EIO,
-	                  "the server of %s exited during startup (%s) with no message in the "
-	                  "server log (free space of %s unknown: %s)",
-	                  li->name, how, data, strerror((int)-avail));
-}
-
 /* Starts li's postmaster and waits until it accepts connections. The
  * caller owns li (busy). A port taken by someone else is replaced and
  * persisted; other failures return the server's own FATAL line. */
@@ -161,13 +137,6 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 		if (rc)
 			return rc;
 	}
-	/* WAL archiving (point-in-time recovery) from the first start on. */
-	char archive_cmd[PATH_MAX * 2 + 256];
-	rc = pitr_archive_command(lp, li->name, archive_cmd, sizeof(archive_cmd));
-	if (rc < 0)
-		return errmsg_set(e, rc, "cannot prepare the WAL archive of %s: %s", li->name,
-		                  strerror(-rc));
-	bool archiving = rc == 0;
 
 	for (int attempt = 0; attempt < 6; attempt++) {
 		int old = li->port, st = 0;
@@ -189,14 +158,7 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 		if (fd < 0)
 			return errmsg_set(e, -errno, "cannot open %s: %s", logp, strerror(errno));
 		off_t off = lseek(fd, 0, SEEK_END);
-		struct pg_launch l = {lp->bindir,
-		                      data,
-		                      sock,
-		                      fd,
-		                      li->port,
-		                      &lp->acct,
-		                      archiving ? archive_cmd : NULL,
-		                      PITR_ARCHIVE_TIMEOUT_S};
+		struct pg_launch l = {lp->bindir, data, sock, fd, li->port, &lp->acct};
 		pid_t pid = pg_server_launch(&l, e);
 		close(fd);
 		if (pid < 0)
@@ -224,8 +186,14 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 		if (local_log_port_conflict(tail))
 			continue; /* someone took the port between our check and bind */
 		proc_describe_status(st, how, sizeof(how));
-		if (!tail[strspn(tail, " \t\r\n")])
-			return silent_exit(li, how, data, e);
+		if (!tail[strspn(tail, " \t\r\n")]) {
+			char said[256];
+			snprintf(said, sizeof(said),
+			         "the server of %s exited during startup (%s) with no message in "
+			         "the server log",
+			         li->name, how);
+			return local_silent_failure(data, said, e);
+		}
 		local_log_reason(tail, reason, sizeof(reason));
 		return errmsg_set(e, -EIO, "the server of %s exited during startup (%s): %s",
 		                  li->name, how, reason);

@@ -140,9 +140,6 @@ struct local_provider {
 	pthread_t supervisor;
 	pthread_t preparer;
 	pthread_t prober;
-	pthread_t pitr;               /* base backups and pruning (local_pitr.c) */
-	long long pitr_window_ms;     /* 0: no WAL archiving, no restore */
-	long long pitr_base_every_ms; /* a new base backup after this long */
 	bool spare_wanted;
 	bool spare_space_logged;    /* "no room for a spare" said once (preparer only) */
 	int probe_period_ms;        /* the mount's refresh period */
@@ -234,8 +231,6 @@ struct pg_launch {
 	int log_fd;
 	int port;
 	const struct local_account *acct;
-	const char *archive_command; /* NULL: no WAL archiving */
-	int archive_timeout_s;
 };
 pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e);
 
@@ -252,8 +247,16 @@ struct pg_probe {
 	int port;
 	const char *user;
 	bool ok;          /* out: the server answered (any answer, even a refusal) */
+	bool ours;        /* out: not asked, for want of a descriptor of ours: no verdict */
 	char reason[256]; /* out: why not, when !ok */
 };
+/* Probes in one batch at most: each holds a socket until it is answered,
+ * and the descriptors a FUSE daemon has are shared with everything else
+ * (see local_probe_batch). */
+#define LOCAL_PROBE_BATCH 64
+/* How many probes to run at once now: LOCAL_PROBE_BATCH, or fewer when
+ * the descriptor limit leaves less room (at least 1). */
+size_t local_probe_batch(void);
 /* Starts a connection to every target at once (libpq's non-blocking API)
  * and waits up to timeout_ms in all, so one hung server costs the round
  * timeout_ms, never timeout_ms per server. Returns early when *cancel
@@ -306,6 +309,12 @@ void tmpl_cleanup(struct local_provider *lp);
 /* Disk space a copy of user's template takes (its allocated blocks); 0 or
  * negative errno. */
 int tmpl_size(struct local_provider *lp, const char *user, long long *bytes);
+/* A child that died without a word (empty log or output) most often died
+ * of a full disk, since its log is on the same filesystem: "WHAT: No space
+ * left on device (N KiB free on the filesystem of DIR)" and -ENOSPC when
+ * less than LOCAL_START_MARGIN_BYTES is free, else "WHAT (N MiB free ...)"
+ * and -EIO. The one home of this diagnosis. */
+int local_silent_failure(const char *dir, const char *what, struct errmsg *e);
 /* Space available to unprivileged users on the filesystem of path;
  * negative errno on failure. */
 long long local_free_bytes(const char *path);
@@ -375,48 +384,9 @@ int local_create_database(struct provider *p, const struct instance *inst, const
 int local_drop_database(struct provider *p, const struct instance *inst, const char *password,
                         const char *db, struct errmsg *e);
 
-/* ---- local_branch.c: NAME/branch, and new instances from copies ---- */
+/* ---- local_branch.c: NAME/branch ---- */
 int local_branch(struct provider *p, const struct instance *inst, const char *newname,
                  struct instance *out, struct errmsg *e);
-/* An online base backup of running instance src_name into dst_data (an
- * existing empty directory): backup_label and WAL included, durable. */
-int local_online_backup(struct local_provider *lp, const char *src_name, const char *dst_data,
-                        const atomic_bool *cancel, struct errmsg *e);
-/* Copies a stopped data directory or a finished base backup (reflink
- * where possible). */
-int local_copy_datadir(struct local_provider *lp, const char *src, const char *dst,
-                       const atomic_bool *cancel, struct errmsg *e);
-/* A new instance from a data directory that fill() prepares: reserved in
- * the table, built in spares/WHAT-NAME.N.tmp (removed by the next mount if
- * we die), committed by one rename to instances/NAME, started; started()
- * (if any) runs once the server accepts connections. */
-struct local_create {
-	const char *newname;
-	const char *username;
-	const char *what; /* "branch", "restore": names the temporary directory */
-	int (*fill)(struct local_provider *lp, const char *data, const atomic_bool *cancel,
-	            void *arg, struct errmsg *e);
-	int (*started)(struct local_provider *lp, struct local_instance *li, void *arg,
-	               struct errmsg *e);
-	void *arg;
-};
-int local_create_from(struct local_provider *lp, const struct local_create *c, struct instance *out,
-                      struct errmsg *e);
-
-/* ---- local_pitr.c: WAL archive, base backups, restore ---- */
-#define PITR_ARCHIVE_TIMEOUT_S 60
-/* The archive_command for name's server, its archive directory created;
- * 1 when archiving is off (pitr_window=0), 0 when cmd is set, or -errno. */
-int pitr_archive_command(struct local_provider *lp, const char *name, char *cmd, size_t cmdsz);
-/* At provisioning: the instance's first base backup is the template it
- * was copied from (a cold, consistent copy), as of now. */
-void pitr_note_template_base(struct local_provider *lp, const char *name, const char *user);
-int local_restore(struct provider *p, const struct instance *inst, long long target_ms,
-                  const char *newname, const char *password, struct instance *out,
-                  struct errmsg *e);
-int local_restore_window(struct provider *p, const struct instance *inst, long long *earliest_ms,
-                         long long *latest_ms, long long *archive_bytes, struct errmsg *e);
-void *pitr_main(void *arg);
 
 /* ---- local_intent.c: crash safety of mutations ---- */
 

@@ -2,22 +2,13 @@
  * postmaster.pid decision, reading server logs, backoff. No I/O here, so
  * tests/unit/extra/test_local_meta.c can cover every branch. */
 #include "local_internal.h"
+#include "validate.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static bool username_ok(const char *s)
-{
-	if (!*s || strlen(s) >= 64)
-		return false;
-	for (const char *p = s; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
-			return false;
-	return true;
-}
 
 int local_meta_parse(const char *text, struct local_meta *out)
 {
@@ -41,7 +32,8 @@ int local_meta_parse(const char *text, struct local_meta *out)
 					out->port =
 					    (*val && !*stop && v > 0 && v <= 65535) ? (int)v : -2;
 				} else if (strcmp(buf, "username") == 0) {
-					if (username_ok(val))
+					if (strlen(val) < sizeof(out->username) &&
+					    validate_username(val, NULL) == 0)
 						strcpy(out->username, val);
 				}
 			}

@@ -35,44 +35,6 @@ static void provision_done_locked(struct local_provider *lp)
 	pthread_cond_broadcast(&lp->cond);
 }
 
-/* "90", "90s", "15m", "12h", "7d" -> ms; NULL -> dflt. */
-static int parse_duration_ms(const char *s, long long dflt, long long *out)
-{
-	char *end;
-	if (!s || !*s) {
-		*out = dflt;
-		return 0;
-	}
-	long long v = strtoll(s, &end, 10);
-	long long unit = 1000;
-	if (*end == 'm')
-		unit = 60 * 1000LL;
-	else if (*end == 'h')
-		unit = 3600 * 1000LL;
-	else if (*end == 'd')
-		unit = 24 * 3600 * 1000LL;
-	else if (*end && *end != 's')
-		return -EINVAL;
-	if (*end && end[1])
-		return -EINVAL;
-	if (end == s || v < 0 || v > 3650LL * 24 * 3600)
-		return -EINVAL;
-	*out = v * unit;
-	return 0;
-}
-
-static bool name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 3 || n > 16)
-		return false;
-	for (; *s; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
-			return false;
-	return true;
-}
-
 static void rediscover(struct local_provider *lp)
 {
 	char dir[PATH_MAX + 16], path[PATH_MAX + 300], text[1024];
@@ -89,14 +51,14 @@ static void rediscover(struct local_provider *lp)
 
 		if (de->d_name[0] == '.')
 			continue;
-		if (!name_ok(de->d_name)) {
+		if (validate_instance_name(de->d_name, NULL) != 0) {
 			log_error("local: ignoring %s/%s: not an instance name", dir, de->d_name);
 			continue;
 		}
 		li = calloc(1, sizeof(*li));
 		if (!li)
 			break;
-		snprintf(li->name, sizeof(li->name), "%s", de->d_name);
+		snprintf(li->name, sizeof(li->name), "%.31s", de->d_name); /* validated: 3..16 */
 		snprintf(path, sizeof(path), "%s/%s/meta", dir, de->d_name);
 		int rc = local_read_file(path, text, sizeof(text), false);
 		if (!rc)
@@ -140,9 +102,9 @@ static void join_threads(struct local_provider *lp, pthread_t *threads, int n)
 static int local_start(struct provider *p, struct errmsg *e)
 {
 	struct local_provider *lp = LP(p);
-	pthread_t *threads[] = {&lp->supervisor, &lp->preparer, &lp->prober, &lp->pitr};
-	void *(*mains[])(void *) = {supervisor_main, preparer_main, prober_main, pitr_main};
-	pthread_t started[4];
+	pthread_t *threads[] = {&lp->supervisor, &lp->preparer, &lp->prober};
+	void *(*mains[])(void *) = {supervisor_main, preparer_main, prober_main};
+	pthread_t started[3];
 
 	/* The lock is ours since create(); the pid in it is now the
 	 * daemon's, no longer that of the parent that has exited. */
@@ -158,7 +120,7 @@ static int local_start(struct provider *p, struct errmsg *e)
 	local_recover(lp);
 	tmpl_cleanup(lp);
 	rediscover(lp);
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 3; i++) {
 		int rc = pthread_create(threads[i], NULL, mains[i], lp);
 		if (rc) {
 			join_threads(lp, started, i);
@@ -191,7 +153,6 @@ static void local_stop(struct provider *p)
 		pthread_join(lp->supervisor, NULL);
 		pthread_join(lp->preparer, NULL);
 		pthread_join(lp->prober, NULL);
-		pthread_join(lp->pitr, NULL);
 		lp->started = false;
 	}
 
@@ -372,7 +333,6 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	if (rc)
 		goto fail;
 	proc_crash_point("provision-claimed");
-	pitr_note_template_base(lp, name, username);
 
 	rc = instance_start(lp, li, e);
 	if (rc)
@@ -625,8 +585,6 @@ static const struct provider_ops local_ops = {
     .create_database = local_create_database,
     .drop_database = local_drop_database,
     .branch = local_branch,
-    .restore = local_restore,
-    .restore_window = local_restore_window,
 };
 
 int local_provider_create(const struct dbosfs_options *opt, struct provider **out, struct errmsg *e)
@@ -658,6 +616,9 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 		rc = errmsg_set(e, -EINVAL, "state_dir must be an absolute path");
 		goto fail;
 	}
+	/* Every server costs sockets (probes) and files: take the hard
+	 * limit (children get PROC_CHILD_NOFILE back). Survives the fork. */
+	proc_raise_nofile();
 	lp->probe_period_ms = (opt->refresh > 0 ? opt->refresh : 2) * 1000;
 	/* For tests only: the first slow retry of a failed instance after
 	 * DBOSFS_LOCAL_RETRY_S seconds (1..300) instead of 30, so a test can
@@ -665,18 +626,6 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	const char *retry_s = getenv("DBOSFS_LOCAL_RETRY_S");
 	long rs = retry_s ? strtol(retry_s, NULL, 10) : 0;
 	lp->retry_first_ms = rs >= 1 && rs <= 300 ? rs * 1000 : LOCAL_RETRY_FIRST_MS;
-	rc = parse_duration_ms(opt->pitr_window, 7 * 24 * 3600 * 1000LL, &lp->pitr_window_ms);
-	if (rc) {
-		rc = errmsg_set(e, -EINVAL,
-		                "pitr_window=%s: not a duration (seconds, or a number with s, m, "
-		                "h or d; 0 turns point-in-time recovery off)",
-		                opt->pitr_window);
-		goto fail;
-	}
-	/* For tests only: a base backup every DBOSFS_PITR_BASE_S seconds. */
-	const char *base_s = getenv("DBOSFS_PITR_BASE_S");
-	long bs = base_s ? strtol(base_s, NULL, 10) : 0;
-	lp->pitr_base_every_ms = bs >= 1 ? bs * 1000LL : 24 * 3600 * 1000LL;
 	snprintf(lp->default_user, sizeof(lp->default_user), "%s",
 	         opt->db_username && *opt->db_username ? opt->db_username : "dbos_user");
 	rc = resolve_bindir(opt, lp->bindir, sizeof(lp->bindir), e);

@@ -229,6 +229,9 @@ static void probe_apply_locked(struct local_provider *lp, const struct probe_tar
 
 	if (!li || li->run_id != t->run_id || li->busy || li->hidden || li->pid <= 0)
 		return;
+	/* We could not ask (no descriptor free): says nothing of the server. */
+	if (probe->ours)
+		return;
 	/* A dead server is the supervisor's to report and restart. */
 	if (!probe->ok && proc_exited_unreaped(li->pid))
 		return;
@@ -277,7 +280,15 @@ void *prober_main(void *arg)
 		struct pg_probe *probes;
 		size_t n = probe_collect_locked(lp, &t, &probes);
 		pthread_mutex_unlock(&lp->lock);
-		pg_probe_many(probes, n, LOCAL_PROBE_TIMEOUT_MS, &lp->stopping);
+		/* In batches, so a low descriptor limit never makes healthy
+		 * servers look unresponsive. */
+		for (size_t done = 0; done < n && !lp->stopping;) {
+			size_t batch = local_probe_batch();
+			if (batch > n - done)
+				batch = n - done;
+			pg_probe_many(probes + done, batch, LOCAL_PROBE_TIMEOUT_MS, &lp->stopping);
+			done += batch;
+		}
 		pthread_mutex_lock(&lp->lock);
 		for (size_t i = 0; i < n && !lp->stopping; i++)
 			probe_apply_locked(lp, &t[i], &probes[i]);

@@ -7,6 +7,7 @@
 #include "proc.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -119,25 +120,7 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e)
 	                "listen_addresses=127.0.0.1",
 	                "-c",
 	                "unix_socket_permissions=0700",
-	                NULL, /* point-in-time recovery (local_pitr.c), when on: */
-	                NULL,
-	                NULL,
-	                NULL,
-	                NULL,
-	                NULL,
 	                NULL};
-	char mode[] = "archive_mode=on", cmd[PATH_MAX * 3 + 64], timeout[48];
-	if (l->archive_command) {
-		size_t n = 11;
-		snprintf(cmd, sizeof(cmd), "archive_command=%s", l->archive_command);
-		snprintf(timeout, sizeof(timeout), "archive_timeout=%d", l->archive_timeout_s);
-		argv[n++] = "-c";
-		argv[n++] = mode;
-		argv[n++] = "-c";
-		argv[n++] = cmd;
-		argv[n++] = "-c";
-		argv[n++] = timeout;
-	}
 	local_creds(l->acct, &creds);
 	memset(&s, 0, sizeof(s));
 	s.argv = argv;
@@ -366,6 +349,32 @@ static void probe_fail(struct pg_probe *p, const char *why)
 {
 	snprintf(p->reason, sizeof(p->reason), "%s", why && *why ? why : "connection failed");
 	p->reason[strcspn(p->reason, "\n")] = '\0';
+	/* libpq's wording of EMFILE/ENFILE from socket(): our limit. */
+	p->ours = strstr(p->reason, "Too many open files") != NULL;
+}
+
+size_t local_probe_batch(void)
+{
+	struct rlimit rl;
+	size_t open_fds = 0;
+	DIR *d;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > 1048576)
+		return LOCAL_PROBE_BATCH;
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return LOCAL_PROBE_BATCH;
+	while (readdir(d))
+		open_fds++;
+	closedir(d);
+	/* Room for what other threads open meanwhile (a log, a pipe, a
+	 * helper's /dev/null): half of what is free goes to probes. */
+	size_t free_fds = rl.rlim_cur > open_fds ? (size_t)rl.rlim_cur - open_fds : 0;
+	size_t batch = free_fds / 2;
+	if (batch < 1)
+		batch = 1;
+	return batch < LOCAL_PROBE_BATCH ? batch : LOCAL_PROBE_BATCH;
 }
 
 void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const atomic_bool *cancel)
@@ -382,6 +391,7 @@ void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const atom
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		probes[i].ok = false;
+		probes[i].ours = false;
 		snprintf(probes[i].reason, sizeof(probes[i].reason), "no answer within %d ms",
 		         timeout_ms);
 	}

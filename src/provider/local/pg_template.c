@@ -61,13 +61,10 @@ static int run_helper(struct local_provider *lp, bool track, char **argv, const 
 			char *slash = strrchr(dir, '/');
 			if (slash && slash != dir)
 				*slash = '\0';
-			long long avail = local_free_bytes(dir);
-			if (avail >= 0 && avail < LOCAL_START_MARGIN_BYTES)
-				return errmsg_set(
-				    e, -ENOSPC,
-				    "%s failed (%s) with no output: %s (%lld KiB free on "
-				    "the filesystem of %s)",
-				    what, how, strerror(ENOSPC), avail >> 10, dir);
+			char said[256];
+			snprintf(said, sizeof(said), "%s failed (%s) with no output", what, how);
+			if (local_silent_failure(dir, said, e) == -ENOSPC)
+				return -ENOSPC;
 		}
 		if (keep_log)
 			return errmsg_set(e, rc, "%s failed (%s): %s (see %s)", what, how, reason,

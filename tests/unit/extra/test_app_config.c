@@ -329,23 +329,6 @@ static void test_current_fields(void)
 	app_config_free(&c);
 	CHECK(load_text("nopj", "database:\n  migrate: [echo]\n", &c, &e) == -EINVAL);
 	CHECK(has(&e, "nor a package.json with a name"));
-	/* A package.json over the config bound is not read at all. */
-	snprintf(f, sizeof(f), "%s/bigpj", tmp);
-	mkdir(f, 0700);
-	snprintf(f, sizeof(f), "%s/bigpj/package.json", tmp);
-	{
-		size_t pad = 1100 * 1024;
-		char *big = malloc(pad + 64);
-		if (!big)
-			return;
-		int n = sprintf(big, "{\"name\": \"big\", \"pad\": \"");
-		memset(big + n, 'a', pad);
-		strcpy(big + n + pad, "\"}\n");
-		write_file(f, big);
-		free(big);
-	}
-	CHECK(load_text("bigpj", "database:\n  migrate: [echo]\n", &c, &e) == -EINVAL);
-	CHECK(has(&e, "nor a package.json with a name"));
 }
 
 static int always_interrupted(void)
