@@ -267,6 +267,32 @@ def test_password_reset_and_remount_keep_working(two):
                 ).stdout.strip() == "f"
 
 
+def test_lost_superuser_password_is_set_again(two):
+    """STATE_DIR/local/superuser removed while unmounted: the next mount makes
+    a new one and sets it in each instance (single-user mode), instead of
+    timing out on a server that refuses it."""
+    m, a, b = two
+    m.unmount()
+    secret = m.state_dir / "local" / "superuser"
+    old = secret.read_text()
+    secret.unlink()
+    m.start()
+    for _ in range(300):
+        if m.read(a, "status") == "available\n" and m.read(b, "status") == "available\n":
+            break
+        time.sleep(0.1)
+    assert m.read(a, "status") == "available\n", m.read(a, "last_error")
+    new = secret.read_text()
+    assert new != old and len(new) == 32 and stat.S_IMODE(secret.stat().st_mode) == 0o600
+    log = m.read(".dbosfs", "log")
+    assert f"local: instance {a}: its superuser refused STATE_DIR/local/superuser" in log
+    # dbosfs's door works again: a password reset goes through.
+    write_file(m.p(a, "password"), "Ag41nPassw0rd\n")
+    assert connect("127.0.0.1", port_of(m, a), "dbos_user", "Ag41nPassw0rd").returncode == 0
+    sock = m.state_dir / "local" / "run" / a
+    assert connect(sock, port_of(m, a), "dbosfs", old).returncode != 0
+
+
 # ---- the server account ------------------------------------------------------
 
 def postmaster_users(m):

@@ -138,6 +138,7 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 			return rc;
 	}
 
+	bool su_repaired = false;
 	for (int attempt = 0; attempt < 6; attempt++) {
 		int old = li->port, st = 0;
 
@@ -171,8 +172,29 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 			pthread_mutex_unlock(&lp->lock);
 			return 0;
 		}
+		if (rc == -EACCES && !su_repaired) {
+			/* STATE_DIR/local/superuser was lost or replaced: the
+			 * instance is ours, so its superuser takes the password
+			 * we have (single-user mode needs none). */
+			pg_server_stop(pid, LOCAL_STOP_TIMEOUT_MS);
+			su_repaired = true;
+			rc = sec_reset_superuser(lp, data, e);
+			if (rc)
+				return rc;
+			log_event(
+			    "local: instance %s: its superuser refused STATE_DIR/local/superuser; "
+			    "the password was set again",
+			    li->name);
+			attempt--;
+			continue;
+		}
 		if (rc != -ECHILD) {
 			pg_server_stop(pid, LOCAL_STOP_TIMEOUT_MS);
+			if (rc == -EACCES)
+				return errmsg_set(
+				    e, -EACCES,
+				    "the server of %s refuses dbosfs's superuser password",
+				    li->name);
 			if (rc == -EINTR)
 				return errmsg_set(e, -EINTR, "interrupted while %s was starting",
 				                  li->name);

@@ -234,9 +234,10 @@ struct pg_launch {
 };
 pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e);
 
-/* Polls PQping on the socket every few ms until the server accepts
- * connections. 0 when ready; -ECHILD when it exited (reaped, *wstatus
- * set); -ETIMEDOUT; -EINTR when *cancel turns true or op_interrupted(). */
+/* Connects on the socket every few ms until the server lets user in.
+ * 0 when ready; -ECHILD when it exited (reaped, *wstatus set); -EACCES
+ * when it is up but refuses the password; -ETIMEDOUT; -EINTR when *cancel
+ * turns true or op_interrupted(). */
 int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user,
                          const char *password, int timeout_ms, const atomic_bool *cancel,
                          int *wstatus);

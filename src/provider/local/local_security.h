@@ -68,6 +68,9 @@ int sec_setup_template(struct local_provider *lp, const char *datadir, const cha
 int sec_bring_in_line(struct local_provider *lp, const char *datadir, const char *admin,
                       const char *name, struct errmsg *e);
 
+/* Sets LOCAL_SUPERUSER's password to lp's again, in single-user mode (the
+ * server must not be running). */
+int sec_reset_superuser(struct local_provider *lp, const char *datadir, struct errmsg *e);
 /* Connects as LOCAL_SUPERUSER over the Unix socket. */
 int sec_connect(struct local_provider *lp, const char *sockdir, int port, const char *dbname,
                 const atomic_bool *cancel, PGconn **out, struct errmsg *e);

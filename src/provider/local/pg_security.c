@@ -48,7 +48,9 @@ int su_secret_load(const char *root, char *out, size_t outsz, struct errmsg *e)
 		return errmsg_set(e, -EIO, "cannot generate a password: getrandom failed");
 	/* 0600 and ours (the mount owner's): the server account never
 	 * reads it, so a server breakout does not get dbosfs's door. */
-	rc = local_write_file(path, out, 0600);
+	/* Durable before any template is made with it: every instance's
+	 * superuser verifier comes from this password. */
+	rc = local_write_file_durable(path, out, 0600);
 	if (rc) {
 		secret_wipe(out, outsz);
 		return errmsg_set(e, rc, "cannot write %s: %s", path, strerror(-rc));
@@ -560,6 +562,20 @@ int sec_bring_in_line(struct local_provider *lp, const char *datadir, const char
 		          "dbosfs has its own superuser, pg_hba.conf requires a password for every "
 		          "connection, TLS is on",
 		          name, now_ms() - t0, admin, ndb);
+	return rc;
+}
+
+int sec_reset_superuser(struct local_provider *lp, const char *datadir, struct errmsg *e)
+{
+	char verifier[256], *sql = NULL;
+	int rc;
+
+	if (scram_verifier(lp->su_password, verifier, sizeof(verifier)))
+		return errmsg_set(e, -EIO, "cannot compute a SCRAM verifier");
+	if (asprintf(&sql, "ALTER ROLE \"%s\" PASSWORD '%s';\n\n", LOCAL_SUPERUSER, verifier) < 0)
+		return errmsg_set(e, -ENOMEM, "out of memory");
+	rc = run_single(lp, datadir, "postgres", sql, "setting dbosfs's superuser password", e);
+	free(sql);
 	return rc;
 }
 

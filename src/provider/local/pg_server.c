@@ -162,11 +162,16 @@ int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *u
 		/* Before the socket exists this fails at connect(), cheaply;
 		 * while starting up the server answers "starting up" at once.
 		 * A ready server lets user (dbosfs's superuser) in. */
-		int rc = pg_connect(keys, vals, 2000, cancel, &c, NULL);
+		struct errmsg ce;
+		errmsg_clear(&ce);
+		int rc = pg_connect(keys, vals, 2000, cancel, &c, &ce);
 		if (rc == 0) {
 			PQfinish(c);
 			return 0;
 		}
+		/* Ready, but our password is refused: retrying will not help. */
+		if (strstr(ce.text, "password authentication failed"))
+			return -EACCES;
 		if (rc == -EINTR || (cancel && atomic_load(cancel)) || op_interrupted())
 			return -EINTR;
 		if (now_ms() >= deadline)
