@@ -59,8 +59,7 @@ struct migrate_target {
 	const char *user;
 	const char *password;
 	/* NULL, or the CA of the server's certificate: the commands then get
-	 * PGSSLMODE=verify-full, PGSSLROOTCERT and NODE_EXTRA_CA_CERTS, and
-	 * DBOS_DATABASE_URL ends with ?sslmode=verify-full&sslrootcert=CA. */
+	 * PGSSLMODE=verify-full, PGSSLROOTCERT and NODE_EXTRA_CA_CERTS. */
 	const char *ca_file;
 };
 

@@ -101,11 +101,10 @@ static int build_url(const struct migrate_target *t, const char *db, struct buf 
 		rc = buf_printf(url, ":%d", t->port);
 	if (!rc)
 		rc = buf_printf(url, "/%s", db);
-	if (!rc && t->ca_file && *t->ca_file) {
-		rc = buf_puts(url, "?sslmode=verify-full&sslrootcert=");
-		if (!rc)
-			rc = pct_encode(url, t->ca_file);
-	}
+	/* No ?sslmode=...&sslrootcert=: configs splice ${DBOS_DATABASE_URL}
+	 * into shell commands, where '&' and '?' mean something. TLS comes
+	 * from PGSSLMODE, PGSSLROOTCERT and NODE_EXTRA_CA_CERTS, which libpq
+	 * and node-postgres read when the URL does not say. */
 	return rc;
 }
 
