@@ -290,7 +290,7 @@ def test_var_substitution(mount_factory, tmp_path):
                 - psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE ${DBOSFS_T_TABLE}_t (x int)'
                 - echo "[${DBOSFS_T_SURELY_UNSET}] [${DBOSFS_T_DAEMON_ONLY}]"
                 - psql -v ON_ERROR_STOP=1 -d ${PGDATABASE} -c 'CREATE TABLE via_pgdatabase (x int)'
-                - psql -v ON_ERROR_STOP=1 -d ${DBOS_DATABASE_URL} -c 'CREATE TABLE via_url (x int)'
+                - psql -v ON_ERROR_STOP=1 -d "${DBOS_DATABASE_URL}" -c 'CREATE TABLE via_url (x int)'
             """)
         env = dict(os.environ, DBOSFS_T_TABLE="from_writer", DBOSFS_T_DB="subst_db")
         r = write_as(m.p(name, "migrate"), f"{app}\n", env=env)
@@ -302,7 +302,7 @@ def test_var_substitution(mount_factory, tmp_path):
         assert '$ echo "[""] [""]"\n[] []\n' in report
         assert "$ psql -v ON_ERROR_STOP=1 -d subst_db -c" in report
         # The URL's password is masked in the command line shown.
-        assert "-d postgresql://" in report and "[redacted]@" in report
+        assert '-d "postgresql://' in report and "[redacted]@" in report
         assert password not in report
         assert f"environment: the writer's (pid " in report
     finally:
