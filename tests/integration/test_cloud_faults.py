@@ -135,7 +135,7 @@ def test_rmdir_fault_keeps_instance(ready):
     ("malformed", {}, "malformed response"),
     ("truncated", {}, "malformed response"),
     ("short", {}, "Failed to list databases"),
-    ("huge", {"size": 16 * 1024 * 1024}, "larger than 4 MiB"),
+    ("huge", {"size": 130 * 1024 * 1024}, "larger than 128 MiB"),
     ("hang", {}, "no answer"),
 ])
 def test_list_fault_keeps_last_state(ready, kind, extra, words):

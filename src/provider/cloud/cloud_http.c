@@ -58,6 +58,7 @@ void cloud_http_pool_drain(struct cloud *c)
 
 struct xfer {
 	struct buf *body;
+	size_t max;
 	bool too_big;
 	bool nomem;
 };
@@ -67,7 +68,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	struct xfer *x = arg;
 	size_t n = size * nmemb;
 
-	if (x->body->len + n > CLOUD_MAX_BODY) {
+	if (x->body->len + n > x->max) {
 		x->too_big = true;
 		return 0; /* aborts the transfer */
 	}
@@ -165,8 +166,8 @@ static int transfer_error(CURLcode cc, const struct xfer *x, const char *errbuf,
 	int err = errno_from_curl((int)cc);
 
 	if (x->too_big)
-		return errmsg_set(e, -EIO, "%s: the answer from %s is larger than %u MiB; refused",
-		                  label, url, CLOUD_MAX_BODY / (1024 * 1024));
+		return errmsg_set(e, -EIO, "%s: the answer from %s is larger than %zu MiB; refused",
+		                  label, url, x->max / (1024 * 1024));
 	if (x->nomem)
 		return errmsg_set(e, -ENOMEM, "%s: out of memory", label);
 	switch (cc) {
@@ -197,7 +198,7 @@ int cloud_http_perform(struct cloud *c, enum http_method m, const char *url,
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
 	struct curl_slist *hdrs = NULL, *tmp;
-	struct xfer x = {.body = &res->body};
+	struct xfer x = {.body = &res->body, .max = res->max_body ? res->max_body : CLOUD_MAX_BODY};
 	struct buf line = BUF_INIT;
 	CURLcode cc;
 	CURL *h;

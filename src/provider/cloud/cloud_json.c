@@ -113,35 +113,117 @@ static json_t *parse_body(const char *body, size_t len, const char *what, bool s
 	return root;
 }
 
+/* End (one past) of the JSON value starting at body[i], found by bracket
+ * depth and string escapes alone; 0 if the text ends first. */
+static size_t value_end(const char *body, size_t len, size_t i)
+{
+	int depth = 0;
+	bool in_string = false;
+	for (size_t start = i; i < len; i++) {
+		char ch = body[i];
+		if (in_string) {
+			if (ch == '\\')
+				i++;
+			else if (ch == '"') {
+				in_string = false;
+				if (depth == 0)
+					return i + 1;
+			}
+			continue;
+		}
+		if (depth == 0 && i > start && strchr(",]} \t\r\n", ch))
+			return i; /* end of a scalar */
+		if (ch == '"')
+			in_string = true;
+		else if (ch == '{' || ch == '[')
+			depth++;
+		else if (ch == '}' || ch == ']') {
+			if (--depth < 0)
+				return 0;
+			if (depth == 0)
+				return i + 1;
+		}
+	}
+	return 0;
+}
+
+static size_t skip_space(const char *body, size_t len, size_t i)
+{
+	while (i < len && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t'))
+		i++;
+	return i;
+}
+
+/* The array is parsed one element at a time: a list of 100,000 instances
+ * never becomes one tree of a few hundred MiB in memory. */
 int cloud_parse_instance_list(const char *body, size_t len, struct instance_list *out,
                               struct errmsg *e)
 {
 	struct instance inst;
-	json_t *root, *item;
+	json_error_t jerr;
 	size_t i;
 	int rc = 0;
 
 	*out = (struct instance_list){0};
-	root = parse_body(body, len, "the database list", false, e);
-	if (!root)
-		return -EIO;
-	if (!json_is_array(root)) {
+	if (!body || len == 0)
+		return errmsg_set(e, -EIO, "malformed response to the database list: empty body");
+	i = skip_space(body, len, 0);
+	if (i >= len || body[i] != '[') {
+		/* Not an array: let jansson say what it is (or where it breaks). */
+		json_t *root = parse_body(body, len, "the database list", false, e);
+		if (!root)
+			return -EIO;
 		json_decref(root);
 		return errmsg_set(e, -EIO,
 		                  "malformed response to the database list: expected a JSON array");
 	}
-	json_array_foreach(root, i, item)
-	{
-		if (cloud_instance_from_json(item, &inst) < 0)
-			continue;
-		rc = instance_list_push(out, &inst);
-		if (rc < 0) {
-			instance_list_free(out);
+	i = skip_space(body, len, i + 1);
+	if (i < len && body[i] == ']')
+		return skip_space(body, len, i + 1) == len
+		           ? 0
+		           : errmsg_set(e, -EIO,
+		                        "malformed response to the database list: text "
+		                        "after the JSON array");
+	for (;;) {
+		size_t end = value_end(body, len, i);
+		if (!end) {
+			rc = errmsg_set(e, -EIO,
+			                "malformed response to the database list: invalid JSON at "
+			                "byte %zu: the array is cut short or unbalanced",
+			                i);
+			break;
+		}
+		json_t *item =
+		    json_loadb(body + i, end - i, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+		if (!item) {
+			rc = errmsg_set(e, -EIO,
+			                "malformed response to the database list: invalid JSON at "
+			                "byte %zu: %s",
+			                i + (size_t)jerr.position, jerr.text);
+			break;
+		}
+		bool usable = cloud_instance_from_json(item, &inst) == 0;
+		json_decref(item);
+		if (usable && (rc = instance_list_push(out, &inst)) < 0) {
 			errmsg_set(e, rc, "out of memory");
 			break;
 		}
+		i = skip_space(body, len, end);
+		if (i < len && body[i] == ',') {
+			i = skip_space(body, len, i + 1);
+			continue;
+		}
+		if (i < len && body[i] == ']' && skip_space(body, len, i + 1) == len)
+			break;
+		rc =
+		    errmsg_set(e, -EIO,
+		               "malformed response to the database list: invalid JSON at byte %zu: "
+		               "expected ',' or ']'",
+		               i);
+		break;
 	}
-	json_decref(root);
+	if (rc < 0)
+		instance_list_free(out);
 	return rc;
 }
 

@@ -23,9 +23,11 @@ static inline void secret_wipe_str(char *s)
 		secret_wipe(s, strlen(s));
 }
 
-/* Responses larger than this are refused: a list of thousands of instances
- * is a few hundred KiB, so anything bigger is a broken or hostile server. */
+/* Responses larger than this are refused: anything but the list is a few
+ * KiB, so anything bigger is a broken or hostile server. The list holds
+ * ~250 bytes per instance: 128 MiB is half a million instances. */
 #define CLOUD_MAX_BODY           (4u * 1024 * 1024)
+#define CLOUD_MAX_LIST_BODY      (128u * 1024 * 1024)
 #define CLOUD_CONNECT_TIMEOUT_MS 5000L
 #define CLOUD_TIMEOUT_MS         30000L
 #define CLOUD_LIST_TIMEOUT_MS    15000L
@@ -151,6 +153,7 @@ struct cloud {
 struct http_result {
 	long status;
 	struct buf body;
+	size_t max_body; /* 0: CLOUD_MAX_BODY */
 };
 
 enum http_method { HTTP_GET, HTTP_POST, HTTP_DELETE };

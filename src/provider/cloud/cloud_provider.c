@@ -4,6 +4,7 @@
  * one API request (plus one token refresh and retry on a 401). */
 #include <curl/curl.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,7 +95,7 @@ static int with_startup_retries(struct cloud *c,
 static int list_attempt(struct cloud *c, void *arg, long timeout_ms, struct errmsg *e)
 {
 	struct instance_list *out = arg;
-	struct http_result res = {0};
+	struct http_result res = {.max_body = CLOUD_MAX_LIST_BODY};
 	int rc;
 
 	*out = (struct instance_list){0};
@@ -106,6 +107,10 @@ static int list_attempt(struct cloud *c, void *arg, long timeout_ms, struct errm
 			prefix_message(e, "Failed to list databases");
 	}
 	http_result_free(&res);
+	/* A big list's body goes back to the system, not to a heap that
+	 * keeps it for good. */
+	if (out->count > 10000)
+		malloc_trim(0);
 	return rc;
 }
 
@@ -426,6 +431,10 @@ int cloud_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	/* Before any jansson use in this process: tokens and credentials
 	 * pass through jansson, so its freed blocks are wiped. */
 	cloud_json_use_wiping_allocator();
+	/* Lists of 100,000 instances are tens of MiB: blocks that big are
+	 * mapped and unmapped on their own, never left in the heap (glibc
+	 * otherwise raises this threshold after the first big free). */
+	mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return errmsg_set(e, -EIO, "cannot initialise libcurl");
 	p = calloc(1, sizeof(*p));
