@@ -22,6 +22,7 @@ struct dbosfs_options {
 	int confirm_ttl;   /* seconds a destroy confirmation stays armed */
 	int grace_ms;      /* slow providers: mkdir/rmdir wait at most this long, then go on in the
 	                      background */
+	char *pitr_window; /* local: how far back restore reaches ("7d"; "0" off) */
 	bool foreground;
 	bool debug;
 	uid_t owner_uid; /* the mounting user */

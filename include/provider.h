@@ -80,6 +80,17 @@ struct provider_ops {
 	 * validated. -EEXIST if the name is taken; nothing left on failure. */
 	int (*branch)(struct provider *p, const struct instance *inst, const char *newname,
 	              struct instance *out, struct errmsg *e);
+	/* NAME/restore: newname becomes inst as it was at target_ms (ms since
+	 * the epoch), with the admin password set to password (if not NULL).
+	 * A time outside the window: -EINVAL with the window in e. */
+	int (*restore)(struct provider *p, const struct instance *inst, long long target_ms,
+	               const char *newname, const char *password, struct instance *out,
+	               struct errmsg *e);
+	/* The restorable window and the archive's size, from local state
+	 * only (never waits on a server): served by NAME/restore and info. */
+	int (*restore_window)(struct provider *p, const struct instance *inst,
+	                      long long *earliest_ms, long long *latest_ms,
+	                      long long *archive_bytes, struct errmsg *e);
 };
 
 struct provider {

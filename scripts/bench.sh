@@ -4,9 +4,18 @@
 #      start -w by hand (median of N runs each);
 #   2. 500 `cat NAME/status` through the mount vs 500 `cat` of a plain file;
 #   3. the cloud provider against the stand-in server (tests/cloud/bench_cloud.sh).
+#   4. `scripts/bench.sh branch [MB] [RUNS]`: provisioning with WAL archiving
+#      off vs on, branch of an instance with MB (default 1024) MiB of table
+#      data vs pg_dump -Fc | pg_restore, the same on a loop-mounted xfs
+#      (reflinks; root and mkfs.xfs), restore to 1 minute back
+#      (scripts/bench_branch.py).
 # Usage: scripts/bench.sh [RUNS]      (default 7)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+if [ "${1:-}" = branch ]; then
+	"$repo/scripts/build.sh" build
+	exec /usr/bin/python3 "$repo/scripts/bench_branch.py" "$repo/build/dbosfs" "${2:-1024}" "${3:-5}"
+fi
 runs=${1:-7}
 "$repo/scripts/deps.sh" >/dev/null
 "$repo/scripts/build.sh" build

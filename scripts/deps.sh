@@ -16,6 +16,9 @@ done
 for p in alembic python3-alembic python3-psycopg2; do
 	want "$p"
 done
+# mkfs.xfs, for the reflink branch benchmark on a loop-mounted xfs
+# (scripts/bench.sh branch).
+want xfsprogs
 # PostgreSQL server binaries: any installed major version will do.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 	want postgresql-15

@@ -60,6 +60,7 @@ static const struct fuse_opt dbosfs_opts[] = {
     OPT("refresh=%d", refresh),
     OPT("confirm_ttl=%d", confirm_ttl),
     OPT("grace_ms=%d", grace_ms),
+    OPT("pitr_window=%s", pitr_window),
     FUSE_OPT_END,
 };
 
@@ -75,7 +76,8 @@ static void usage(const char *prog)
 	    "NAME/migrate runs the schema migrations of its dbos-config.yaml as you, in\n"
 	    "your environment (a relative APPDIR is relative to your directory).\n"
 	    "echo NEW > NAME/branch makes NEW a copy of NAME as it is now; NAME/databases/\n"
-	    "holds one directory per database (mkdir creates, confirm + rmdir drops).\n"
+	    "holds one directory per database (mkdir creates, confirm + rmdir drops);\n"
+	    "echo \"TIME NEW\" > NAME/restore makes NEW a copy of NAME as it was at TIME.\n"
 	    "\n"
 	    "dbosfs options:\n"
 	    "    -o provider=local|cloud  where instances live (default: local)\n"
@@ -99,6 +101,8 @@ static void usage(const char *prog)
 	    "                             finish in the background (default: 500)\n"
 	    "    -o attr_timeout=SECONDS  how long the kernel may keep a file's size\n"
 	    "                             (default: 0; sizes change with the content)\n"
+	    "    -o pitr_window=DURATION  local: how far back NAME/restore reaches, e.g. 12h,\n"
+	    "                             7d (default: 7d; 0 turns WAL archiving off)\n"
 	    "\n"
 	    "    -f                       stay in the foreground\n"
 	    "    -d                       debug output (implies -f)\n"
@@ -218,6 +222,7 @@ static void free_options(struct dbosfs_options *o)
 	free(o->domain);
 	free(o->auth_domain);
 	free(o->cafile);
+	free(o->pitr_window);
 }
 
 /* Positional arguments. mount(8) and fstab run mount.fuse3, which calls

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "errmap.h"
 #include "fs.h"
@@ -72,5 +73,161 @@ int write_branch(struct dbosfs *fs, const struct node *n, const char *newname, s
 		snprintf(inst.name, sizeof(inst.name), "%s", newname);
 	state_put(fs->cache, &inst, now_ms());
 	log_event("branched %s as %s in %lld ms: %s", name, newname, now_ms() - t0, inst.status);
+	return 0;
+}
+
+/* RFC 3339: 2026-11-30T21:00:00Z, with optional fraction and a Z or
+ * +HH:MM/-HH:MM offset ('t', 'z' and a space for T accepted too). */
+static int parse_rfc3339(const char *s, long long *ms)
+{
+	struct tm tm;
+	memset(&tm, 0, sizeof(tm));
+	int y, mo, d, h, mi, sec, n = 0;
+	char sep;
+	if (sscanf(s, "%4d-%2d-%2d%c%2d:%2d:%2d%n", &y, &mo, &d, &sep, &h, &mi, &sec, &n) != 7 ||
+	    n != 19 || !(sep == 'T' || sep == 't' || sep == ' '))
+		return -EINVAL;
+	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
+		return -EINVAL;
+	const char *p = s + n;
+	long long frac_ms = 0;
+	if (*p == '.') {
+		int digits = 0;
+		for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+			if (digits < 3)
+				frac_ms = frac_ms * 10 + (*p - '0');
+		if (!digits)
+			return -EINVAL;
+		for (; digits < 3; digits++)
+			frac_ms *= 10;
+	}
+	long long offset_s = 0;
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int oh, om, k = 0;
+		if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59)
+			return -EINVAL;
+		offset_s = (oh * 3600LL + om * 60) * (*p == '+' ? 1 : -1);
+		p += 6;
+	} else {
+		return -EINVAL;
+	}
+	if (*p)
+		return -EINVAL;
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	time_t t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -EINVAL;
+	*ms = ((long long)t - offset_s) * 1000 + frac_ms;
+	return 0;
+}
+
+static void format_rfc3339(long long ms, char *out, size_t outsz)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, outsz, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int build_restore(struct dbosfs *fs, const struct node *n, struct buf *out)
+{
+	struct instance inst;
+	struct errmsg e = {{0}};
+	long long earliest, latest, bytes;
+	char a[32], b[32];
+	if (!state_get(fs->cache, n->name, &inst))
+		return -ENOENT;
+	if (!fs->provider->ops->restore_window)
+		return buf_printf(out, "restore is not available on the %s provider\n",
+		                  fs->provider->ops->kind);
+	int rc =
+	    fs->provider->ops->restore_window(fs->provider, &inst, &earliest, &latest, &bytes, &e);
+	if (rc)
+		return buf_printf(out, "no restorable window: %s\n", e.text);
+	format_rfc3339(earliest, a, sizeof(a));
+	format_rfc3339(latest, b, sizeof(b));
+	return buf_printf(out, "earliest: %s\nlatest: %s\n", a, b);
+}
+
+int build_info_pitr(struct dbosfs *fs, const char *name, struct buf *out)
+{
+	struct instance inst;
+	long long earliest, latest, bytes = -1;
+	if (!fs->provider->ops->restore_window || !state_get(fs->cache, name, &inst))
+		return 0;
+	fs->provider->ops->restore_window(fs->provider, &inst, &earliest, &latest, &bytes, NULL);
+	return bytes >= 0 ? buf_printf(out, "wal_archive_bytes: %lld\n", bytes) : 0;
+}
+
+/* "TIME NEWNAME" */
+int write_restore(struct dbosfs *fs, const struct node *n, const char *value, struct errmsg *e)
+{
+	const char *name = n->name;
+	char when[64], newname[64], extra[8];
+	struct errmsg why = {{0}};
+	struct instance src, inst = {0};
+	long long target;
+	char pw[PASSWORD_MAX + 2], previous[PASSWORD_MAX + 2];
+
+	if (sscanf(value, "%63s %63s %7s", when, newname, extra) != 2)
+		return errmsg_set(e, -EINVAL,
+		                  "restore of %s refused: write \"TIME NEWNAME\", TIME in RFC 3339 "
+		                  "(e.g. 2026-11-30T21:00:00Z)",
+		                  name);
+	if (parse_rfc3339(when, &target) != 0)
+		return errmsg_set(e, -EINVAL,
+		                  "restore of %s refused: '%.63s' is not an RFC 3339 time (e.g. "
+		                  "2026-11-30T21:00:00Z)",
+		                  name, when);
+	int rc = validate_instance_name(newname, &why);
+	if (rc)
+		return errmsg_set(e, rc, "restore of %s refused: %s", name, why.text);
+	if (!state_get(fs->cache, name, &src))
+		return errmsg_set(e, -ENOENT, "restore of %s failed: it is gone", name);
+	if (state_get(fs->cache, newname, NULL))
+		return errmsg_set(e, -EEXIST, "restore of %s as %s refused: the instance exists",
+		                  name, newname);
+	if (!fs->provider->ops->restore)
+		return errmsg_set(e, -EOPNOTSUPP,
+		                  "restore of %s refused: the %s provider cannot restore", name,
+		                  fs->provider->ops->kind);
+	bool had_previous =
+	    secret_get(&fs->secrets, newname, previous, sizeof(previous), NULL) == 0;
+	bool has_pw = secret_get(&fs->secrets, name, pw, sizeof(pw), NULL) == 0;
+	if (has_pw)
+		rc = secret_put(&fs->secrets, newname, pw, &why);
+	if (rc) {
+		secret_wipe(pw, sizeof(pw));
+		secret_wipe(previous, sizeof(previous));
+		return errmsg_set(e, rc, "restore of %s as %s failed: cannot save its password: %s",
+		                  name, newname, why.text);
+	}
+	log_event("restoring %s as of %s as %s", name, when, newname);
+	long long t0 = now_ms();
+	rc = fs->provider->ops->restore(fs->provider, &src, target, newname, has_pw ? pw : NULL,
+	                                &inst, &why);
+	secret_wipe(pw, sizeof(pw));
+	if (rc) {
+		bool ambiguous = rc == -EINTR || rc == -ETIMEDOUT || rc == -EIO;
+		if (had_previous && !ambiguous)
+			secret_put(&fs->secrets, newname, previous, NULL);
+		else if (!ambiguous && has_pw)
+			secret_delete(&fs->secrets, newname);
+		secret_wipe(previous, sizeof(previous));
+		return errmsg_set(e, rc, "restore of %s as %s failed (%s): %s", name, newname,
+		                  errno_name(rc), why.text);
+	}
+	secret_wipe(previous, sizeof(previous));
+	if (!inst.name[0])
+		snprintf(inst.name, sizeof(inst.name), "%.31s", newname);
+	state_put(fs->cache, &inst, now_ms());
+	log_event("restored %s as of %s as %s in %lld ms", name, when, newname, now_ms() - t0);
 	return 0;
 }

@@ -54,7 +54,8 @@ static int build_info(struct dbosfs *fs, const struct node *n, struct buf *out)
 	struct tm tm;
 	if (t && gmtime_r(&t, &tm))
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	return buf_printf(out, "updated: %s\n", when);
+	rc = build_info_pitr(fs, n->name, out);
+	return rc ? rc : buf_printf(out, "updated: %s\n", when);
 }
 
 static int build_info_json(struct dbosfs *fs, const struct node *n, struct buf *out)
@@ -374,6 +375,7 @@ static const struct file_def instance_files[] = {
      .op = "rollback"},
     {"last_error", 0444, .build = build_last_error},
     {"branch", 0644, .build = build_branch, .write = write_branch, .op = "branch"},
+    {"restore", 0644, .build = build_restore, .write = write_restore, .op = "restore"},
 };
 
 static const struct dir_def *const instance_dirs[] = {&databases_dir};

@@ -15,7 +15,7 @@ import pytest
 from conftest import (DBOSFS, errno_of, psql, read_file, unique_name, write_file)
 
 INSTANCE_FILES = {"status", "info", "info.json", "url", "env", "pgpass", "password",
-                  "wait", "confirm", "migrate", "rollback", "last_error", "branch",
+                  "wait", "confirm", "migrate", "rollback", "last_error", "branch", "restore",
                   "databases", "ca.pem"}
 
 

@@ -48,6 +48,7 @@ struct copy_stats {
 	long long bytes;
 	long files;
 	long reflinked;
+	long long checkpoint_ms, copy_ms, sync_ms; /* where the time went, for the log */
 	long copied;
 	bool reflink_failed; /* stop trying FICLONE after the first refusal */
 };
@@ -56,6 +57,11 @@ struct copy_ctx {
 	const struct local_provider *lp;
 	struct copy_stats stats;
 	const atomic_bool *cancel;
+	bool keep_label; /* copying a finished base backup: its label comes along */
+	/* pg_wal: only the segments from..to (24 hex digits each) are needed;
+	 * older ones are before the backup, newer ones recycled or preallocated
+	 * (after a bulk load, hundreds of MiB). Empty: every segment. */
+	char wal_from[32], wal_to[32];
 };
 
 static int copy_contents(struct copy_ctx *cx, int sfd, int dfd, off_t size)
@@ -147,8 +153,10 @@ static int copy_file_at(struct copy_ctx *cx, int sdir, int ddir, const char *nam
 
 /* Directories whose contents a base backup leaves out (PostgreSQL's own
  * list for pg_basebackup): they are rebuilt or meaningless in a copy. */
-static bool contents_skipped(const char *top, const char *name)
+static bool contents_skipped(const struct copy_ctx *cx, const char *top, const char *name)
 {
+	if (cx->keep_label && !top && strcmp(name, "pg_wal") == 0)
+		return false; /* a base backup's pg_wal is part of it */
 	static const char *const skip[] = {"pg_dynshmem", "pg_notify",    "pg_replslot",
 	                                   "pg_serial",   "pg_snapshots", "pg_stat_tmp",
 	                                   "pg_subtrans", "pg_wal"};
@@ -160,11 +168,13 @@ static bool contents_skipped(const char *top, const char *name)
 	return false;
 }
 
-static bool file_skipped(const char *top, const char *name)
+static bool file_skipped(const struct copy_ctx *cx, const char *top, const char *name)
 {
 	if (strcmp(name, "pg_internal.init") == 0)
 		return true;
 	if (top)
+		return false;
+	if (cx->keep_label && strcmp(name, "backup_label") == 0)
 		return false;
 	return strcmp(name, "postmaster.pid") == 0 || strcmp(name, "postmaster.opts") == 0 ||
 	       strcmp(name, "backup_label") == 0 || strcmp(name, "tablespace_map") == 0 ||
@@ -202,7 +212,11 @@ static int copy_tree(struct copy_ctx *cx, int sdir, int ddir, const char *top, s
 			break;
 		}
 		if (S_ISREG(st.st_mode)) {
-			if (!file_skipped(top, n))
+			if (top && strcmp(top, "pg_wal") == 0 && cx->wal_from[0] &&
+			    strlen(n) == 24 && strspn(n, "0123456789ABCDEF") == 24 &&
+			    (strcmp(n, cx->wal_from) < 0 || strcmp(n, cx->wal_to) > 0))
+				continue;
+			if (!file_skipped(cx, top, n))
 				rc = copy_file_at(cx, sdir, ddir, n, st.st_mode, e);
 			continue;
 		}
@@ -220,7 +234,7 @@ static int copy_tree(struct copy_ctx *cx, int sdir, int ddir, const char *top, s
 			         : errmsg_set(e, -errno, "cannot open %s: %s", n, strerror(errno));
 		} else {
 			rc = owned(cx, d2);
-			if (!rc && !contents_skipped(top, n))
+			if (!rc && !contents_skipped(cx, top, n))
 				rc = copy_tree(cx, s2, d2, n, e);
 		}
 		if (s2 >= 0)
@@ -288,6 +302,7 @@ static int online_copy(struct local_provider *lp, const char *src_name, const ch
 	res = NULL;
 	if (rc)
 		goto out;
+	long long t = now_ms();
 	rc = pg_query(c, "SELECT pg_backup_start('dbosfs branch', true)", 0, NULL,
 	              BRANCH_BACKUP_TIMEOUT_MS, NULL, &res, e);
 	PQclear(res);
@@ -303,13 +318,16 @@ static int online_copy(struct local_provider *lp, const char *src_name, const ch
 		                strerror(errno));
 		goto out;
 	}
+	cx->stats.checkpoint_ms = now_ms() - t;
+	t = now_ms();
 	rc = copy_tree(cx, sdir, ddir, NULL, e);
 	if (rc)
 		goto out;
 
 	/* The archive (if any) need not have the WAL: we copy it ourselves. */
-	rc = pg_query(c, "SELECT labelfile, spcmapfile FROM pg_backup_stop(false)", 0, NULL,
-	              BRANCH_BACKUP_TIMEOUT_MS, NULL, &res, e);
+	rc = pg_query(
+	    c, "SELECT labelfile, spcmapfile, pg_walfile_name(lsn) FROM pg_backup_stop(false)", 0,
+	    NULL, BRANCH_BACKUP_TIMEOUT_MS, NULL, &res, e);
 	started = false;
 	if (rc)
 		goto out;
@@ -317,7 +335,13 @@ static int online_copy(struct local_provider *lp, const char *src_name, const ch
 		rc = errmsg_set(e, -EIO, "pg_backup_stop returned no backup label");
 		goto out;
 	}
-	/* WAL after the stop: it holds the backup's end record. */
+	/* WAL after the stop: it holds the backup's end record. From the
+	 * label's start segment to the stop's. */
+	const char *start = strstr(PQgetvalue(res, 0, 0), "(file ");
+	if (start && strlen(start) >= 6 + 24 && strlen(PQgetvalue(res, 0, 2)) == 24) {
+		snprintf(cx->wal_from, sizeof(cx->wal_from), "%.24s", start + 6);
+		snprintf(cx->wal_to, sizeof(cx->wal_to), "%s", PQgetvalue(res, 0, 2));
+	}
 	int sw = openat(sdir, "pg_wal", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int dw = openat(ddir, "pg_wal", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sw < 0 || dw < 0)
@@ -342,8 +366,11 @@ static int online_copy(struct local_provider *lp, const char *src_name, const ch
 		               "\n# dbosfs: one syncfs() instead of an fsync per file when "
 		               "recovering\nrecovery_init_sync_method = syncfs\n",
 		               e);
+	cx->stats.copy_ms = now_ms() - t;
+	t = now_ms();
 	if (!rc && syncfs(ddir) < 0)
 		rc = errmsg_set(e, -errno, "syncfs: %s", strerror(errno));
+	cx->stats.sync_ms = now_ms() - t;
 out:
 	if (started) {
 		/* Leave the source as we found it (no backup in progress). */
@@ -361,25 +388,53 @@ out:
 	return rc;
 }
 
-int local_branch(struct provider *p, const struct instance *inst, const char *newname,
-                 struct instance *out, struct errmsg *e)
+int local_copy_datadir(struct local_provider *lp, const char *src, const char *dst,
+                       const atomic_bool *cancel, struct errmsg *e)
 {
-	struct local_provider *lp = LP(p);
+	struct copy_ctx cx = {.lp = lp, .cancel = cancel, .keep_label = true};
+	int sdir = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ddir = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc;
+	if (sdir < 0 || ddir < 0)
+		rc = errmsg_set(e, -errno, "cannot open %s: %s", sdir < 0 ? src : dst,
+		                strerror(errno));
+	else
+		rc = copy_tree(&cx, sdir, ddir, NULL, e);
+	if (sdir >= 0)
+		close(sdir);
+	if (ddir >= 0)
+		close(ddir);
+	return rc;
+}
+
+int local_online_backup(struct local_provider *lp, const char *src_name, const char *dst_data,
+                        const atomic_bool *cancel, struct errmsg *e)
+{
+	struct copy_ctx cx = {.lp = lp, .cancel = cancel};
+	return online_copy(lp, src_name, dst_data, &cx, e);
+}
+
+int local_create_from(struct local_provider *lp, const struct local_create *c, struct instance *out,
+                      struct errmsg *e)
+{
+	const char *newname = c->newname;
 	char tmp[PATH_MAX], data[PATH_MAX + 8], meta_path[PATH_MAX + 8], dest[PATH_MAX];
 	char text[256];
 	long long t0 = now_ms();
-	bool claimed = false;
+	bool claimed = false, intent = false;
 	int rc;
 
 	struct local_instance *li = calloc(1, sizeof(*li));
 	if (!li)
 		return errmsg_set(e, -ENOMEM, "out of memory");
 	snprintf(li->name, sizeof(li->name), "%s", newname);
-	snprintf(li->username, sizeof(li->username), "%s", inst->username);
+	snprintf(li->username, sizeof(li->username), "%s", c->username);
 	set_status(li, "starting");
 	li->hidden = true;
 	li->busy = true;
 
+	/* Reserving the name in the table is the claim within this mount;
+	 * the rename below is the claim on disk. */
 	pthread_mutex_lock(&lp->lock);
 	if (lp->stopping) {
 		pthread_mutex_unlock(&lp->lock);
@@ -396,8 +451,8 @@ int local_branch(struct provider *p, const struct instance *inst, const char *ne
 	unsigned seq = ++lp->spare_seq;
 	pthread_mutex_unlock(&lp->lock);
 
-	struct copy_ctx cx = {.lp = lp, .cancel = &li->cancel};
-	rc = local_path(tmp, sizeof(tmp), "%s/spares/branch-%s.%u.tmp", lp->root, newname, seq);
+	rc =
+	    local_path(tmp, sizeof(tmp), "%s/spares/%s-%s.%u.tmp", lp->root, c->what, newname, seq);
 	if (rc) {
 		rc = errmsg_set(e, rc, "state_dir is too long");
 		goto fail;
@@ -412,7 +467,14 @@ int local_branch(struct provider *p, const struct instance *inst, const char *ne
 		rc = errmsg_set(e, rc, "cannot create %s: %s", tmp, strerror(-rc));
 		goto fail;
 	}
-	rc = online_copy(lp, inst->name, data, &cx, e);
+	/* From the record on, a crash is undone at the next start (as an
+	 * unfinished mkdir: the instance and its saved password go,
+	 * local_intent.c); the temporary directory goes in any case. */
+	rc = intent_begin(lp, newname, "provision", NULL, e);
+	if (rc)
+		goto fail;
+	intent = true;
+	rc = c->fill(lp, data, &li->cancel, c->arg, e);
 	if (rc)
 		goto fail;
 	rc = assign_port(lp, li);
@@ -441,8 +503,14 @@ int local_branch(struct provider *p, const struct instance *inst, const char *ne
 	}
 	claimed = true;
 	rc = instance_start(lp, li, e);
+	if (!rc && c->started)
+		rc = c->started(lp, li, c->arg, e);
 	if (rc)
 		goto fail;
+	/* Complete (promoted, with the password the tree serves): a crash
+	 * from here on leaves a usable instance. */
+	intent_end(lp, newname);
+	intent = false;
 
 	pthread_mutex_lock(&lp->lock);
 	mark_running_locked(lp, li);
@@ -451,10 +519,7 @@ int local_branch(struct provider *p, const struct instance *inst, const char *ne
 	li->want_running = true;
 	to_instance(li, out);
 	pthread_mutex_unlock(&lp->lock);
-	log_event("local: %s branched from %s in %lld ms: %ld files, %lld MiB, %ld reflinked, %ld "
-	          "copied",
-	          newname, inst->name, now_ms() - t0, cx.stats.files, cx.stats.bytes >> 20,
-	          cx.stats.reflinked, cx.stats.copied);
+	log_event("local: %s made (%s) in %lld ms", newname, c->what, now_ms() - t0);
 	return 0;
 
 fail:
@@ -470,11 +535,58 @@ fail:
 	} else {
 		local_rmtree(tmp);
 	}
+	if (intent && rc != -EEXIST) {
+		/* Everything of this name, the saved password too, as a failed
+		 * mkdir (the filesystem puts back one it replaced). */
+		struct errmsg re;
+		if (local_remove_instance_files(lp, newname, &re) == 0)
+			intent_end(lp, newname);
+		else
+			log_error("local: %s of %s failed and cleaning up too: %s", c->what,
+			          newname, re.text);
+	} else if (intent) {
+		intent_end(lp, newname);
+	}
 	pthread_mutex_lock(&lp->lock);
 	unlink_locked(lp, li);
 	pthread_cond_broadcast(&lp->cond);
 	pthread_mutex_unlock(&lp->lock);
 	free(li);
-	log_error("local: branch of %s as %s failed: %s", inst->name, newname, e ? e->text : "");
+	log_error("local: %s of %s failed: %s", c->what, newname, e ? e->text : "");
+	return rc;
+}
+
+struct branch_arg {
+	const char *src;
+	struct copy_stats stats;
+};
+
+static int branch_fill(struct local_provider *lp, const char *data, const atomic_bool *cancel,
+                       void *arg, struct errmsg *e)
+{
+	struct branch_arg *b = arg;
+	struct copy_ctx cx = {.lp = lp, .cancel = cancel};
+	int rc = online_copy(lp, b->src, data, &cx, e);
+	b->stats = cx.stats;
+	return rc;
+}
+
+int local_branch(struct provider *p, const struct instance *inst, const char *newname,
+                 struct instance *out, struct errmsg *e)
+{
+	struct branch_arg b = {.src = inst->name};
+	struct local_create c = {.newname = newname,
+	                         .username = inst->username,
+	                         .what = "branch",
+	                         .fill = branch_fill,
+	                         .arg = &b};
+	long long t0 = now_ms();
+	int rc = local_create_from(LP(p), &c, out, e);
+	if (!rc)
+		log_event("local: %s branched from %s in %lld ms: %ld files, %lld MiB, %ld "
+		          "reflinked, %ld copied; checkpoint %lld ms, copy %lld ms, syncfs %lld ms",
+		          newname, inst->name, now_ms() - t0, b.stats.files, b.stats.bytes >> 20,
+		          b.stats.reflinked, b.stats.copied, b.stats.checkpoint_ms, b.stats.copy_ms,
+		          b.stats.sync_ms);
 	return rc;
 }

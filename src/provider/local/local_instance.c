@@ -139,6 +139,14 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 	}
 
 	bool su_repaired = false;
+	/* WAL archiving (point-in-time recovery) from the first start on. */
+	char archive_cmd[PATH_MAX * 2 + 256];
+	rc = pitr_archive_command(lp, li->name, archive_cmd, sizeof(archive_cmd));
+	if (rc < 0)
+		return errmsg_set(e, rc, "cannot prepare the WAL archive of %s: %s", li->name,
+		                  strerror(-rc));
+	bool archiving = rc == 0;
+
 	for (int attempt = 0; attempt < 6; attempt++) {
 		int old = li->port, st = 0;
 
@@ -159,7 +167,14 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 		if (fd < 0)
 			return errmsg_set(e, -errno, "cannot open %s: %s", logp, strerror(errno));
 		off_t off = lseek(fd, 0, SEEK_END);
-		struct pg_launch l = {lp->bindir, data, sock, fd, li->port, &lp->acct};
+		struct pg_launch l = {lp->bindir,
+		                      data,
+		                      sock,
+		                      fd,
+		                      li->port,
+		                      &lp->acct,
+		                      archiving ? archive_cmd : NULL,
+		                      PITR_ARCHIVE_TIMEOUT_S};
 		pid_t pid = pg_server_launch(&l, e);
 		close(fd);
 		if (pid < 0)

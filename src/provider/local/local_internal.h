@@ -140,6 +140,9 @@ struct local_provider {
 	pthread_t supervisor;
 	pthread_t preparer;
 	pthread_t prober;
+	pthread_t pitr;               /* base backups and pruning (local_pitr.c) */
+	long long pitr_window_ms;     /* 0: no WAL archiving, no restore */
+	long long pitr_base_every_ms; /* a new base backup after this long */
 	bool spare_wanted;
 	bool spare_space_logged;    /* "no room for a spare" said once (preparer only) */
 	int probe_period_ms;        /* the mount's refresh period */
@@ -231,6 +234,8 @@ struct pg_launch {
 	int log_fd;
 	int port;
 	const struct local_account *acct;
+	const char *archive_command; /* NULL: no WAL archiving */
+	int archive_timeout_s;
 };
 pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e);
 
@@ -385,9 +390,49 @@ int local_create_database(struct provider *p, const struct instance *inst, const
 int local_drop_database(struct provider *p, const struct instance *inst, const char *password,
                         const char *db, struct errmsg *e);
 
-/* ---- local_branch.c: NAME/branch ---- */
+/* ---- local_branch.c: NAME/branch, and new instances from copies ---- */
 int local_branch(struct provider *p, const struct instance *inst, const char *newname,
                  struct instance *out, struct errmsg *e);
+/* An online base backup of running instance src_name into dst_data (an
+ * existing empty directory): backup_label and WAL included, durable. */
+int local_online_backup(struct local_provider *lp, const char *src_name, const char *dst_data,
+                        const atomic_bool *cancel, struct errmsg *e);
+/* Copies a stopped data directory or a finished base backup (reflink
+ * where possible). */
+int local_copy_datadir(struct local_provider *lp, const char *src, const char *dst,
+                       const atomic_bool *cancel, struct errmsg *e);
+/* A new instance from a data directory that fill() prepares: reserved in
+ * the table, built in spares/WHAT-NAME.N.tmp (removed by the next mount if
+ * we die), committed by one rename to instances/NAME, started; started()
+ * (if any) runs once the server accepts connections. An intent record
+ * ("provision") covers it until it is complete: a crash is undone. */
+struct local_create {
+	const char *newname;
+	const char *username;
+	const char *what; /* "branch", "restore": names the temporary directory */
+	int (*fill)(struct local_provider *lp, const char *data, const atomic_bool *cancel,
+	            void *arg, struct errmsg *e);
+	int (*started)(struct local_provider *lp, struct local_instance *li, void *arg,
+	               struct errmsg *e);
+	void *arg;
+};
+int local_create_from(struct local_provider *lp, const struct local_create *c, struct instance *out,
+                      struct errmsg *e);
+
+/* ---- local_pitr.c: WAL archive, base backups, restore ---- */
+#define PITR_ARCHIVE_TIMEOUT_S 60
+/* The archive_command for name's server, its archive directory created;
+ * 1 when archiving is off (pitr_window=0), 0 when cmd is set, or -errno. */
+int pitr_archive_command(struct local_provider *lp, const char *name, char *cmd, size_t cmdsz);
+/* At provisioning: the instance's first base backup is the template it
+ * was copied from (a cold, consistent copy), as of now. */
+void pitr_note_template_base(struct local_provider *lp, const char *name, const char *user);
+int local_restore(struct provider *p, const struct instance *inst, long long target_ms,
+                  const char *newname, const char *password, struct instance *out,
+                  struct errmsg *e);
+int local_restore_window(struct provider *p, const struct instance *inst, long long *earliest_ms,
+                         long long *latest_ms, long long *archive_bytes, struct errmsg *e);
+void *pitr_main(void *arg);
 
 /* ---- local_intent.c: crash safety of mutations ---- */
 

@@ -35,6 +35,32 @@ static void provision_done_locked(struct local_provider *lp)
 	pthread_cond_broadcast(&lp->cond);
 }
 
+/* "90", "90s", "15m", "12h", "7d" -> ms; NULL -> dflt. */
+static int parse_duration_ms(const char *s, long long dflt, long long *out)
+{
+	char *end;
+	if (!s || !*s) {
+		*out = dflt;
+		return 0;
+	}
+	long long v = strtoll(s, &end, 10);
+	long long unit = 1000;
+	if (*end == 'm')
+		unit = 60 * 1000LL;
+	else if (*end == 'h')
+		unit = 3600 * 1000LL;
+	else if (*end == 'd')
+		unit = 24 * 3600 * 1000LL;
+	else if (*end && *end != 's')
+		return -EINVAL;
+	if (*end && end[1])
+		return -EINVAL;
+	if (end == s || v < 0 || v > 3650LL * 24 * 3600)
+		return -EINVAL;
+	*out = v * unit;
+	return 0;
+}
+
 static void rediscover(struct local_provider *lp)
 {
 	char dir[PATH_MAX + 16], path[PATH_MAX + 300], text[1024];
@@ -102,9 +128,9 @@ static void join_threads(struct local_provider *lp, pthread_t *threads, int n)
 static int local_start(struct provider *p, struct errmsg *e)
 {
 	struct local_provider *lp = LP(p);
-	pthread_t *threads[] = {&lp->supervisor, &lp->preparer, &lp->prober};
-	void *(*mains[])(void *) = {supervisor_main, preparer_main, prober_main};
-	pthread_t started[3];
+	pthread_t *threads[] = {&lp->supervisor, &lp->preparer, &lp->prober, &lp->pitr};
+	void *(*mains[])(void *) = {supervisor_main, preparer_main, prober_main, pitr_main};
+	pthread_t started[4];
 
 	/* The lock is ours since create(); the pid in it is now the
 	 * daemon's, no longer that of the parent that has exited. */
@@ -120,7 +146,7 @@ static int local_start(struct provider *p, struct errmsg *e)
 	local_recover(lp);
 	tmpl_cleanup(lp);
 	rediscover(lp);
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		int rc = pthread_create(threads[i], NULL, mains[i], lp);
 		if (rc) {
 			join_threads(lp, started, i);
@@ -153,6 +179,7 @@ static void local_stop(struct provider *p)
 		pthread_join(lp->supervisor, NULL);
 		pthread_join(lp->preparer, NULL);
 		pthread_join(lp->prober, NULL);
+		pthread_join(lp->pitr, NULL);
 		lp->started = false;
 	}
 
@@ -333,6 +360,7 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	if (rc)
 		goto fail;
 	proc_crash_point("provision-claimed");
+	pitr_note_template_base(lp, name, username);
 
 	rc = instance_start(lp, li, e);
 	if (rc)
@@ -585,6 +613,8 @@ static const struct provider_ops local_ops = {
     .create_database = local_create_database,
     .drop_database = local_drop_database,
     .branch = local_branch,
+    .restore = local_restore,
+    .restore_window = local_restore_window,
 };
 
 int local_provider_create(const struct dbosfs_options *opt, struct provider **out, struct errmsg *e)
@@ -626,6 +656,18 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	const char *retry_s = getenv("DBOSFS_LOCAL_RETRY_S");
 	long rs = retry_s ? strtol(retry_s, NULL, 10) : 0;
 	lp->retry_first_ms = rs >= 1 && rs <= 300 ? rs * 1000 : LOCAL_RETRY_FIRST_MS;
+	rc = parse_duration_ms(opt->pitr_window, 7 * 24 * 3600 * 1000LL, &lp->pitr_window_ms);
+	if (rc) {
+		rc = errmsg_set(e, -EINVAL,
+		                "pitr_window=%s: not a duration (seconds, or a number with s, m, "
+		                "h or d; 0 turns point-in-time recovery off)",
+		                opt->pitr_window);
+		goto fail;
+	}
+	/* For tests only: a base backup every DBOSFS_PITR_BASE_S seconds. */
+	const char *base_s = getenv("DBOSFS_PITR_BASE_S");
+	long bs = base_s ? strtol(base_s, NULL, 10) : 0;
+	lp->pitr_base_every_ms = bs >= 1 ? bs * 1000LL : 24 * 3600 * 1000LL;
 	snprintf(lp->default_user, sizeof(lp->default_user), "%s",
 	         opt->db_username && *opt->db_username ? opt->db_username : "dbos_user");
 	rc = resolve_bindir(opt, lp->bindir, sizeof(lp->bindir), e);

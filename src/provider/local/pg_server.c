@@ -120,7 +120,25 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e)
 	                "listen_addresses=127.0.0.1",
 	                "-c",
 	                "unix_socket_permissions=0700",
+	                NULL, /* point-in-time recovery (local_pitr.c), when on: */
+	                NULL,
+	                NULL,
+	                NULL,
+	                NULL,
+	                NULL,
 	                NULL};
+	char mode[] = "archive_mode=on", cmd[PATH_MAX * 3 + 64], timeout[48];
+	if (l->archive_command) {
+		size_t n = 11;
+		snprintf(cmd, sizeof(cmd), "archive_command=%s", l->archive_command);
+		snprintf(timeout, sizeof(timeout), "archive_timeout=%d", l->archive_timeout_s);
+		argv[n++] = "-c";
+		argv[n++] = mode;
+		argv[n++] = "-c";
+		argv[n++] = cmd;
+		argv[n++] = "-c";
+		argv[n++] = timeout;
+	}
 	local_creds(l->acct, &creds);
 	memset(&s, 0, sizeof(s));
 	s.argv = argv;
