@@ -20,6 +20,7 @@
 #ifndef DBOSFS_PROVIDER_H
 #define DBOSFS_PROVIDER_H
 
+#include "buf.h"
 #include "common.h"
 #include "instance.h"
 
@@ -59,6 +60,10 @@ struct provider_ops {
 	                 const char *password, struct instance *out, struct errmsg *e);
 	/* Destroy (or, for a linked instance, unlink) irreversibly. */
 	int (*destroy)(struct provider *p, const struct instance *inst, struct errmsg *e);
+	/* The applications deployed on an instance, one line each, from the
+	 * provider's own copy of its last applications list (refreshed with
+	 * list(), never fetched here). NULL: the provider has none. */
+	int (*apps)(struct provider *p, const char *name, struct buf *out);
 	/* -EPERM for linked instances. */
 	int (*reset_password)(struct provider *p, const struct instance *inst, const char *password,
 	                      struct errmsg *e);

@@ -357,6 +357,16 @@ static int write_migrate(struct dbosfs *fs, const struct node *n, const char *pa
 	return 0;
 }
 
+/* Cloud: the applications on this instance, from the provider's copy of
+ * its applications list (one call per refresh period, never per read). */
+static int build_apps(struct dbosfs *fs, const struct node *n, struct buf *out)
+{
+	int rc = current(fs, n, NULL);
+	if (rc || !fs->provider->ops->apps)
+		return rc;
+	return fs->provider->ops->apps(fs->provider, n->name, out);
+}
+
 static const struct file_def instance_files[] = {
     {"status", 0444, .build = build_status},
     {"info", 0444, .build = build_info},
@@ -374,6 +384,7 @@ static const struct file_def instance_files[] = {
     {"rollback", 0644, .build = build_report, .follow = follow_report, .write = write_migrate,
      .op = "rollback"},
     {"last_error", 0444, .build = build_last_error},
+    {"apps", 0444, .build = build_apps},
     {"branch", 0644, .build = build_branch, .write = write_branch, .op = "branch"},
     {"restore", 0644, .build = build_restore, .write = write_restore, .op = "restore"},
 };

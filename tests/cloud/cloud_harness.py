@@ -118,6 +118,9 @@ class FakeCloud:
     def remove_instance(self, name):
         self.admin("DELETE", f"instances/{name}")
 
+    def set_apps(self, apps):
+        self.admin("POST", "apps", {"apps": apps})
+
     def bulk(self, count, prefix="db"):
         self.admin("POST", "bulk", {"count": count, "prefix": prefix})
 

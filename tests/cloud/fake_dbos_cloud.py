@@ -28,6 +28,7 @@ Tests drive it through /__admin/ (no auth):
   DELETE /__admin/faults
   POST /__admin/instances           {"instances": [raw instance objects], "password"?}
   DELETE /__admin/instances/NAME    as if another client destroyed it
+  POST /__admin/apps                {"apps": [application objects]} (GET /applications)
   POST /__admin/bulk                {"count": N, "prefix": "db"}
   GET  /__admin/state               every instance, with the fields dbosfs never sees
   POST /__admin/token               {"expires_in": S} -> {"token"}
@@ -98,6 +99,7 @@ class State:
         self.tokens = set()
         self.refresh_token = "rt-" + b64url(os.urandom(24))
         self.instances = {}
+        self.apps = []
         self.faults = []
         self.counts = {}
         self.connections = 0  # TCP connections accepted (shows reuse)
@@ -225,12 +227,13 @@ class Handler(BaseHTTPRequestHandler):
             return "/oauth/token", self.oauth_token, ()
         if path == "/v1alpha1/user/profile":
             return "/user/profile", self.profile, ()
-        m = re.match(r"^/v1alpha1/([^/]+)(/databases.*)$", path)
+        m = re.match(r"^/v1alpha1/([^/]+)(/databases.*|/applications)$", path)
         if not m:
             return None
         org, rest = urllib.parse.unquote(m.group(1)), m.group(2)
         table = [
             ("GET", r"^/databases$", "/databases", self.list_dbs),
+            ("GET", r"^/applications$", "/applications", self.list_apps),
             ("POST", r"^/databases/userdb$", "/databases/userdb", self.provision),
             ("GET", r"^/databases/userdb/info/([^/]+)$", "/databases/userdb/info", self.info),
             ("DELETE", r"^/databases/userdb/([^/]+)$", "/databases/userdb", self.destroy),
@@ -401,6 +404,10 @@ class Handler(BaseHTTPRequestHandler):
         return 200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer",
                      "scope": "offline_access"}
 
+    def list_apps(self, body):
+        st = self.server.state
+        return 200, list(st.apps)
+
     def list_dbs(self, body):
         st = self.server.state
         return 200, [st.public(i) for i in st.instances.values()]
@@ -537,6 +544,10 @@ class Handler(BaseHTTPRequestHandler):
             # Another client (the CLI, a teammate) destroyed it.
             with st.lock:
                 st.instances.pop(what[len("instances/"):], None)
+            return self.send_json(200, {})
+        if method == "POST" and what == "apps":
+            with st.lock:
+                st.apps = list(body.get("apps", []))
             return self.send_json(200, {})
         if method == "POST" and what == "bulk":
             prefix, count = body.get("prefix", "db"), int(body.get("count", 1000))

@@ -208,3 +208,29 @@ def test_token_expiring_while_mounted_is_refreshed_first(mount_factory, fake_clo
     statuses = [r["status"] for r in fake_cloud.admin("GET", "requests")["requests"]]
     assert 401 not in statuses
     assert json.loads(fake_cloud.credentials.read_text())["token"] != creds["token"]
+
+
+def test_apps_per_instance(mount_factory, fake_cloud):
+    """Issue 9, 9: NAME/apps lists the applications deployed on the
+    instance, from one GET /applications per refresh, never per read."""
+    fc = fake_cloud
+    fc.add_instances([available_instance("appdb"), available_instance("lonely")])
+    fc.set_apps([
+        {"Name": "shop", "ID": "1", "PostgresInstanceName": "appdb",
+         "ApplicationDatabaseName": "shop_db", "Status": "AVAILABLE", "Version": "3",
+         "AppURL": "https://acme-shop.cloud.dbos.dev", "ExecutorsMemoryMib": 512},
+        {"Name": "blog", "ID": "2", "PostgresInstanceName": "appdb",
+         "ApplicationDatabaseName": "blog", "Status": "UNAVAILABLE", "Version": "1"},
+        {"Name": "other", "ID": "3", "PostgresInstanceName": "elsewhere", "Status": "AVAILABLE"},
+    ])
+    m = mount_cloud(mount_factory, fc)
+    assert wait_until(lambda: "shop" in m.read("appdb", "apps"), timeout=4)
+    assert m.read("appdb", "apps") == (
+        "blog UNAVAILABLE blog 1 -\n"
+        "shop AVAILABLE shop_db 3 https://acme-shop.cloud.dbos.dev\n")
+    assert m.read("lonely", "apps") == ""
+    fc.reset_counts()
+    for _ in range(50):
+        m.read("appdb", "apps")
+    assert fc.count("GET /applications") <= 3  # the refresher's, not the reads'
+    assert fc.count("GET /databases/userdb/info") == 0

@@ -16,7 +16,7 @@ from conftest import (DBOSFS, errno_of, psql, read_file, unique_name, write_file
 
 INSTANCE_FILES = {"status", "info", "info.json", "url", "env", "pgpass", "password",
                   "wait", "confirm", "migrate", "rollback", "last_error", "branch", "restore",
-                  "databases", "ca.pem"}
+                  "databases", "ca.pem", "apps"}
 
 
 def sh(cmd, **kw):

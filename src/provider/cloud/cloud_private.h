@@ -118,6 +118,11 @@ struct cloud {
 	long long startup_budget_ms;
 	long long startup_deadline_ms; /* now_ms() deadline of the retries under way */
 	atomic_bool listed_once;       /* a list has succeeded since the mount */
+	/* The last GET /applications, as "INSTANCE\tLINE\n" rows sorted by
+	 * instance; served by NAME/apps. Guarded by apps_lock. */
+	pthread_mutex_t apps_lock;
+	char *apps_rows;
+	bool apps_failing; /* logged once per failure streak */
 
 	/* Trusted CAs: system bundle plus the cafile, handed to every handle. */
 	char *ca_blob;

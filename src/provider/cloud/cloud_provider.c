@@ -4,6 +4,7 @@
  * one API request (plus one token refresh and retry on a 401). */
 #include <curl/curl.h>
 #include <errno.h>
+#include <jansson.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +115,98 @@ static int list_attempt(struct cloud *c, void *arg, long timeout_ms, struct errm
 	return rc;
 }
 
+static int cmp_rows(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static const char *json_text(const json_t *obj, const char *key)
+{
+	const json_t *v = json_object_get(obj, key);
+	return json_is_string(v) && *json_string_value(v) ? json_string_value(v) : "-";
+}
+
+/* One GET /applications per refresh period: NAME/apps reads its copy. A
+ * failure keeps the previous copy (logged when it starts and ends). */
+static void refresh_apps(struct cloud *c)
+{
+	struct http_result res = {0};
+	struct errmsg e = {{0}};
+	json_t *root = NULL, *app;
+	struct buf rows = BUF_INIT;
+	char **lines = NULL;
+	size_t i, n = 0;
+	int rc = cloud_api_call(c, HTTP_GET, "/applications", true, NULL, REQ_READ,
+	                        c->list_timeout_ms, &res, "Failed to list applications", &e);
+	if (rc == 0) {
+		root = json_loadb(res.body.data ? res.body.data : "", res.body.len, 0, NULL);
+		if (!json_is_array(root))
+			rc = errmsg_set(
+			    &e, -EIO,
+			    "Failed to list applications: malformed response: expected a "
+			    "JSON array");
+	}
+	http_result_free(&res);
+	if (rc == 0 && (lines = calloc(json_array_size(root) + 1, sizeof(*lines))) != NULL) {
+		json_array_foreach(root, i, app)
+		{
+			char *line;
+			const char *inst = json_text(app, "PostgresInstanceName");
+			if (!json_is_object(app) || strcmp(inst, "-") == 0)
+				continue;
+			if (asprintf(&line, "%s\t%s %s %s %s %s", inst, json_text(app, "Name"),
+			             json_text(app, "Status"),
+			             json_text(app, "ApplicationDatabaseName"),
+			             json_text(app, "Version"), json_text(app, "AppURL")) < 0)
+				break;
+			/* One row per line: no control bytes from the server. */
+			for (char *q = line; *q; q++)
+				if ((unsigned char)*q < 0x20 && *q != '\t')
+					*q = '?';
+			lines[n++] = line;
+		}
+		qsort(lines, n, sizeof(*lines), cmp_rows);
+		for (i = 0; i < n; i++) {
+			buf_printf(&rows, "%s\n", lines[i]);
+			free(lines[i]);
+		}
+		free(lines);
+	}
+	json_decref(root);
+	if (rc < 0) {
+		if (!c->apps_failing)
+			log_error("%s (NAME/apps shows the last known applications)", e.text);
+		c->apps_failing = true;
+		buf_free(&rows);
+		return;
+	}
+	if (c->apps_failing)
+		log_event("the applications list works again");
+	c->apps_failing = false;
+	pthread_mutex_lock(&c->apps_lock);
+	free(c->apps_rows);
+	c->apps_rows = rows.data ? buf_steal(&rows) : strdup("");
+	pthread_mutex_unlock(&c->apps_lock);
+	buf_free(&rows);
+}
+
+static int cloud_apps(struct provider *p, const char *name, struct buf *out)
+{
+	struct cloud *c = cloud_of(p);
+	size_t len = strlen(name);
+	int rc = 0;
+	pthread_mutex_lock(&c->apps_lock);
+	for (const char *row = c->apps_rows; row && *row && rc == 0;) {
+		const char *eol = strchr(row, '\n');
+		size_t rl = eol ? (size_t)(eol - row) : strlen(row);
+		if (rl > len && strncmp(row, name, len) == 0 && row[len] == '\t')
+			rc = buf_append(out, row + len + 1, rl - len - 1) ?: buf_puts(out, "\n");
+		row += rl + (eol ? 1 : 0);
+	}
+	pthread_mutex_unlock(&c->apps_lock);
+	return rc;
+}
+
 static int cloud_list(struct provider *p, struct instance_list *out, struct errmsg *e)
 {
 	struct cloud *c = cloud_of(p);
@@ -128,8 +221,10 @@ static int cloud_list(struct provider *p, struct instance_list *out, struct errm
 	} else {
 		rc = list_attempt(c, out, c->list_timeout_ms, e);
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		atomic_store(&c->listed_once, true);
+		refresh_apps(c);
+	}
 	return rc;
 }
 
@@ -259,6 +354,8 @@ static void cloud_destroy_priv(struct cloud *c)
 	free(c->org);
 	free(c->user);
 	free(c->ca_blob);
+	free(c->apps_rows);
+	pthread_mutex_destroy(&c->apps_lock);
 	cloud_locks_destroy(c);
 	free(c);
 }
@@ -283,6 +380,7 @@ static const struct provider_ops cloud_ops = {
     .provision = cloud_provision,
     .destroy = cloud_destroy,
     .reset_password = cloud_reset_password,
+    .apps = cloud_apps,
 };
 
 static bool domain_ok(const char *d)
@@ -439,6 +537,8 @@ int cloud_provider_create(const struct dbosfs_options *opt, struct provider **ou
 		return errmsg_set(e, -EIO, "cannot initialise libcurl");
 	p = calloc(1, sizeof(*p));
 	c = calloc(1, sizeof(*c));
+	if (c)
+		pthread_mutex_init(&c->apps_lock, NULL);
 	if (!p || !c || cloud_locks_init(c) < 0) {
 		free(p);
 		free(c);
