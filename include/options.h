@@ -23,6 +23,7 @@ struct dbosfs_options {
 	int grace_ms;      /* slow providers: mkdir/rmdir wait at most this long, then go on in the
 	                      background */
 	char *pitr_window; /* local: how far back restore reaches ("7d"; "0" off) */
+	int spares;        /* local: running spare servers kept ready (default 2; 0: none) */
 	bool foreground;
 	bool debug;
 	uid_t owner_uid; /* the mounting user */

@@ -61,6 +61,7 @@ static const struct fuse_opt dbosfs_opts[] = {
     OPT("confirm_ttl=%d", confirm_ttl),
     OPT("grace_ms=%d", grace_ms),
     OPT("pitr_window=%s", pitr_window),
+    OPT("spares=%d", spares),
     FUSE_OPT_END,
 };
 
@@ -99,6 +100,8 @@ static void usage(const char *prog)
 	    "    -o confirm_ttl=SECONDS   how long a destroy confirmation lasts (default: 60)\n"
 	    "    -o grace_ms=MS           cloud: mkdir/rmdir return after this long and\n"
 	    "                             finish in the background (default: 500)\n"
+	    "    -o spares=N              local: servers kept running, unclaimed, so mkdir\n"
+	    "                             takes milliseconds (default: 2; 0: none)\n"
 	    "    -o attr_timeout=SECONDS  how long the kernel may keep a file's size\n"
 	    "                             (default: 0; sizes change with the content)\n"
 	    "    -o pitr_window=DURATION  local: how far back NAME/restore reaches, e.g. 12h,\n"
@@ -161,6 +164,8 @@ static int apply_defaults(struct dbosfs_options *o)
 		o->confirm_ttl = 60;
 	if (o->grace_ms < 0)
 		o->grace_ms = 500;
+	if (o->spares < 0)
+		o->spares = 2;
 	o->owner_uid = getuid();
 	o->owner_gid = getgid();
 	return rc;
@@ -434,7 +439,7 @@ static int interrupted_or_shutting_down(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct dbosfs_options opt = {.grace_ms = -1};
+	struct dbosfs_options opt = {.grace_ms = -1, .spares = -1};
 	struct fuse_cmdline_opts cl = {0};
 	struct errmsg e = {{0}};
 	int status = 1;

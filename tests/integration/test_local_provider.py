@@ -558,14 +558,15 @@ def test_a_second_mount_of_one_state_dir_is_refused(mount_factory):
 
 @pytest.fixture
 def small_disk():
-    """A 120 MiB tmpfs: room for the template (~39 MiB) and one instance,
-    not for a warm spare with its margin nor for a second instance."""
+    """An 85 MiB tmpfs: room for the template (~23 MiB with 1 MiB WAL
+    segments) and one instance, not for a warm spare with its margin nor
+    for a second instance."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     base = pathlib.Path(make_base())
     disk = base / "disk"
     disk.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m,mode=0711", "tmpfs",
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=85m,mode=0711", "tmpfs",
                         str(disk)], capture_output=True, text=True)
     if r.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
@@ -611,7 +612,7 @@ def test_a_nearly_full_disk_fails_mkdir_with_enospc_and_leaves_nothing(small_dis
     m.mkdir(first)
     assert m.read(first, "status").strip() == "available"
     assert psql(m, first, "SELECT 1").stdout.strip() == "1"
-    # No warm spare: a copy (~39 MiB) plus its margin does not fit, and
+    # No warm spare: a copy (~23 MiB) plus its margin does not fit, and
     # the preparer says so once rather than racing mkdir for the space.
     wait_for(lambda: "not preparing a spare instance" in m.read(".dbosfs", "log"), 15,
              what="the preparer's note")

@@ -82,6 +82,7 @@ int assign_port(struct local_provider *lp, struct local_instance *li)
 	for (struct local_instance *o = lp->instances; o; o = o->next)
 		if (o != li && o->port > 0 && n < sizeof(used) / sizeof(used[0]))
 			used[n++] = o->port;
+	spares_ports(lp, used, &n, sizeof(used) / sizeof(used[0]));
 	int port = local_pick_port(used, n);
 	if (port > 0)
 		li->port = port;

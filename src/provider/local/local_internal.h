@@ -5,10 +5,14 @@
  * Layout of STATE_DIR/local/ (root-owned 0711 when we run as root, so the
  * server account can reach its own directories and nothing else):
  *   templates/USER/        initdb output for admin USER (server account, 0700)
- *   spares/USER.N/data     a ready copy of the template, not running
+ *   spares/USER.N/         a ready copy of the template (data/, server.log,
+ *                          meta once claimed); for the default username up
+ *                          to spares= of them also run a server (see
+ *                          local_spares.c)
  *   instances/NAME/        meta (port, username), server.log, data/
  *   trash/                 instances being removed
  *   run/NAME/              Unix-socket directory (0700, server account);
+ *                          run/.spareN/ for the running spare spares/USER.N
  *                          a short /tmp directory instead when the path
  *                          would exceed the 107-byte socket path limit
  *   lock                   flock()ed by the one dbosfs using this directory
@@ -31,10 +35,11 @@
 
 /* As root, servers run as this system account unless pg_user= says
  * otherwise; dbosfs makes it on first use. */
-#define LOCAL_SERVER_ACCOUNT   "dbosfs"
-#define LOCAL_PORT_MIN         25432
-#define LOCAL_PORT_MAX         29999
-#define LOCAL_SPARES           1     /* warm copies kept per default username */
+#define LOCAL_SERVER_ACCOUNT "dbosfs"
+#define LOCAL_PORT_MIN       25432
+#define LOCAL_PORT_MAX       29999
+/* The preparer starts no spare this soon after a provision ended. */
+#define LOCAL_REFILL_QUIET_MS  300
 #define LOCAL_MAX_FAILURES     5     /* consecutive crashes/failed starts before "failed" */
 #define LOCAL_STOP_TIMEOUT_MS  10000 /* SIGINT, then SIGKILL after this */
 #define LOCAL_READY_TIMEOUT_MS 60000 /* crash recovery can replay WAL for a while */
@@ -102,6 +107,17 @@ struct local_instance {
 /* Room for STATE_DIR/local: every path built from it fits PATH_MAX. */
 #define LOCAL_ROOT_MAX (PATH_MAX - 512)
 
+/* A spare directory that has a server of its own (or is getting one):
+ * such a directory is no longer offered to spare_claim. Guarded by
+ * spare_lock. */
+struct local_spare {
+	unsigned seq; /* spares/USER.seq, run/.spare<seq> */
+	pid_t pid;    /* our postmaster child; 0 while it starts */
+	int port;     /* its TCP port, kept by the instance that claims it */
+	bool ready;   /* accepts connections: may be claimed */
+	struct local_spare *next;
+};
+
 struct local_provider {
 	char bindir[PATH_MAX];
 	char root[LOCAL_ROOT_MAX]; /* STATE_DIR/local */
@@ -130,6 +146,10 @@ struct local_provider {
 	pthread_mutex_t tmpl_lock; /* one template build or spare copy at a time */
 	pthread_mutex_t spare_lock;
 	unsigned spare_seq;
+	int spares_target;                /* spares=: running spares kept ready */
+	bool spare_servers;               /* false: spares are copies only (tests) */
+	long long last_provision_ms;      /* when the last provision ended (lock) */
+	struct local_spare *running;      /* spare_lock */
 	pid_t helper_pid;                 /* initdb/cp run by the preparer (guarded by lock) */
 	char pgroups_dir[LOCAL_ROOT_MAX]; /* STATE_DIR/run/pgroups (proc.h) */
 	/* STATE_DIR/passwords/local: the same store the filesystem serves
@@ -303,7 +323,10 @@ int tmpl_ensure(struct local_provider *lp, const char *user, bool track, struct 
 /* Copies the template into a new spares/USER.N; its path goes to out. */
 int spare_make(struct local_provider *lp, const char *user, bool track, char *out, size_t outsz,
                struct errmsg *e);
-/* Ready spares for user. */
+/* The first idle spare directory of user (path to out, if not NULL) and
+ * how many there are. Caller holds spare_lock. */
+int spare_find(struct local_provider *lp, const char *user, char *out, size_t outsz);
+/* Ready idle spares for user. */
 int spare_count(struct local_provider *lp, const char *user);
 /* Moves a ready spare (or the one at path, if not NULL) to instances/NAME
  * after writing its meta. -ENOENT when there is no spare; -EEXIST when the
@@ -330,6 +353,30 @@ long long local_free_bytes(const char *path);
  * the sizes. */
 int spare_room(struct local_provider *lp, const char *user, long long margin,
                bool margin_at_least_template, struct errmsg *e);
+
+/* ---- local_spares.c: spare servers kept running ---- */
+
+/* Ports of the running spares, appended to used[*n] (at most max). */
+void spares_ports(struct local_provider *lp, int *used, size_t *n, size_t max);
+/* Running (or starting) spares. */
+int spares_running(struct local_provider *lp);
+/* Starts a server on an idle spare directory of the default user (the
+ * preparer). -ENOENT when there is none. */
+int spares_start_one(struct local_provider *lp, struct errmsg *e);
+/* Takes a ready running spare of user and makes it instance li->name:
+ * meta, then the data directory and the socket directory are renamed;
+ * li->pid and li->port become the spare's. -ENOENT when none is ready
+ * (or user is not the default one); -EEXIST when the name is taken on
+ * disk. The caller holds an intent record for the name. */
+int spares_claim(struct local_provider *lp, const char *user, struct local_instance *li,
+                 struct errmsg *e);
+/* Reaps spare servers that died; their directories are started again. */
+void spares_reap(struct local_provider *lp);
+/* Moves the pids of every spare server to pids (grown as needed). */
+void spares_take_pids(struct local_provider *lp, pid_t **pids, size_t *n, size_t *cap);
+/* At start: socket directories of earlier spares go; with spares=0 the
+ * spare directories go too (a disabled feature costs no disk). */
+void spares_cleanup(struct local_provider *lp);
 
 /* ---- local_files.c: file helpers ---- */
 int local_rmtree(const char *path);

@@ -32,6 +32,7 @@ static void provision_done_locked(struct local_provider *lp)
 {
 	lp->provisioning--;
 	lp->spare_wanted = true;
+	lp->last_provision_ms = now_ms();
 	pthread_cond_broadcast(&lp->cond);
 }
 
@@ -145,6 +146,7 @@ static int local_start(struct provider *p, struct errmsg *e)
 	 * no instance owns is swept; trash/ and partial copies go next. */
 	local_recover(lp);
 	tmpl_cleanup(lp);
+	spares_cleanup(lp);
 	rediscover(lp);
 	for (int i = 0; i < 4; i++) {
 		int rc = pthread_create(threads[i], NULL, mains[i], lp);
@@ -199,6 +201,7 @@ static void local_stop(struct provider *p)
 		li->pid = 0;
 	}
 	pthread_mutex_unlock(&lp->lock);
+	spares_take_pids(lp, &pids, &n, &cap);
 
 	/* Signal every server first, then wait: they shut down in parallel.
 	 * SIGCONT wakes a stopped (unresponsive) one so it can shut down too. */
@@ -237,6 +240,11 @@ static void local_free(struct provider *p)
 			struct local_instance *li = lp->instances;
 			lp->instances = li->next;
 			free(li);
+		}
+		while (lp->running) {
+			struct local_spare *s = lp->running;
+			lp->running = s->next;
+			free(s);
 		}
 		if (lp->runbase_is_tmp) /* created but never started */
 			local_rmtree(lp->runbase);
@@ -297,7 +305,7 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	struct local_instance *li;
 	char spare[PATH_MAX + 32], sock[PATH_MAX];
 	long long t0 = now_ms();
-	bool intent = false;
+	bool intent = false, claimed_running = false;
 	int rc;
 
 	li = calloc(1, sizeof(*li));
@@ -327,12 +335,6 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	lp->provisioning++;
 	pthread_mutex_unlock(&lp->lock);
 
-	rc = assign_port(lp, li);
-	if (rc < 0) {
-		rc = errmsg_set(e, -EADDRINUSE, "no free TCP port in %d-%d", LOCAL_PORT_MIN,
-		                LOCAL_PORT_MAX);
-		goto fail;
-	}
 	/* The filesystem has saved the password; from the record on, a crash
 	 * is undone at the next start (local_intent.c). */
 	proc_crash_point("provision-begin");
@@ -341,7 +343,19 @@ static int local_provision(struct provider *p, const char *name, const char *use
 		goto fail;
 	intent = true;
 	proc_crash_point("provision-intent");
-	rc = spare_claim(lp, NULL, username, name, li->port, e);
+	/* A running spare: its server becomes the instance's (local_spares.c). */
+	rc = spares_claim(lp, username, li, e);
+	if (rc == 0) {
+		claimed_running = true;
+	} else if (rc == -ENOENT) {
+		rc = assign_port(lp, li);
+		if (rc < 0) {
+			rc = errmsg_set(e, -EADDRINUSE, "no free TCP port in %d-%d", LOCAL_PORT_MIN,
+			                LOCAL_PORT_MAX);
+			goto fail;
+		}
+		rc = spare_claim(lp, NULL, username, name, li->port, e);
+	}
 	if (rc == -ENOENT) {
 		/* No warm spare (several provisions in a row, or a username
 		 * other than the default): make one now. */
@@ -362,9 +376,11 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	proc_crash_point("provision-claimed");
 	pitr_note_template_base(lp, name, username);
 
-	rc = instance_start(lp, li, e);
-	if (rc)
-		goto fail;
+	if (!claimed_running) {
+		rc = instance_start(lp, li, e);
+		if (rc)
+			goto fail;
+	}
 	proc_crash_point("provision-started");
 	inst_paths(lp, name, NULL, NULL, sock, NULL);
 	rc = sec_set_password(lp, sock, li->port, username, password, &li->cancel, e);
@@ -385,8 +401,8 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	provision_done_locked(lp);
 	pthread_mutex_unlock(&lp->lock);
 	proc_crash_point("provision-done");
-	log_event("local: instance %s provisioned on port %d in %lld ms", name, out->port,
-	          now_ms() - t0);
+	log_event("local: instance %s provisioned on port %d in %lld ms%s", name, out->port,
+	          now_ms() - t0, claimed_running ? " (a running spare)" : "");
 	return 0;
 
 fail:
@@ -649,6 +665,17 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	/* Every server costs sockets (probes) and files: take the hard
 	 * limit (children get PROC_CHILD_NOFILE back). Survives the fork. */
 	proc_raise_nofile();
+	if (opt->spares > 16) {
+		rc = errmsg_set(e, -EINVAL, "spares=%d: at most 16 spare servers", opt->spares);
+		goto fail;
+	}
+	lp->spares_target = opt->spares;
+	/* For tests only: DBOSFS_LOCAL_SPARES_IDLE=1 keeps spares as copies
+	 * without a server (the slower path, with a server start per mkdir),
+	 * so a test can break a copy's configuration or fill the disk before
+	 * the start. */
+	const char *idle = getenv("DBOSFS_LOCAL_SPARES_IDLE");
+	lp->spare_servers = !(idle && strcmp(idle, "1") == 0);
 	lp->probe_period_ms = (opt->refresh > 0 ? opt->refresh : 2) * 1000;
 	/* For tests only: the first slow retry of a failed instance after
 	 * DBOSFS_LOCAL_RETRY_S seconds (1..300) instead of 30, so a test can

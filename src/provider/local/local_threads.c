@@ -309,8 +309,16 @@ void *preparer_main(void *arg)
 		bool worked = false;
 
 		lp->spare_wanted = false;
+		spares_reap(lp);
 		/* A provision goes first: its copy and its server's start must
 		 * not race a spare's copy for the disk. It wakes us when done. */
+		/* The first queries of a new instance come right after its
+		 * mkdir: a refill (a server start) waits a moment for them. */
+		long long quiet = lp->last_provision_ms + LOCAL_REFILL_QUIET_MS - now_ms();
+		if (quiet > 0 && lp->provisioning == 0 && !lp->stopping) {
+			timed_wait(lp, (int)quiet);
+			continue;
+		}
 		if (now_ms() >= retry_at && lp->provisioning == 0) {
 			struct errmsg e;
 			int rc;
@@ -321,7 +329,16 @@ void *preparer_main(void *arg)
 			pthread_mutex_lock(&lp->lock);
 			bool yield = lp->provisioning > 0;
 			pthread_mutex_unlock(&lp->lock);
-			if (!rc && !yield && spare_count(lp, lp->default_user) < LOCAL_SPARES) {
+			int target = lp->spares_target;
+			int running = spares_running(lp);
+			int idle = spare_count(lp, lp->default_user);
+			if (!rc && !yield && lp->spare_servers && running < target && idle > 0) {
+				/* A copy is ready: give it a server. */
+				rc = spares_start_one(lp, &e);
+				worked = rc == 0;
+				if (rc == -ENOENT)
+					rc = 0;
+			} else if (!rc && !yield && running + idle < target) {
 				rc = spare_room(lp, lp->default_user, LOCAL_SPARE_MARGIN_BYTES,
 				                true, &e);
 				if (rc == -ENOSPC) {

@@ -73,8 +73,18 @@ int local_run(struct local_provider *lp, bool track, char *const *argv, int out_
 		pthread_mutex_unlock(&lp->lock);
 	}
 	char step[64];
-	const char *base = strrchr(argv[0], '/');
-	snprintf(step, sizeof(step), "helper-%s", base ? base + 1 : argv[0]);
+	/* Named after the program itself, not a nice/ionice wrapper. */
+	const char *prog = argv[0];
+	for (int i = 0; argv[i]; i++) {
+		const char *b = strrchr(argv[i], '/');
+		if (argv[i][0] == '/' && strcmp(b + 1, "nice") != 0 &&
+		    strcmp(b + 1, "ionice") != 0) {
+			prog = argv[i];
+			break;
+		}
+	}
+	const char *base = strrchr(prog, '/');
+	snprintf(step, sizeof(step), "helper-%s", base ? base + 1 : prog);
 	proc_crash_point(step); /* "helper-initdb", "helper-cp": while it runs */
 	proc_reap(pid, wstatus, s.pgroups_dir);
 	if (track) {

@@ -89,6 +89,9 @@ int main(int argc, char **argv)
 	memset(&opt, 0, sizeof(opt));
 	opt.state_dir = state_dir;
 	opt.db_username = "dbos_user";
+	/* The copy-and-start path (a spare copy, no spare server). */
+	opt.spares = 1;
+	setenv("DBOSFS_LOCAL_SPARES_IDLE", "1", 1);
 	if (local_provider_create(&opt, &p, &e) || p->ops->start(p, &e)) {
 		fprintf(stderr, "provider: %s\n", e.text);
 		return 1;

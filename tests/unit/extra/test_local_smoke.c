@@ -226,6 +226,11 @@ int main(void)
 	opt.db_username = "dbos_user";
 	opt.owner_uid = getuid();
 	opt.refresh = 1; /* probe every second */
+	/* One spare copy without a server: the checks below break its
+	 * configuration or fill the disk before a server start (the running
+	 * spares are test_spares.py's). */
+	opt.spares = 1;
+	setenv("DBOSFS_LOCAL_SPARES_IDLE", "1", 1);
 
 	/* A bindir without binaries fails clearly, in create(). */
 	opt.pg_bindir = "/nonexistent";

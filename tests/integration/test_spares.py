@@ -1,0 +1,207 @@
+"""Spare servers kept running (issue 11 item 5): mkdir claims one.
+
+One mount (spares=2) serves most tests; spares=0, a mkdir right after
+mount and a crash during a claim get mounts of their own."""
+import os
+import pathlib
+import shutil
+import subprocess
+import time
+
+import psycopg2
+import pytest
+
+from conftest import Mount, make_base, unique_name
+
+CRASH_EXIT = 86
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def postmasters(state_dir):
+    """PIDs of postmasters (not their children) whose data directory is
+    under state_dir."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (argv and argv[0].endswith(b"/postgres") and b"-D" in argv and b"-p" in argv
+                and argv[argv.index(b"-D") + 1].startswith(str(state_dir).encode())):
+            out.append(int(pid))
+    return out
+
+
+def spare_ports(m):
+    """Ports of the running spares, from their postmaster.pid."""
+    ports = []
+    spares = m.state_dir / "local" / "spares"
+    for d in spares.iterdir() if spares.exists() else []:
+        pidfile = d / "data" / "postmaster.pid"
+        try:
+            ports.append(int(pidfile.read_text().splitlines()[3]))
+        except (OSError, IndexError, ValueError):
+            pass
+    return ports
+
+
+def ready_spares(m):
+    return len(spare_ports(m))
+
+
+def creds(m, name):
+    host, port, _db, user, password = m.read(name, "pgpass").strip().split(":", 4)
+    return host, int(port), user, password
+
+
+def login(port, user, password, host="127.0.0.1"):
+    return psycopg2.connect(host=host, port=port, user=user, password=password,
+                            dbname="postgres", connect_timeout=5)
+
+
+def refused(port, user, password):
+    try:
+        login(port, user, password).close()
+    except psycopg2.OperationalError:
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def spared():
+    base = make_base()
+    m = Mount("local", {"spares": "2"}, None, None, base)
+    yield m
+    try:
+        m.unmount()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_spares_run_unlisted_and_refuse_logins(spared):
+    m = spared
+    wait_for(lambda: ready_spares(m) == 2, 120, "two running spares")
+    assert len(postmasters(m.state_dir)) == 2
+    # Never listed, in any listing.
+    assert os.listdir(m.path) == [".dbosfs"] or set(os.listdir(m.path)) <= {".dbosfs"}
+    assert "spare" not in m.read(".dbosfs", "instances")
+    # No login works on an unclaimed spare: the admin has no password yet,
+    # dbosfs's superuser is refused over TCP.
+    for port in spare_ports(m):
+        assert refused(port, "dbos_user", "")
+        assert refused(port, "dbos_user", "anything")
+        assert refused(port, "dbosfs", "anything")
+        assert refused(port, "postgres", "anything")
+
+
+def test_claimed_spare_has_admin_password_and_port(spared):
+    m = spared
+    wait_for(lambda: ready_spares(m) == 2, 120, "two running spares")
+    before = set(spare_ports(m))
+    name = unique_name("sp")
+    t0 = time.perf_counter()
+    m.mkdir(name)
+    host, port, user, password = creds(m, name)
+    # Accepts connections when mkdir returns: no waiting here.
+    c = login(port, user, password)
+    elapsed = time.perf_counter() - t0
+    with c, c.cursor() as cur:
+        cur.execute("select current_user, inet_server_port()")
+        assert cur.fetchone() == ("dbos_user", port)
+    c.close()
+    assert port in before, (port, before)
+    assert f"port: {port}" in m.read(name, "info") or str(port) in m.read(name, "info")
+    assert "(a running spare)" in m.read(".dbosfs", "log")
+    # No other login works on it.
+    assert refused(port, user, password + "x")
+    assert refused(port, "dbosfs", password)
+    assert refused(port, "postgres", password)
+    print(f"mkdir to first query: {elapsed * 1000:.0f} ms")
+    m.destroy(name)
+
+
+def test_spares_survive_remount(spared):
+    m = spared
+    wait_for(lambda: ready_spares(m) == 2, 120, "two running spares")
+    m.remount()
+    # Started again from the same directories (no new copy needed).
+    wait_for(lambda: ready_spares(m) == 2, 60, "two running spares after remount")
+    wait_for(lambda: len(postmasters(m.state_dir)) == 2, 10, "only the spares' postmasters")
+    name = unique_name("sr")
+    m.mkdir(name)
+    _h, port, user, password = creds(m, name)
+    login(port, user, password).close()
+    assert m.read(".dbosfs", "log").count("(a running spare)") >= 1
+    m.destroy(name)
+
+
+def test_mkdir_right_after_mount_without_spare(mount_factory):
+    m = mount_factory("local", {"spares": "2"})
+    name = unique_name("sn")
+    m.mkdir(name)  # no template, no spare yet: the slow path
+    _h, port, user, password = creds(m, name)
+    login(port, user, password).close()
+    assert "(a running spare)" not in m.read(".dbosfs", "log")
+
+
+def test_spares_zero_runs_none(mount_factory):
+    m = mount_factory("local", {"spares": "0"})
+    name = unique_name("sz")
+    m.mkdir(name)
+    _h, port, user, password = creds(m, name)
+    login(port, user, password).close()
+    time.sleep(3)  # the preparer has had its rounds
+    assert len(postmasters(m.state_dir)) == 1
+    assert os.listdir(m.state_dir / "local" / "spares") == []
+    m.destroy(name)
+
+
+@pytest.mark.parametrize("step", ["claim-renamed", "claim-socket-moved",
+                                  "provision-password-set"])
+def test_crash_during_claim(mount_factory, step):
+    m = mount_factory("local", {"spares": "1"})
+    wait_for(lambda: ready_spares(m) == 1, 120, "a running spare")
+    m.unmount()
+    started = m.log().count("ready on port")
+    m.env = {"DBOSFS_CRASH_AT": step}
+    m.start()
+    wait_for(lambda: m.log().count("ready on port") > started, 60, "the spare started again")
+    name = unique_name("sc")
+    try:
+        m.mkdir(name)
+    except OSError:
+        pass
+    m.proc.wait(timeout=30)
+    assert m.proc.returncode == CRASH_EXIT, m.log()[-3000:]
+    m._stderr.close()
+    m.proc = None
+    subprocess.run(["fusermount3", "-u", "-z", str(m.path)], stderr=subprocess.DEVNULL)
+    m.env = {}
+    m.start()
+    names = [n for n in os.listdir(m.path) if n != ".dbosfs"]
+    if step == "provision-password-set":
+        # Complete but for the record: usable or gone, never half-made.
+        assert names in ([], [name])
+    else:
+        assert names == []
+    if names:
+        wait_for(lambda: "available" in m.read(name, "status"), 60, "available")
+        _h, port, user, password = creds(m, name)
+        login(port, user, password).close()
+    assert not (m.state_dir / "local" / "intents" / name).exists()
+    # A new claim works after recovery.
+    wait_for(lambda: ready_spares(m) == 1, 120, "a running spare after recovery")
+    other = unique_name("sd")
+    m.mkdir(other)
+    _h, port, user, password = creds(m, other)
+    login(port, user, password).close()
