@@ -9,6 +9,8 @@
 #include <stddef.h>
 
 #define DBOSFS_VERSION "0.1.0"
+/* root's default state_dir, and the home of the dbosfs server account. */
+#define DBOSFS_ROOT_STATE_DIR "/var/lib/dbosfs"
 
 /* A failed operation returns a negative errno and leaves its full,
  * human-readable message here; the filesystem copies it to last_error. */

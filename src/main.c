@@ -143,7 +143,7 @@ static int apply_defaults(struct dbosfs_options *o)
 		char path[PATH_MAX];
 		const char *xdg = getenv("XDG_DATA_HOME");
 		if (geteuid() == 0) {
-			snprintf(path, sizeof(path), "/var/lib/dbosfs");
+			snprintf(path, sizeof(path), "%s", DBOSFS_ROOT_STATE_DIR);
 		} else if (xdg && xdg[0] == '/') {
 			snprintf(path, sizeof(path), "%s/dbosfs", xdg);
 		} else {

@@ -160,10 +160,11 @@ static int check_reachable(const struct local_provider *lp, const char *state_di
 	return 0;
 }
 
-/* useradd --system: no login shell, no password, home STATE_DIR (not
- * created: it is ours, root's). Another dbosfs making it at the same
- * moment is as good (exit status 9: the name exists). */
-static int make_server_account(const char *user, const char *state_dir, struct errmsg *e)
+/* useradd --system: no login shell, no password, home root's default
+ * state directory (not created here; the account is machine-wide, so its
+ * home is not whichever state_dir first needed it). Another dbosfs making
+ * it at the same moment is as good (exit status 9: the name exists). */
+static int make_server_account(const char *user, struct errmsg *e)
 {
 	static const char *const useradds[] = {"/usr/sbin/useradd", "/sbin/useradd"};
 	const char *exe = NULL;
@@ -182,7 +183,7 @@ static int make_server_account(const char *user, const char *state_dir, struct e
 	    access("/usr/sbin/nologin", X_OK) == 0 ? "/usr/sbin/nologin" : "/bin/false";
 	char *argv[] = {(char *)exe,    "--system",
 	                "--user-group", "--no-create-home",
-	                "--home-dir",   (char *)state_dir,
+	                "--home-dir",   DBOSFS_ROOT_STATE_DIR,
 	                "--shell",      (char *)shell,
 	                "--comment",    "dbosfs PostgreSQL servers",
 	                (char *)user,   NULL};
@@ -239,7 +240,7 @@ int resolve_account(const struct dbosfs_options *opt, struct local_account *a, s
 		/* Our own account, made the way Debian packages make theirs:
 		 * so a server breakout is not the owner of the machine's own
 		 * PostgreSQL (whose account is postgres). */
-		int rc = make_server_account(user, opt->state_dir, e);
+		int rc = make_server_account(user, e);
 		if (rc)
 			return rc;
 		pw = getpwnam(user);
