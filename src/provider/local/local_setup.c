@@ -209,7 +209,7 @@ static int make_server_account(const char *user, struct errmsg *e)
 		if (WEXITSTATUS(st) == 0)
 			log_event("local: made the system account %s (no login shell, home %s) to "
 			          "run the servers",
-			          user, state_dir);
+			          user, DBOSFS_ROOT_STATE_DIR);
 		return 0;
 	}
 	char out[512] = "", how[64];
