@@ -369,6 +369,56 @@ static void cloud_free(struct provider *p)
 	curl_global_cleanup();
 }
 
+/* NAME/restore: POST /databases/userdb/NAME/restore {RestoreName,
+ * RestoreTimestamp}; asynchronous like a provision (NEWNAME/wait follows).
+ * The cloud keeps NAME's admin and password for NEWNAME. */
+static int cloud_restore(struct provider *p, const struct instance *inst, long long target_ms,
+                         const char *newname, const char *password, struct instance *out,
+                         struct errmsg *e)
+{
+	struct cloud *c = cloud_of(p);
+	struct http_result res = {0};
+	struct buf body = BUF_INIT;
+	char path[128], label[160], when[40];
+	time_t t = (time_t)(target_ms / 1000);
+	struct tm tm;
+	int rc;
+
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	snprintf(path, sizeof(path), "/databases/userdb/%s/restore", inst->name);
+	snprintf(label, sizeof(label), "Failed to restore %s as %s", inst->name, newname);
+	if (buf_puts(&body, "{\"RestoreName\":") || json_quote(&body, newname) ||
+	    buf_puts(&body, ",\"RestoreTimestamp\":") || json_quote(&body, when) ||
+	    buf_puts(&body, "}")) {
+		buf_free(&body);
+		return errmsg_set(e, -ENOMEM, "%s: out of memory", label);
+	}
+	rc = cloud_api_call(c, HTTP_POST, path, true, body.data, REQ_CREATE, c->timeout_ms, &res,
+	                    label, e);
+	buf_free(&body);
+	http_result_free(&res);
+	if (rc < 0)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	snprintf(out->name, sizeof(out->name), "%s", newname);
+	snprintf(out->status, sizeof(out->status), "provisioning");
+	snprintf(out->username, sizeof(out->username), "%s", inst->username);
+	log_event("DBOS Cloud accepted the restore of %s as of %s as %s", inst->name, when,
+	          newname);
+	return 0;
+}
+
+/* NAME/branch on the cloud: a restore to the present (the API has no
+ * other copy operation). */
+static int cloud_branch(struct provider *p, const struct instance *inst, const char *newname,
+                        struct instance *out, struct errmsg *e)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return cloud_restore(p, inst, ts.tv_sec * 1000LL, newname, NULL, out, e);
+}
+
 static const struct provider_ops cloud_ops = {
     .kind = "cloud",
     .slow_mutations = true,
@@ -381,6 +431,8 @@ static const struct provider_ops cloud_ops = {
     .destroy = cloud_destroy,
     .reset_password = cloud_reset_password,
     .apps = cloud_apps,
+    .branch = cloud_branch,
+    .restore = cloud_restore,
 };
 
 static bool domain_ok(const char *d)
