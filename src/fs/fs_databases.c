@@ -10,9 +10,10 @@
  * The lists are cached here and filled by the refresher (fs_databases_refresh,
  * after every refresh period): one query per instance, and only for the
  * instances whose databases/ was read within DB_WANTED_MS. readdir, lookups
- * and reads serve the cache and never wait on a server; the first readdir of
- * an instance not listed yet fails with EAGAIN and asks the refresher for a
- * list at once. */
+ * and reads serve the cache and never wait on a server themselves. The first
+ * readdir of an instance not listed yet asks the refresher for a list at once
+ * and waits for it a moment (DB_FIRST_WAIT_MS, Ctrl-C ends it); only a list
+ * that takes longer makes it fail with EAGAIN. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -22,11 +23,15 @@
 #include "errmap.h"
 #include "fs.h"
 #include "log.h"
+#include "proc.h"
 #include "content.h"
 #include "validate.h"
 
 /* A databases/ not read for this long is no longer listed every period. */
 #define DB_WANTED_MS (5 * 60 * 1000LL)
+/* How long the first ls of a databases/ waits for the refresher's first
+ * list (a local query takes milliseconds) before it fails with EAGAIN. */
+#define DB_FIRST_WAIT_MS 2000
 
 struct db_confirm {
 	char db[64];
@@ -198,6 +203,30 @@ void fs_databases_refresh(void *arg)
 
 /* ---- databases/ ---- */
 
+/* Returns once the refresher has listed (or failed to list) name's
+ * databases, after DB_FIRST_WAIT_MS, or on Ctrl-C. The wait is on our own
+ * cache, polled: the refresher does the query. */
+static void wait_first_list(struct dbosfs *fs, const char *name)
+{
+	bool kicked = false;
+
+	for (int waited = 0; waited <= DB_FIRST_WAIT_MS && !op_interrupted(); waited += 20) {
+		pthread_mutex_lock(&fs->dbs->lock);
+		struct db_inst *di = find_inst(fs->dbs, name, true);
+		bool known = !di || di->listed || di->error[0];
+		if (di)
+			di->wanted_ms = now_ms();
+		pthread_mutex_unlock(&fs->dbs->lock);
+		if (known)
+			return;
+		if (!kicked) {
+			refresher_kick(fs->refresher);
+			kicked = true;
+		}
+		proc_sleep_ms(20);
+	}
+}
+
 static int list_databases(struct dbosfs *fs, const struct node *dir, char ***names, size_t *count)
 {
 	char msg[ERRMSG_MAX + 160];
@@ -211,6 +240,7 @@ static int list_databases(struct dbosfs *fs, const struct node *dir, char ***nam
 	}
 	*names = NULL;
 	*count = 0;
+	wait_first_list(fs, dir->name);
 	pthread_mutex_lock(&fs->dbs->lock);
 	struct db_inst *di = find_inst(fs->dbs, dir->name, true);
 	if (!di) {
