@@ -135,7 +135,9 @@ static void fill_file_stat(struct dbosfs *fs, const struct node *n, struct stat 
 {
 	fs_fill_stat(fs, st, S_IFREG | n->file->mode);
 	file_build_fn build = n->file->build_at_read ? n->file->stat_build : n->file->build;
-	if (!build)
+	/* A secret's length is the owner's business too: others (allow_other)
+	 * see size 0, as they may not read it anyway. */
+	if (!build || (n->file->secret && !fs_caller_is_owner()))
 		return;
 	struct buf content = BUF_INIT;
 	if (build(fs, n, &content) == 0) {

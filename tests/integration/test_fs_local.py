@@ -342,11 +342,15 @@ print(name in os.listdir(root), rd(f"{root}/{name}/status").strip(),
       eno(rd, f"{root}/{name}/password"), eno(rd, f"{root}/{name}/pgpass"),
       eno(os.mkdir, f"{root}/newdb_x"), eno(wr, f"{root}/{name}/confirm", name + "\n"),
       eno(wr, f"{root}/{name}/password", "Whatever123\n"),
-      eno(wr, f"{root}/{name}/migrate", "/tmp\n"), eno(os.rmdir, f"{root}/{name}"))
+      eno(wr, f"{root}/{name}/migrate", "/tmp\n"), eno(os.rmdir, f"{root}/{name}"),
+      os.stat(f"{root}/{name}/password").st_size, os.stat(f"{root}/{name}/pgpass").st_size,
+      os.stat(f"{root}/{name}/status").st_size)
 """
     out = as_nobody(code, str(m.path), name).split()
+    # Others see no secret's length; the owner sees the real sizes.
     assert out == ["True", "available", "EACCES", "EACCES", "EACCES", "EACCES", "EACCES",
-                   "EACCES", "EACCES"], out
+                   "EACCES", "EACCES", "0", "0", str(len("available\n"))], out
+    assert os.stat(m.p(name, "password")).st_size == len(m.read(name, "password"))
     assert m.read(name, "status") == "available\n"
     m.destroy(name)
 
