@@ -39,6 +39,16 @@ struct database_list {
 };
 void database_list_free(struct database_list *l);
 
+/* .dbosfs/link: what to link (inputs validated by the fs layer). */
+struct link_request {
+	const char *name;         /* the instance name to serve it as */
+	const char *admin;        /* the server's admin user */
+	const char *password;     /* the admin's password */
+	const char *host;         /* where the server listens */
+	int port;                 /* its port */
+	const char *supabase_ref; /* "" unless it is a Supabase project */
+};
+
 struct provider_ops {
 	const char *kind; /* "local" or "cloud" */
 	/* provision/destroy wait on a network: mkdir and rmdir return after
@@ -64,6 +74,11 @@ struct provider_ops {
 	 * provider's own copy of its last applications list (refreshed with
 	 * list(), never fetched here). NULL: the provider has none. */
 	int (*apps)(struct provider *p, const char *name, struct buf *out);
+	/* .dbosfs/link: serve the user's own server as instance req->name
+	 * (linked: destroy only unlinks it, never drops data). -EEXIST if
+	 * the name is taken; nothing left on failure. NULL: not supported. */
+	int (*link)(struct provider *p, const struct link_request *req, struct instance *out,
+	            struct errmsg *e);
 	/* -EPERM for linked instances. */
 	int (*reset_password)(struct provider *p, const struct instance *inst, const char *password,
 	                      struct errmsg *e);

@@ -79,6 +79,8 @@ static void usage(const char *prog)
 	    "echo NEW > NAME/branch makes NEW a copy of NAME as it is now; NAME/databases/\n"
 	    "holds one directory per database (mkdir creates, confirm + rmdir drops);\n"
 	    "echo \"TIME NEW\" > NAME/restore makes NEW a copy of NAME as it was at TIME.\n"
+	    "echo \"NAME postgresql://ADMIN[:PASSWORD]@HOST[:PORT]\" > .dbosfs/link links\n"
+	    "your own PostgreSQL as NAME (cloud; password from ~/.pgpass if omitted).\n"
 	    "\n"
 	    "dbosfs options:\n"
 	    "    -o provider=local|cloud  where instances live (default: local)\n"

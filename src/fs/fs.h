@@ -186,6 +186,9 @@ void fs_databases_refresh(void *fs);
 /* fs_branch.c: NAME/branch. */
 int build_branch(struct dbosfs *fs, const struct node *n, struct buf *out);
 int write_branch(struct dbosfs *fs, const struct node *n, const char *newname, struct errmsg *e);
+/* fs_link.c: .dbosfs/link. */
+int build_link(struct dbosfs *fs, const struct node *n, struct buf *out);
+int write_link(struct dbosfs *fs, const struct node *n, const char *value, struct errmsg *e);
 /* NAME/restore: read the window, write "TIME NEWNAME"; info's
  * wal_archive_bytes line (nothing for providers without a window). */
 int build_restore(struct dbosfs *fs, const struct node *n, struct buf *out);

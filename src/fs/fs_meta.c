@@ -71,6 +71,7 @@ static const struct file_def meta_files[] = {
     {"health", 0444, .build = build_health},
     {"instances", 0444, .build = build_instances},
     {"instances.json", 0444, .build = build_instances_json},
+    {"link", 0644, .build = build_link, .write = write_link},
 };
 
 const struct dir_def meta_dir = {

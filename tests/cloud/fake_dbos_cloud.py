@@ -99,6 +99,9 @@ class State:
         self.tokens = set()
         self.refresh_token = "rt-" + b64url(os.urandom(24))
         self.instances = {}
+        # Every server ever linked, by name: what the API was told, and
+        # whether its data was ever dropped (an unlink never drops it).
+        self.linked_servers = {}
         self.apps = []
         self.faults = []
         self.counts = {}
@@ -485,20 +488,40 @@ class Handler(BaseHTTPRequestHandler):
         return 200, {}
 
     def link(self, body):
+        # Validated as the API's published contract says (the service is
+        # closed source): {Name, HostName, Port: number, Password,
+        # captureProvenance: bool} + optional supabaseReference, dbosAdminName.
         st = self.server.state
+        known = {"Name", "HostName", "Port", "Password", "captureProvenance",
+                 "supabaseReference", "dbosAdminName"}
+        unknown = set(body) - known
+        if unknown:
+            raise ApiError(400, f"unknown fields {sorted(unknown)}")
         name, host, port = body.get("Name"), body.get("HostName"), body.get("Port")
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise ApiError(400, f"invalid database instance name {name!r}")
-        if not isinstance(host, str) or not host or not isinstance(port, int):
+        if not isinstance(host, str) or not host or isinstance(port, bool) \
+                or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ApiError(400, "HostName and a numeric Port are required")
+        if not isinstance(body.get("captureProvenance"), bool):
+            raise ApiError(400, "captureProvenance must be a boolean")
+        ref = body.get("supabaseReference")
+        if ref is not None and (not isinstance(ref, str) or not ref):
+            raise ApiError(400, "supabaseReference must be a non-empty string")
+        admin = body.get("dbosAdminName", "dbosadmin")
+        if not isinstance(admin, str) or not NAME_RE.match(admin):
+            raise ApiError(400, "invalid dbosAdminName")
         self.check_password(body.get("Password"))
         if name in st.instances:
             raise ApiError(409, f"database instance {name} already exists")
         st.instances[name] = {
             "PostgresInstanceName": name, "Status": "available", "HostName": host,
-            "Port": port, "DatabaseUsername": "dbosadmin", "IsLinked": True,
-            "SupabaseReference": body.get("supabaseReference"),
+            "Port": port, "DatabaseUsername": admin, "IsLinked": True,
+            "SupabaseReference": ref, "_password": body["Password"],
+            "_link_body": {k: v for k, v in body.items() if k != "Password"},
         }
+        st.linked_servers[name] = {"HostName": host, "Port": port, "linked": True,
+                                   "data_dropped": False}
         return 200, {}
 
     def unlink(self, body, name):
@@ -507,6 +530,8 @@ class Handler(BaseHTTPRequestHandler):
         if inst is None or not inst.get("IsLinked"):
             raise ApiError(404, f"linked database {name} not found")
         del st.instances[name]
+        if name in st.linked_servers:
+            st.linked_servers[name]["linked"] = False  # its data stays where it is
         return 200, {}
 
     # --- admin ---------------------------------------------------------------------------
@@ -566,6 +591,7 @@ class Handler(BaseHTTPRequestHandler):
                 for i in st.instances.values():
                     st.settle(i)
                 return self.send_json(200, {"instances": st.instances,
+                                            "linked_servers": st.linked_servers,
                                             "tokens": len(st.tokens)})
         if method == "POST" and what == "token":
             token = st.make_token(float(body.get("expires_in", 3600)))

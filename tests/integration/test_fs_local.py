@@ -57,8 +57,8 @@ def test_meta_directory(shared_local):
     m = shared_local
     assert ".dbosfs" in os.listdir(m.path)
     assert sorted(os.listdir(m.p(".dbosfs"))) == ["account", "health", "instances",
-                                                  "instances.json", "last_error", "log",
-                                                  "provider", "version"]
+                                                  "instances.json", "last_error", "link",
+                                                  "log", "provider", "version"]
     assert m.read(".dbosfs", "health") == "ok\n"
     assert m.read(".dbosfs", "provider") == "local\n"
     assert m.read(".dbosfs", "version").startswith("dbosfs ")

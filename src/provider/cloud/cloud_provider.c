@@ -330,6 +330,52 @@ static int cloud_reset_password(struct provider *p, const struct instance *inst,
 	return rc;
 }
 
+/* .dbosfs/link: POST /databases/byod with the body `dbos-cloud db link`
+ * sends ({Name, HostName, Port, Password, captureProvenance}, plus
+ * supabaseReference for --supabase-ref). The CLI always links as the
+ * dbosadmin user; another admin goes in the API's optional dbosAdminName. */
+static int cloud_link(struct provider *p, const struct link_request *req, struct instance *out,
+                      struct errmsg *e)
+{
+	struct cloud *c = cloud_of(p);
+	struct http_result res = {0};
+	struct buf body = BUF_INIT;
+	char label[128];
+	int rc;
+
+	snprintf(label, sizeof(label), "Failed to link %s", req->name);
+	rc = buf_puts(&body, "{\"Name\":") || json_quote(&body, req->name) ||
+	     buf_puts(&body, ",\"HostName\":") || json_quote(&body, req->host) ||
+	     buf_printf(&body, ",\"Port\":%d,\"Password\":", req->port) ||
+	     json_quote(&body, req->password) || buf_puts(&body, ",\"captureProvenance\":false");
+	if (!rc && req->supabase_ref[0])
+		rc = buf_puts(&body, ",\"supabaseReference\":") ||
+		     json_quote(&body, req->supabase_ref);
+	if (!rc && strcmp(req->admin, "dbosadmin") != 0)
+		rc = buf_puts(&body, ",\"dbosAdminName\":") || json_quote(&body, req->admin);
+	if (rc || buf_puts(&body, "}")) {
+		buf_free_secret(&body);
+		return errmsg_set(e, -ENOMEM, "%s: out of memory", label);
+	}
+	rc = cloud_api_call(c, HTTP_POST, "/databases/byod", true, body.data, REQ_CREATE,
+	                    c->timeout_ms, &res, label, e);
+	buf_free_secret(&body);
+	http_result_free(&res);
+	if (rc < 0)
+		return rc;
+	/* The refresher's next list replaces this with the API's view. */
+	memset(out, 0, sizeof(*out));
+	snprintf(out->name, sizeof(out->name), "%s", req->name);
+	snprintf(out->status, sizeof(out->status), "available");
+	snprintf(out->host, sizeof(out->host), "%s", req->host);
+	out->port = req->port;
+	snprintf(out->username, sizeof(out->username), "%s", req->admin);
+	out->linked = true;
+	snprintf(out->supabase_ref, sizeof(out->supabase_ref), "%s", req->supabase_ref);
+	log_event("DBOS Cloud linked database %s at %s:%d", req->name, req->host, req->port);
+	return 0;
+}
+
 /* Handles are made lazily by the first request after detaching. */
 static int cloud_start(struct provider *p, struct errmsg *e)
 {
@@ -433,6 +479,7 @@ static const struct provider_ops cloud_ops = {
     .apps = cloud_apps,
     .branch = cloud_branch,
     .restore = cloud_restore,
+    .link = cloud_link,
 };
 
 static bool domain_ok(const char *d)
