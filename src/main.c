@@ -32,6 +32,7 @@
 #include "fs/fs.h"
 #include "escape.h"
 #include "log.h"
+#include "login.h"
 #include "migrate.h"
 
 extern const struct fuse_operations dbosfs_operations;
@@ -71,6 +72,8 @@ static void usage(const char *prog)
 	    "usage: %s [-f] [-d] [-o OPTION[,OPTION...]] [SOURCE] MOUNTPOINT\n"
 	    "       fusermount3 -u MOUNTPOINT      (unmount)\n"
 	    "       mount -t fuse.dbosfs dbosfs MOUNTPOINT -o OPTIONS   (or an fstab line)\n"
+	    "       %s login [--domain HOST] [--auth-domain HOST] [--cafile FILE]\n"
+	    "                [--credentials FILE]\n"
 	    "\n"
 	    "Database instances as a filesystem: mkdir provisions, cat NAME/status reads\n"
 	    "live state, echo NAME > NAME/confirm then rmdir destroys, echo APPDIR >\n"
@@ -117,8 +120,13 @@ static void usage(const char *prog)
 	    "SOURCE (what mount and fstab pass) is ignored, and so are the options _netdev,\n"
 	    "nofail, noauto, defaults and x-* (x-systemd.automount). Under systemd\n"
 	    "(Type=notify), READY=1 goes to $NOTIFY_SOCKET once the tree is served.\n"
+	    "\n"
+	    "dbosfs login signs in to DBOS Cloud as `npx dbos-cloud login --get-refresh-token`\n"
+	    "does (a URL and code to confirm in a browser) and writes ./.dbos/credentials\n"
+	    "(0600) in the CLI's format; --domain as -o domain (default $DBOS_DOMAIN or\n"
+	    "cloud.dbos.dev), --credentials FILE writes elsewhere. No Node needed.\n"
 	    "\n",
-	    prog);
+	    prog, prog);
 }
 
 static char *home_dir(void)
@@ -438,6 +446,64 @@ static int interrupted_or_shutting_down(void)
 	return shutting_down || fuse_interrupted();
 }
 
+static atomic_bool login_cancel;
+
+static void on_login_signal(int sig)
+{
+	(void)sig;
+	atomic_store(&login_cancel, true);
+}
+
+static void login_usage(FILE *f)
+{
+	fprintf(f, "usage: dbosfs login [--domain HOST] [--auth-domain HOST] [--cafile FILE]\n"
+	           "                    [--credentials FILE]\n");
+}
+
+/* `dbosfs login`: no FUSE, no mount; the credentials file for later mounts
+ * and for the official CLI. A mount point named login is ./login. */
+static int login_main(int argc, char *argv[])
+{
+	struct login_options lo = {0};
+	struct sigaction sa = {0};
+	struct errmsg e = {{0}};
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		const char **slot = NULL;
+
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			login_usage(stdout);
+			return 0;
+		}
+		if (strcmp(argv[i], "--domain") == 0)
+			slot = &lo.domain;
+		else if (strcmp(argv[i], "--auth-domain") == 0)
+			slot = &lo.auth_domain;
+		else if (strcmp(argv[i], "--cafile") == 0)
+			slot = &lo.cafile;
+		else if (strcmp(argv[i], "--credentials") == 0)
+			slot = &lo.credentials;
+		if (!slot || i + 1 >= argc) {
+			fprintf(stderr, "dbosfs login: bad argument %s\n",
+			        slot ? "(missing value)" : "(unknown option)");
+			login_usage(stderr);
+			return 2;
+		}
+		*slot = argv[++i];
+	}
+	sa.sa_handler = on_login_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	rc = cloud_login(&lo, stdout, &login_cancel, &e);
+	if (rc < 0) {
+		fprintf(stderr, "dbosfs login: %s\n", e.text);
+		return rc == -EINTR ? 130 : 1;
+	}
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -446,6 +512,8 @@ int main(int argc, char *argv[])
 	struct errmsg e = {{0}};
 	int status = 1;
 
+	if (argc >= 2 && strcmp(argv[1], "login") == 0)
+		return login_main(argc - 1, argv + 1);
 	struct positional pos = {0};
 	if (fuse_opt_parse(&args, &pos, NULL, take_positional) != 0 ||
 	    fuse_opt_parse(&args, &opt, dbosfs_opts, NULL) != 0 ||

@@ -15,6 +15,10 @@ dist/databases/databases.js, cloudutils.js, users/authentication.js) sends:
   POST   /v1alpha1/ORG/databases/byod                 {"Name","HostName","Port","Password",...}
   DELETE /v1alpha1/ORG/databases/byod/NAME
   POST   /oauth/token        (form: grant_type=refresh_token&client_id=..&refresh_token=..)
+  POST   /oauth/device/code  (form: client_id, scope, audience)  device authorization
+  POST   /oauth/token        (form: grant_type=urn:ietf:params:oauth:grant-type:device_code,
+                              device_code, client_id)  403 authorization_pending until
+                              approved, 429 slow_down, 403 expired_token / access_denied
 
 Every API request needs "Authorization: Bearer T" with a token this server
 issued and whose exp has not passed; otherwise 401. Errors are
@@ -35,6 +39,11 @@ Tests drive it through /__admin/ (no auth):
   POST /__admin/revoke              every access token issued so far stops working
   POST /__admin/config              {"provision_delay": S, "refresh_enabled": bool}
   GET  /__admin/requests            the last 200 requests (method, path, auth ok)
+  POST /__admin/device              {"outcome": "approve"|"deny"|"expire", "after": N,
+                                     "interval": S, "expires_in": S, "slow_down": [k, ...]}
+                                    how the next device logins end: after N pending polls;
+                                    poll number k (1-based) answers slow_down instead
+  GET  /__admin/device              {"polls": [[device_code_prefix, monotonic time], ...]}
 
 FAULT = {"match": "GET /databases" | "*", "kind": KIND, "times": n (default 1,
 -1 = forever), ...} where KIND is one of
@@ -108,6 +117,10 @@ class State:
         self.connections = 0  # TCP connections accepted (shows reuse)
         self.recent = []
         self.stop = threading.Event()
+        self.device_plan = {"outcome": "approve", "after": 1, "interval": 1,
+                            "expires_in": 600, "slow_down": []}
+        self.devices = {}  # device_code -> {"polls": n, "plan": {...}, "scope": s}
+        self.device_polls = []
 
     # --- tokens -----------------------------------------------------------
     def make_token(self, expires_in=3600, locked=False):
@@ -228,6 +241,8 @@ class Handler(BaseHTTPRequestHandler):
         st = self.server.state
         if path == "/oauth/token":
             return "/oauth/token", self.oauth_token, ()
+        if path == "/oauth/device/code":
+            return "/oauth/device/code", self.device_code, ()
         if path == "/v1alpha1/user/profile":
             return "/user/profile", self.profile, ()
         m = re.match(r"^/v1alpha1/([^/]+)(/databases.*|/applications)$", path)
@@ -304,7 +319,7 @@ class Handler(BaseHTTPRequestHandler):
             return 404, self.error_obj(404, f"no route for {method} {path}")
         tmpl, fn, args = r
         try:
-            if tmpl != "/oauth/token":
+            if not tmpl.startswith("/oauth/"):
                 auth = self.headers.get("Authorization", "")
                 if not auth.startswith("Bearer ") or not st.token_ok(auth[7:]):
                     raise ApiError(401, "Unauthorized: invalid or expired token")
@@ -314,14 +329,14 @@ class Handler(BaseHTTPRequestHandler):
                     raise ApiError(403, f"user {st.user} is not a member of organization {args[0]}")
                 args = args[1:]
             body = None
-            if method in ("POST", "PUT") and tmpl != "/oauth/token":
+            if method in ("POST", "PUT") and not tmpl.startswith("/oauth/"):
                 try:
                     body = json.loads(raw or b"null")
                 except ValueError:
                     raise ApiError(400, "request body is not JSON")
                 if not isinstance(body, dict):
                     raise ApiError(400, "request body must be a JSON object")
-            elif tmpl == "/oauth/token":
+            elif tmpl.startswith("/oauth/"):
                 body = raw
             with st.lock:
                 return fn(body, *args)
@@ -386,15 +401,69 @@ class Handler(BaseHTTPRequestHandler):
         return 200, {"Name": st.user, "Email": f"{st.user}@example.com",
                      "Organization": st.org, "SubscriptionPlan": "free"}
 
-    def oauth_token(self, raw):
-        st = self.server.state
+    def oauth_form(self, raw):
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
         if ctype == "application/x-www-form-urlencoded":
-            form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
-        elif ctype == "application/json":
-            form = json.loads(raw or b"{}")
-        else:
+            return {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
+        if ctype == "application/json":
+            return json.loads(raw or b"{}")
+        return None
+
+    def device_code(self, raw):
+        st = self.server.state
+        form = self.oauth_form(raw)
+        if form is None:
             return 400, {"error": "invalid_request", "error_description": "bad content type"}
+        if form.get("client_id") not in CLIENT_IDS:
+            return 401, {"error": "unauthorized_client", "error_description": "Unknown client"}
+        if form.get("audience") != "dbos-cloud-api":
+            return 403, {"error": "access_denied", "error_description": "Unknown audience"}
+        plan = dict(st.device_plan)
+        code = "dc-" + b64url(os.urandom(24))
+        user_code = "ABCD-" + b64url(os.urandom(3)).upper().replace("-", "X").replace("_", "Y")
+        st.devices[code] = {"polls": 0, "plan": plan, "scope": form.get("scope", ""),
+                            "expires_at": time.time() + plan["expires_in"]}
+        host = self.headers.get("Host", "localhost")
+        return 200, {"device_code": code, "user_code": user_code,
+                     "verification_uri": f"https://{host}/activate",
+                     "verification_uri_complete": f"https://{host}/activate?user_code={user_code}",
+                     "expires_in": plan["expires_in"], "interval": plan["interval"]}
+
+    def device_token(self, form):
+        st = self.server.state
+        dev = st.devices.get(form.get("device_code"))
+        if form.get("client_id") not in CLIENT_IDS:
+            return 401, {"error": "unauthorized_client", "error_description": "Unknown client"}
+        if dev is None:
+            return 403, {"error": "invalid_grant", "error_description": "Invalid device code."}
+        dev["polls"] += 1
+        st.device_polls.append([form["device_code"][:8], time.monotonic()])
+        plan = dev["plan"]
+        if time.time() > dev["expires_at"]:
+            return 403, {"error": "expired_token", "error_description": "Code expired"}
+        if dev["polls"] in plan.get("slow_down", []):
+            return 429, {"error": "slow_down", "error_description": "Slow down"}
+        if dev["polls"] <= plan.get("after", 0):
+            return 403, {"error": "authorization_pending",
+                         "error_description": "User has yet to authorize device code."}
+        if plan["outcome"] == "deny":
+            return 403, {"error": "access_denied", "error_description": "User denied access"}
+        if plan["outcome"] == "expire":
+            return 403, {"error": "expired_token", "error_description": "Code expired"}
+        del st.devices[form["device_code"]]
+        reply = {"access_token": st.make_token(locked=True), "expires_in": 3600,
+                 "token_type": "Bearer", "scope": dev["scope"]}
+        if "offline_access" in dev["scope"].split():
+            reply["refresh_token"] = st.refresh_token
+        return 200, reply
+
+    def oauth_token(self, raw):
+        st = self.server.state
+        form = self.oauth_form(raw)
+        if form is None:
+            return 400, {"error": "invalid_request", "error_description": "bad content type"}
+        if form.get("grant_type") == "urn:ietf:params:oauth:grant-type:device_code":
+            return self.device_token(form)
         if form.get("grant_type") != "refresh_token":
             return 400, {"error": "unsupported_grant_type",
                          "error_description": "only refresh_token is supported here"}
@@ -607,6 +676,13 @@ class Handler(BaseHTTPRequestHandler):
                 if "refresh_enabled" in body:
                     st.refresh_enabled = bool(body["refresh_enabled"])
             return self.send_json(200, {})
+        if method == "POST" and what == "device":
+            with st.lock:
+                st.device_plan.update(body)
+            return self.send_json(200, {})
+        if method == "GET" and what == "device":
+            with st.lock:
+                return self.send_json(200, {"polls": list(st.device_polls)})
         if method == "GET" and what == "requests":
             with st.lock:
                 return self.send_json(200, {"requests": list(st.recent)})

@@ -166,17 +166,72 @@ void cloud_credentials_free(struct cloud_credentials *c)
 	memset(c, 0, sizeof(*c));
 }
 
+int cloud_credentials_replace(const char *path, const char *data, const struct stat *like,
+                              struct errmsg *e)
+{
+	char *tmp = NULL;
+	size_t len = strlen(data), off = 0;
+	int fd, rc = 0;
+
+	if (asprintf(&tmp, "%s.dbosfs-XXXXXX", path) < 0)
+		return errmsg_set(e, -ENOMEM, "out of memory");
+	/* mkstemp creates the file 0600: never looser than wanted, even briefly. */
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		rc = errmsg_set(e, -errno, "cannot write credentials next to %s: %s", path,
+		                strerror(errno));
+		free(tmp);
+		return rc;
+	}
+	while (off < len) {
+		ssize_t n = write(fd, data + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = errmsg_set(e, -errno, "cannot write credentials next to %s: %s", path,
+			                strerror(errno));
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	/* Same owner and mode as the original (owner first: chown may clear bits). */
+	if ((like && geteuid() == 0 && fchown(fd, like->st_uid, like->st_gid) < 0) ||
+	    fchmod(fd, like ? like->st_mode & 07777 : 0600) < 0 || fsync(fd) < 0) {
+		rc = errmsg_set(e, -errno, "cannot write credentials next to %s: %s", path,
+		                strerror(errno));
+		goto out;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		rc = errmsg_set(e, -EIO, "cannot write credentials next to %s", path);
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		rc = errmsg_set(e, -errno, "cannot replace %s: %s", path, strerror(errno));
+		goto out;
+	}
+	free(tmp);
+	return 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	free(tmp);
+	return rc;
+}
+
 int cloud_credentials_write_token(const char *given, const char *token, struct errmsg *e)
 {
 	/* Through a symlink, replace its target, not the link. */
 	char *real = realpath(given, NULL);
 	const char *path = real ? real : given;
 	struct buf text = BUF_INIT;
-	char *tmp = NULL, *dump = NULL;
+	char *dump = NULL;
 	json_t *root = NULL;
 	struct stat st;
-	int fd = -1, rc;
-	size_t len, off = 0;
+	int rc;
 
 	rc = read_small_file(path, &text, e);
 	if (rc < 0)
@@ -197,60 +252,8 @@ int cloud_credentials_write_token(const char *given, const char *token, struct e
 		rc = errmsg_set(e, -ENOMEM, "out of memory");
 		goto out;
 	}
-	if (asprintf(&tmp, "%s.dbosfs-XXXXXX", path) < 0) {
-		tmp = NULL;
-		rc = errmsg_set(e, -ENOMEM, "out of memory");
-		goto out;
-	}
-	/* mkstemp creates the file 0600: never looser than before, even briefly. */
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		rc = errmsg_set(e, -errno, "cannot write credentials next to %s: %s", path,
-		                strerror(errno));
-		free(tmp);
-		tmp = NULL;
-		goto out;
-	}
-	len = strlen(dump);
-	while (off < len) {
-		ssize_t n = write(fd, dump + off, len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = errmsg_set(e, -errno, "cannot write credentials next to %s: %s", path,
-			                strerror(errno));
-			goto out;
-		}
-		off += (size_t)n;
-	}
-	/* Same owner and mode as the original (owner first: chown may clear bits). */
-	if ((geteuid() == 0 && fchown(fd, st.st_uid, st.st_gid) < 0) ||
-	    fchmod(fd, st.st_mode & 07777) < 0 || fsync(fd) < 0) {
-		rc = errmsg_set(e, -errno, "cannot write credentials next to %s: %s", path,
-		                strerror(errno));
-		goto out;
-	}
-	if (close(fd) < 0) {
-		fd = -1;
-		rc = errmsg_set(e, -EIO, "cannot write credentials next to %s", path);
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		rc = errmsg_set(e, -errno, "cannot replace %s: %s", path, strerror(errno));
-		goto out;
-	}
-	free(tmp);
-	tmp = NULL;
-	rc = 0;
+	rc = cloud_credentials_replace(path, dump, &st, e);
 out:
-	if (fd >= 0)
-		close(fd);
-	if (tmp) {
-		unlink(tmp);
-		free(tmp);
-	}
 	if (dump) {
 		secret_wipe_str(dump);
 		free(dump);

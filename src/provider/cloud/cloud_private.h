@@ -64,6 +64,11 @@ void cloud_credentials_free(struct cloud_credentials *c);
 /* Replaces "token" in the file, keeping every other field, its mode and its
  * owner; written to a temporary file and renamed over the original. */
 int cloud_credentials_write_token(const char *path, const char *token, struct errmsg *e);
+/* Writes data to a temporary file next to path and renames it over path.
+ * Mode and owner are like's; with like NULL, mode 0600 and the caller's. */
+struct stat;
+int cloud_credentials_replace(const char *path, const char *data, const struct stat *like,
+                              struct errmsg *e);
 
 /* Decodes base64url (padding optional) into out (NUL-terminated). */
 int base64url_decode(const char *in, size_t len, struct buf *out);
