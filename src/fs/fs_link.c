@@ -363,13 +363,27 @@ static int link_locked(struct dbosfs *fs, struct link_target *t, struct errmsg *
 	if (rc)
 		return errmsg_set(e, -EINVAL, "link of %s refused: password: %s", name, why.text);
 
-	/* Saved before linking, as mkdir does, so no linked instance exists
-	 * whose password this mount lost; one saved before is put back on a
-	 * refusal. */
+	/* As mkdir: the entry exists (held by the operation) before the
+	 * password is saved, so a concurrent mkdir of the name is EEXIST and no
+	 * list in between forgets the password. One saved before is put back
+	 * on a refusal. */
+	struct instance placeholder = {0};
+	snprintf(placeholder.name, sizeof(placeholder.name), "%s", name);
+	snprintf(placeholder.status, sizeof(placeholder.status), "provisioning");
+	snprintf(placeholder.username, sizeof(placeholder.username), "%s", t->admin);
+	placeholder.linked = true;
+	state_put(fs->cache, &placeholder, now_ms());
+	rc = state_begin_op(fs->cache, name, "link", &why);
+	if (rc) {
+		state_drop(fs->cache, name);
+		return errmsg_set(e, rc, "link of %s refused: %s", name, why.text);
+	}
 	bool had_previous = secret_get(&fs->secrets, name, previous, sizeof(previous), NULL) == 0;
 	rc = secret_put(&fs->secrets, name, t->password, &why);
 	if (rc) {
 		secret_wipe(previous, sizeof(previous));
+		state_end_op(fs->cache, name);
+		state_drop(fs->cache, name);
 		return errmsg_set(e, rc, "link of %s failed: cannot save its password: %s", name,
 		                  why.text);
 	}
@@ -384,6 +398,8 @@ static int link_locked(struct dbosfs *fs, struct link_target *t, struct errmsg *
 		else if (!ambiguous)
 			secret_delete(&fs->secrets, name);
 		secret_wipe(previous, sizeof(previous));
+		state_end_op(fs->cache, name);
+		state_drop(fs->cache, name);
 		return errmsg_set(e, rc, "link of %s failed (%s): %s", name, errno_name(rc),
 		                  why.text);
 	}
@@ -391,6 +407,7 @@ static int link_locked(struct dbosfs *fs, struct link_target *t, struct errmsg *
 	if (!inst.name[0])
 		snprintf(inst.name, sizeof(inst.name), "%s", name);
 	state_put(fs->cache, &inst, now_ms());
+	state_end_op(fs->cache, name);
 	log_event("linked %s: %s", name, inst.status);
 	return 0;
 }

@@ -9,9 +9,11 @@ import pathlib
 import stat
 import subprocess
 import sys
+import threading
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "cloud"))
-from cloud_harness import cloud_certs, fake_cloud, mount_cloud  # noqa: F401,E402
+from cloud_harness import (cloud_certs, fake_cloud, mount_cloud,  # noqa: F401,E402
+                           wait_until)
 from conftest import errno_of, write_file  # noqa: E402
 
 PW = "Linked_Pass1x"
@@ -128,3 +130,26 @@ def test_cloud_link_and_unlink(mount_factory, fake_cloud, tmp_path):
     # No password in the daemon's log or .dbosfs/log.
     for secret in (PW, PGPASS_PW, "Fallback_77z", "Other_Pass9"):
         assert secret not in m.log() and secret not in m.read(".dbosfs", "log")
+
+
+def test_cloud_link_holds_its_name(mount_factory, fake_cloud):
+    """While a slow link runs, the name is taken: a mkdir of it is EEXIST
+    and never reaches the API, and the link's saved password survives."""
+    m = mount_cloud(mount_factory, fake_cloud)
+    fake_cloud.fault("POST /databases/byod", "latency", delay=2)
+    fake_cloud.reset_counts()
+    done = {}
+    t = threading.Thread(target=lambda: done.update(rc=shell_write(
+        m.p(".dbosfs", "link"), f"slowlink postgresql://dbosadmin:{PW}@h.example.test",
+        {"PATH": "/usr/bin:/bin"})))
+    t.start()
+    # The link's request is at the server (held there for 2 s).
+    assert wait_until(lambda: fake_cloud.count("POST /databases/byod") == 1, timeout=5)
+    assert errno_of(os.mkdir, m.p("slowlink")) == errno.EEXIST
+    assert "slowlink" in os.listdir(m.path) and "rc" not in done
+    t.join(30)
+    assert done["rc"] == 0
+    assert fake_cloud.count("POST /databases/userdb") == 0
+    assert fake_cloud.instances()["slowlink"]["IsLinked"] is True
+    assert m.read("slowlink", "password").strip() == PW
+    assert "linked: yes" in m.read("slowlink", "info")
