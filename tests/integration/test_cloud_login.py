@@ -155,3 +155,26 @@ def test_official_cli_accepts_the_credentials(fake_cloud, dbos_cloud_cli):
     names = {d["PostgresInstanceName"] for d in json.loads(run_cli(dbos_cloud_cli, fc, "db",
                                                                     "list", "--json"))}
     assert "fromlogin" in names
+
+
+def test_relogin_replaces_a_loose_file_with_a_0600_one(fake_cloud, workdir):
+    fc = fake_cloud
+    cred = workdir / ".dbos" / "credentials"
+    cred.parent.mkdir()
+    cred.write_text('{"token":"old","userName":"old","organization":"old"}')
+    os.chmod(cred, 0o644)
+    r = run_login(fc, cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(os.stat(cred).st_mode) == 0o600
+    assert json.loads(cred.read_text())["userName"] == fc.user
+
+
+def test_refused_device_code_names_the_oauth_error(fake_cloud, workdir):
+    fc = fake_cloud
+    fc.fault("POST /oauth/device/code", "status", status=403,
+             raw_body='{"error":"unauthorized_client","error_description":"x"}')
+    r = run_login(fc, cwd=workdir)
+    assert r.returncode == 1
+    assert "cannot start the DBOS Cloud login" in r.stderr
+    assert "HTTP 403 (unauthorized_client)" in r.stderr
+    assert not (workdir / ".dbos").exists()

@@ -97,12 +97,17 @@ static int request_device_code(struct cloud *c, struct device_code *d, struct er
 	rc = post_form(c, "/oauth/device/code", form.data, &res, label, e);
 	if (rc < 0)
 		goto out;
+	root = json_loadb(res.body.data ? res.body.data : "", res.body.len, 0, NULL);
 	if (res.status < 200 || res.status >= 300) {
-		rc = errmsg_set(e, -EIO, "%s: %s answered HTTP %ld", label, c->auth_domain,
-		                res.status);
+		/* Only the OAuth error code: descriptions are the server's free text. */
+		const char *err =
+		    json_is_object(root) ? json_string_value(json_object_get(root, "error")) : NULL;
+
+		rc = errmsg_set(e, res.status == 401 || res.status == 403 ? -EACCES : -EIO,
+		                "%s: %s answered HTTP %ld (%.64s)", label, c->auth_domain,
+		                res.status, err && printable(err) ? err : "no OAuth error code");
 		goto out;
 	}
-	root = json_loadb(res.body.data ? res.body.data : "", res.body.len, 0, NULL);
 	if (json_is_object(root)) {
 		d->device_code = dup_string_member(root, "device_code");
 		d->user_code = dup_string_member(root, "user_code");
