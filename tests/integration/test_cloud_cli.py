@@ -92,3 +92,22 @@ def test_cli_and_mount_share_refreshed_credentials(mount_factory, fake_cloud, db
     os.mkdir(m.p("afterref"))
     assert fc.count("POST /oauth/token") == 1
     assert "afterref" in cli_list(cli, fc)
+
+
+def test_link_sends_what_cli_db_link_sends(mount_factory, fake_cloud, dbos_cloud_cli):
+    """.dbosfs/link and `dbos-cloud db link` post the same body; the CLI's
+    `db unlink` removes what the mount linked, and the mount sees it."""
+    fc, cli = fake_cloud, dbos_cloud_cli
+    m = mount_cloud(mount_factory, fc)
+    run_cli(cli, fc, "db", "link", "clilink", "-H", "db.example.test", "-p", "6543",
+            "-W", "Cli_Link_Pass1", "--supabase-ref", "abcdefgh")
+    write_file(m.p(".dbosfs", "link"),
+               "fslink postgresql://dbosadmin:Fs_Link_Pass1@db.example.test:6543"
+               "?supabase_ref=abcdefgh\n")
+    srv = fc.instances()
+    cli_body, fs_body = srv["clilink"]["_link_body"], srv["fslink"]["_link_body"]
+    assert dict(fs_body, Name="clilink") == cli_body
+    assert srv["fslink"]["_password"] == "Fs_Link_Pass1"
+    run_cli(cli, fc, "db", "unlink", "fslink")
+    assert wait_until(lambda: "fslink" not in os.listdir(m.path), timeout=15)
+    assert "clilink" in os.listdir(m.path)
