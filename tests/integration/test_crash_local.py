@@ -154,9 +154,14 @@ class Rig:
         """Processes working on the state directory that are not the new
         daemon's (a leftover postmaster counts only with postmasters_too:
         the new daemon adopts those as it starts each instance)."""
-        return {p: c for p, c in procs_on(self.state).items()
+        found = procs_on(self.state)
+        postmasters = [p for p, c in found.items() if "postgres -D" in c]
+        # Without postmasters_too, a leftover postmaster's own children
+        # (its archiver's archive_command) are spared with it.
+        return {p: c for p, c in found.items()
                 if not descends_from(p, self.m.proc.pid)
-                and (postmasters_too or "postgres -D" not in c)}
+                and (postmasters_too
+                     or not any(descends_from(p, pm) for pm in postmasters))}
 
     def entries(self, *parts):
         return {e for e in ls(self.state.joinpath(*parts))

@@ -46,7 +46,10 @@ def wait_for(pred, timeout, what):
 def low():
     base = make_base()
     # A low soft limit under a higher hard one, as many systems set it.
-    m = Mount("local", {}, None, None, base)
+    # Spares stay copies (no running spare server): the mkdir under test
+    # must take the copy-and-start path, which needs descriptors (a claim
+    # of a running spare needs one socket and succeeds at any limit).
+    m = Mount("local", {}, {"DBOSFS_LOCAL_SPARES_IDLE": "1"}, None, base)
     yield m
     try:
         m.unmount()
