@@ -369,15 +369,10 @@ int cloud_login(const struct login_options *o, FILE *out, const atomic_bool *can
 	char *path = NULL;
 	int rc;
 
-	domain = o->domain && *o->domain ? o->domain : getenv("DBOS_DOMAIN");
-	if (!domain || !*domain)
-		domain = CLOUD_PROD_DOMAIN;
+	cloud_pick_domains(o->domain, o->auth_domain, &domain, &auth);
 	if (!host_ok(domain))
 		return errmsg_set(e, -EINVAL, "invalid --domain %s: expected HOST or HOST:PORT",
 		                  domain);
-	auth = o->auth_domain && *o->auth_domain        ? o->auth_domain
-	       : strcmp(domain, CLOUD_PROD_DOMAIN) == 0 ? CLOUD_PROD_AUTH_DOMAIN
-	                                                : CLOUD_DEV_AUTH_DOMAIN;
 	if (!host_ok(auth))
 		return errmsg_set(e, -EINVAL, "invalid --auth-domain %s", auth);
 	/* Relative to where the user is, as the CLI's ./.dbos/credentials. */

@@ -42,6 +42,14 @@ static inline void secret_wipe_str(char *s)
 #define CLOUD_PROD_CLIENT_ID   "6p7Sjxf13cyLMkdwn14MxlH7JdhILled"
 #define CLOUD_DEV_CLIENT_ID    "G38fLmVErczEo9ioCFjVIHea6yd0qMZu"
 
+/* The hosts a mount and `dbosfs login` talk to, picked the same way: the
+ * API host is the option, else $DBOS_DOMAIN, else production; the OAuth
+ * host is the option, else production's for the production API and the
+ * development one for any other. Each caller checks them with its own
+ * rules and words. (cloud_provider.c) */
+void cloud_pick_domains(const char *domain_opt, const char *auth_domain_opt, const char **domain,
+                        const char **auth_domain);
+
 /* ---- cloud_credentials.c ------------------------------------------------ */
 
 /* The credentials file written by `npx dbos-cloud login`. */

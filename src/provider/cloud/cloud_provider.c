@@ -493,6 +493,19 @@ static bool domain_ok(const char *d)
 	return true;
 }
 
+void cloud_pick_domains(const char *domain_opt, const char *auth_domain_opt, const char **domain,
+                        const char **auth_domain)
+{
+	const char *d = domain_opt && *domain_opt ? domain_opt : getenv("DBOS_DOMAIN");
+
+	if (!d || !*d)
+		d = CLOUD_PROD_DOMAIN;
+	*domain = d;
+	*auth_domain = auth_domain_opt && *auth_domain_opt ? auth_domain_opt
+	               : strcmp(d, CLOUD_PROD_DOMAIN) == 0 ? CLOUD_PROD_AUTH_DOMAIN
+	                                                   : CLOUD_DEV_AUTH_DOMAIN;
+}
+
 /* Seconds from DBOSFS_CLOUD_TIMEOUT (tests shorten the 30 s default). */
 static long timeout_from_env(void)
 {
@@ -613,15 +626,10 @@ int cloud_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	int rc;
 
 	*out = NULL;
-	domain = opt->domain && *opt->domain ? opt->domain : getenv("DBOS_DOMAIN");
-	if (!domain || !*domain)
-		domain = CLOUD_PROD_DOMAIN;
+	cloud_pick_domains(opt->domain, opt->auth_domain, &domain, &auth);
 	if (!domain_ok(domain))
 		return errmsg_set(e, -EINVAL, "invalid domain=%s: expected HOST or HOST:PORT",
 		                  domain);
-	auth = opt->auth_domain && *opt->auth_domain    ? opt->auth_domain
-	       : strcmp(domain, CLOUD_PROD_DOMAIN) == 0 ? CLOUD_PROD_AUTH_DOMAIN
-	                                                : CLOUD_DEV_AUTH_DOMAIN;
 	if (!domain_ok(auth))
 		return errmsg_set(e, -EINVAL, "invalid auth_domain=%s", auth);
 
