@@ -247,27 +247,39 @@ static int cloud_get(struct provider *p, const char *name, struct instance *out,
 	return rc;
 }
 
+/* POSTs a JSON body that holds a password and wipes it whatever happens.
+ * nomem: building the body ran out of memory. */
+static int post_secret_body(struct cloud *c, const char *path, struct buf *body, int nomem,
+                            enum request_kind kind, const char *label, struct errmsg *e)
+{
+	struct http_result res = {0};
+	int rc;
+
+	if (nomem) {
+		buf_free_secret(body);
+		return errmsg_set(e, -ENOMEM, "%s: out of memory", label);
+	}
+	rc = cloud_api_call(c, HTTP_POST, path, true, body->data, kind, c->timeout_ms, &res, label,
+	                    e);
+	buf_free_secret(body);
+	http_result_free(&res);
+	return rc;
+}
+
 static int cloud_provision(struct provider *p, const char *name, const char *username,
                            const char *password, struct instance *out, struct errmsg *e)
 {
 	struct cloud *c = cloud_of(p);
-	struct http_result res = {0};
 	struct buf body = BUF_INIT;
 	char label[128];
 	int rc;
 
 	snprintf(label, sizeof(label), "Failed to provision %s", name);
-	if (buf_puts(&body, "{\"Name\":") || json_quote(&body, name) ||
-	    buf_puts(&body, ",\"AdminName\":") || json_quote(&body, username) ||
-	    buf_puts(&body, ",\"AdminPassword\":") || json_quote(&body, password) ||
-	    buf_puts(&body, "}")) {
-		buf_free_secret(&body);
-		return errmsg_set(e, -ENOMEM, "%s: out of memory", label);
-	}
-	rc = cloud_api_call(c, HTTP_POST, "/databases/userdb", true, body.data, REQ_CREATE,
-	                    c->timeout_ms, &res, label, e);
-	buf_free_secret(&body);
-	http_result_free(&res);
+	rc = buf_puts(&body, "{\"Name\":") || json_quote(&body, name) ||
+	     buf_puts(&body, ",\"AdminName\":") || json_quote(&body, username) ||
+	     buf_puts(&body, ",\"AdminPassword\":") || json_quote(&body, password) ||
+	     buf_puts(&body, "}");
+	rc = post_secret_body(c, "/databases/userdb", &body, rc, REQ_CREATE, label, e);
 	if (rc < 0)
 		return rc;
 	/* Provisioning is asynchronous: the refresher will see it settle. */
@@ -304,7 +316,6 @@ static int cloud_reset_password(struct provider *p, const struct instance *inst,
                                 const char *password, struct errmsg *e)
 {
 	struct cloud *c = cloud_of(p);
-	struct http_result res = {0};
 	struct buf body = BUF_INIT;
 	char path[128], label[128];
 	int rc;
@@ -316,15 +327,9 @@ static int cloud_reset_password(struct provider *p, const struct instance *inst,
 		                  "hosted%s",
 		                  label, inst->supabase_ref[0] ? " (the Supabase dashboard)" : "");
 	snprintf(path, sizeof(path), "/databases/userdb/%s/credentials", inst->name);
-	if (buf_puts(&body, "{\"Password\":") || json_quote(&body, password) ||
-	    buf_puts(&body, "}")) {
-		buf_free_secret(&body);
-		return errmsg_set(e, -ENOMEM, "%s: out of memory", label);
-	}
-	rc = cloud_api_call(c, HTTP_POST, path, true, body.data, REQ_MUTATE, c->timeout_ms, &res,
-	                    label, e);
-	buf_free_secret(&body);
-	http_result_free(&res);
+	rc = buf_puts(&body, "{\"Password\":") || json_quote(&body, password) ||
+	     buf_puts(&body, "}");
+	rc = post_secret_body(c, path, &body, rc, REQ_MUTATE, label, e);
 	if (rc == 0)
 		log_event("password of DBOS Cloud database %s reset", inst->name);
 	return rc;
@@ -338,7 +343,6 @@ static int cloud_link(struct provider *p, const struct link_request *req, struct
                       struct errmsg *e)
 {
 	struct cloud *c = cloud_of(p);
-	struct http_result res = {0};
 	struct buf body = BUF_INIT;
 	char label[128];
 	int rc;
@@ -353,14 +357,8 @@ static int cloud_link(struct provider *p, const struct link_request *req, struct
 		     json_quote(&body, req->supabase_ref);
 	if (!rc && strcmp(req->admin, "dbosadmin") != 0)
 		rc = buf_puts(&body, ",\"dbosAdminName\":") || json_quote(&body, req->admin);
-	if (rc || buf_puts(&body, "}")) {
-		buf_free_secret(&body);
-		return errmsg_set(e, -ENOMEM, "%s: out of memory", label);
-	}
-	rc = cloud_api_call(c, HTTP_POST, "/databases/byod", true, body.data, REQ_CREATE,
-	                    c->timeout_ms, &res, label, e);
-	buf_free_secret(&body);
-	http_result_free(&res);
+	rc = rc || buf_puts(&body, "}");
+	rc = post_secret_body(c, "/databases/byod", &body, rc, REQ_CREATE, label, e);
 	if (rc < 0)
 		return rc;
 	/* The refresher's next list replaces this with the API's view. */
