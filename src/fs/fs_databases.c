@@ -458,48 +458,43 @@ static int replace_once(struct buf *b, const char *from, const char *enders, con
 	return 0;
 }
 
-static int build_db_url(struct dbosfs *fs, const struct node *n, struct buf *out)
+/* NAME's url or env text with the database in place of postgres: the
+ * first `from` (ending at one of enders) becomes `to`; the TLS parameters,
+ * whatever NAME's file says, stay as they are. */
+static int
+build_db_instance_text(struct dbosfs *fs, const struct node *n,
+                       int (*content)(const struct instance *, const char *, struct buf *),
+                       const char *from, const char *enders, const char *to, struct buf *out)
 {
 	struct instance inst;
-	char to[80];
 	if (!state_get(fs->cache, n->name, &inst))
 		return -ENOENT;
-	/* NAME/url with the database in place of postgres: the TLS
-	 * parameters, whatever NAME/url says, stay as they are. */
 	struct buf b = BUF_INIT;
 	char ca[PATH_MAX];
 	int has_ca = instance_ca_path(fs, n->name, ca, sizeof(ca));
 	if (has_ca < 0)
 		return has_ca;
-	int rc = content_url(&inst, has_ca ? ca : NULL, &b);
-	snprintf(to, sizeof(to), "/%s", n->sub);
+	int rc = content(&inst, has_ca ? ca : NULL, &b);
 	if (!rc)
-		rc = replace_once(&b, "/postgres", "?\n", to);
+		rc = replace_once(&b, from, enders, to);
 	if (!rc)
 		rc = buf_append(out, b.data, b.len);
 	buf_free(&b);
 	return rc;
 }
 
+static int build_db_url(struct dbosfs *fs, const struct node *n, struct buf *out)
+{
+	char to[80];
+	snprintf(to, sizeof(to), "/%s", n->sub);
+	return build_db_instance_text(fs, n, content_url, "/postgres", "?\n", to, out);
+}
+
 static int build_db_env(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
-	struct instance inst;
 	char to[96];
-	if (!state_get(fs->cache, n->name, &inst))
-		return -ENOENT;
-	struct buf b = BUF_INIT;
-	char ca[PATH_MAX];
-	int has_ca = instance_ca_path(fs, n->name, ca, sizeof(ca));
-	if (has_ca < 0)
-		return has_ca;
-	int rc = content_env(&inst, has_ca ? ca : NULL, &b);
 	snprintf(to, sizeof(to), "PGDATABASE=%s", n->sub);
-	if (!rc)
-		rc = replace_once(&b, "PGDATABASE=postgres", "\n", to);
-	if (!rc)
-		rc = buf_append(out, b.data, b.len);
-	buf_free(&b);
-	return rc;
+	return build_db_instance_text(fs, n, content_env, "PGDATABASE=postgres", "\n", to, out);
 }
 
 static int build_db_size(struct dbosfs *fs, const struct node *n, struct buf *out)
