@@ -18,12 +18,58 @@ int build_branch(struct dbosfs *fs, const struct node *n, struct buf *out)
 	                  n->name, n->name);
 }
 
+/* NEWNAME inherits NAME's password: saved under its name before the copy
+ * exists (as mkdir does), so no instance exists whose password this mount
+ * lost. One already saved under NEWNAME is put back on failure. */
+struct inherited_password {
+	bool had_previous; /* previous holds what was saved under NEWNAME */
+	bool has_pw;       /* pw holds NAME's password, now saved under NEWNAME */
+	char pw[PASSWORD_MAX + 2];
+	char previous[PASSWORD_MAX + 2];
+};
+
+/* verb names the operation in the message ("branch", "restore"). On
+ * failure both passwords are wiped. */
+static int inherit_password(struct dbosfs *fs, const char *verb, const char *name,
+                            const char *newname, struct inherited_password *ip, struct errmsg *e)
+{
+	struct errmsg why = {{0}};
+	int rc = 0;
+
+	ip->had_previous =
+	    secret_get(&fs->secrets, newname, ip->previous, sizeof(ip->previous), NULL) == 0;
+	ip->has_pw = secret_get(&fs->secrets, name, ip->pw, sizeof(ip->pw), NULL) == 0;
+	if (ip->has_pw)
+		rc = secret_put(&fs->secrets, newname, ip->pw, &why);
+	if (rc) {
+		secret_wipe(ip->pw, sizeof(ip->pw));
+		secret_wipe(ip->previous, sizeof(ip->previous));
+		return errmsg_set(e, rc, "%s of %s as %s failed: cannot save its password: %s",
+		                  verb, name, newname, why.text);
+	}
+	return 0;
+}
+
+/* After the copy failed with rc: NEWNAME's saved password goes back to
+ * what it was, unless rc leaves open whether the copy exists (then it
+ * stays, as the copy may need it). previous is wiped. */
+static void inherit_password_undo(struct dbosfs *fs, const char *newname, int rc,
+                                  struct inherited_password *ip)
+{
+	bool ambiguous = rc == -EINTR || rc == -ETIMEDOUT || rc == -EIO;
+	if (ip->had_previous && !ambiguous)
+		secret_put(&fs->secrets, newname, ip->previous, NULL);
+	else if (!ambiguous && ip->has_pw)
+		secret_delete(&fs->secrets, newname);
+	secret_wipe(ip->previous, sizeof(ip->previous));
+}
+
 int write_branch(struct dbosfs *fs, const struct node *n, const char *newname, struct errmsg *e)
 {
 	const char *name = n->name;
 	struct errmsg why = {{0}};
 	struct instance src, inst = {0};
-	char pw[PASSWORD_MAX + 2], previous[PASSWORD_MAX + 2];
+	struct inherited_password ip;
 
 	int rc = validate_instance_name(newname, &why);
 	if (rc)
@@ -41,34 +87,20 @@ int write_branch(struct dbosfs *fs, const struct node *n, const char *newname, s
 	if (src.linked)
 		return errmsg_set(e, -EPERM, "branch of %s refused: it is a linked instance", name);
 
-	/* NEWNAME inherits the password: saved under its name before the copy
-	 * exists (as mkdir does), so no instance exists whose password this
-	 * mount lost. One already saved under NEWNAME is put back on failure. */
-	bool had_previous =
-	    secret_get(&fs->secrets, newname, previous, sizeof(previous), NULL) == 0;
-	bool has_pw = secret_get(&fs->secrets, name, pw, sizeof(pw), NULL) == 0;
-	if (has_pw)
-		rc = secret_put(&fs->secrets, newname, pw, &why);
-	secret_wipe(pw, sizeof(pw));
-	if (rc) {
-		secret_wipe(previous, sizeof(previous));
-		return errmsg_set(e, rc, "branch of %s as %s failed: cannot save its password: %s",
-		                  name, newname, why.text);
-	}
+	rc = inherit_password(fs, "branch", name, newname, &ip, e);
+	if (rc)
+		return rc;
+	/* The provider copies NAME with its password: this one is not needed. */
+	secret_wipe(ip.pw, sizeof(ip.pw));
 	log_event("branching %s as %s", name, newname);
 	long long t0 = now_ms();
 	rc = fs->provider->ops->branch(fs->provider, &src, newname, &inst, &why);
 	if (rc) {
-		bool ambiguous = rc == -EINTR || rc == -ETIMEDOUT || rc == -EIO;
-		if (had_previous && !ambiguous)
-			secret_put(&fs->secrets, newname, previous, NULL);
-		else if (!ambiguous && has_pw)
-			secret_delete(&fs->secrets, newname);
-		secret_wipe(previous, sizeof(previous));
+		inherit_password_undo(fs, newname, rc, &ip);
 		return errmsg_set(e, rc, "branch of %s as %s failed (%s): %s", name, newname,
 		                  errno_name(rc), why.text);
 	}
-	secret_wipe(previous, sizeof(previous));
+	secret_wipe(ip.previous, sizeof(ip.previous));
 	if (!inst.name[0])
 		snprintf(inst.name, sizeof(inst.name), "%s", newname);
 	state_put(fs->cache, &inst, now_ms());
@@ -174,7 +206,7 @@ int write_restore(struct dbosfs *fs, const struct node *n, const char *value, st
 	struct errmsg why = {{0}};
 	struct instance src, inst = {0};
 	long long target;
-	char pw[PASSWORD_MAX + 2], previous[PASSWORD_MAX + 2];
+	struct inherited_password ip;
 
 	if (sscanf(value, "%63s %63s %7s", when, newname, extra) != 2)
 		return errmsg_set(e, -EINVAL,
@@ -198,33 +230,20 @@ int write_restore(struct dbosfs *fs, const struct node *n, const char *value, st
 		return errmsg_set(e, -EOPNOTSUPP,
 		                  "restore of %s refused: the %s provider cannot restore", name,
 		                  fs->provider->ops->kind);
-	bool had_previous =
-	    secret_get(&fs->secrets, newname, previous, sizeof(previous), NULL) == 0;
-	bool has_pw = secret_get(&fs->secrets, name, pw, sizeof(pw), NULL) == 0;
-	if (has_pw)
-		rc = secret_put(&fs->secrets, newname, pw, &why);
-	if (rc) {
-		secret_wipe(pw, sizeof(pw));
-		secret_wipe(previous, sizeof(previous));
-		return errmsg_set(e, rc, "restore of %s as %s failed: cannot save its password: %s",
-		                  name, newname, why.text);
-	}
+	rc = inherit_password(fs, "restore", name, newname, &ip, e);
+	if (rc)
+		return rc;
 	log_event("restoring %s as of %s as %s", name, when, newname);
 	long long t0 = now_ms();
-	rc = fs->provider->ops->restore(fs->provider, &src, target, newname, has_pw ? pw : NULL,
-	                                &inst, &why);
-	secret_wipe(pw, sizeof(pw));
+	rc = fs->provider->ops->restore(fs->provider, &src, target, newname,
+	                                ip.has_pw ? ip.pw : NULL, &inst, &why);
+	secret_wipe(ip.pw, sizeof(ip.pw));
 	if (rc) {
-		bool ambiguous = rc == -EINTR || rc == -ETIMEDOUT || rc == -EIO;
-		if (had_previous && !ambiguous)
-			secret_put(&fs->secrets, newname, previous, NULL);
-		else if (!ambiguous && has_pw)
-			secret_delete(&fs->secrets, newname);
-		secret_wipe(previous, sizeof(previous));
+		inherit_password_undo(fs, newname, rc, &ip);
 		return errmsg_set(e, rc, "restore of %s as %s failed (%s): %s", name, newname,
 		                  errno_name(rc), why.text);
 	}
-	secret_wipe(previous, sizeof(previous));
+	secret_wipe(ip.previous, sizeof(ip.previous));
 	if (!inst.name[0])
 		snprintf(inst.name, sizeof(inst.name), "%.31s", newname);
 	state_put(fs->cache, &inst, now_ms());
