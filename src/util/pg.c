@@ -95,19 +95,24 @@ static void cancel_query(PGconn *c)
 	}
 }
 
-int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *cancel,
-               struct errmsg *e)
+/* Waits for the answer to a query already sent. Sets *answered when the
+ * server finished answering (its results are then ready to be read, even
+ * after a cancel); otherwise the caller returns the result as it is.
+ * Returns 0, or -errno with e filled when interrupted, timed out or failed. */
+static int await_answer(PGconn *c, long long deadline, int timeout_ms, const atomic_bool *cancel,
+                        bool *answered, struct errmsg *e)
 {
-	long long deadline = now_ms() + timeout_ms, cancelled_at = 0;
+	long long cancelled_at = 0;
 	int rc = 0;
 
-	if (!PQsendQuery(c, sql))
-		return fail_keep(c, -EIO, e);
+	*answered = false;
 	for (;;) {
 		if (!PQconsumeInput(c))
 			return fail_keep(c, -EIO, e);
-		if (!PQisBusy(c))
-			break;
+		if (!PQisBusy(c)) {
+			*answered = true;
+			return rc;
+		}
 		if (!rc && ((cancel && atomic_load(cancel)) || op_interrupted())) {
 			rc = errmsg_set(e, -EINTR, "interrupted");
 			cancelled_at = now_ms();
@@ -127,14 +132,35 @@ int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *ca
 		if (poll(&p, 1, PG_POLL_SLICE_MS) < 0 && errno != EINTR)
 			return errmsg_set(e, -EIO, "poll: %s", strerror(errno));
 	}
+}
+
+/* A failed statement's message, as -EIO. */
+static int result_error(const PGresult *res, struct errmsg *e)
+{
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
+	pg_trim_message(msg);
+	return errmsg_set(e, -EIO, "%s", msg);
+}
+
+int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *cancel,
+               struct errmsg *e)
+{
+	long long deadline = now_ms() + timeout_ms;
+	int rc = 0;
+
+	if (!PQsendQuery(c, sql))
+		return fail_keep(c, -EIO, e);
+	bool answered;
+	rc = await_answer(c, deadline, timeout_ms, cancel, &answered, e);
+	if (!answered)
+		return rc;
 	PGresult *res;
 	while ((res = PQgetResult(c))) {
 		ExecStatusType st = PQresultStatus(res);
 		if (!rc && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-			char msg[1024];
-			snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
-			pg_trim_message(msg);
-			rc = errmsg_set(e, -EIO, "%s", msg);
+			rc = result_error(res, e);
 		}
 		PQclear(res);
 	}
@@ -144,42 +170,21 @@ int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *ca
 int pg_query(PGconn *c, const char *sql, int nparams, const char *const *params, int timeout_ms,
              const atomic_bool *cancel, PGresult **out, struct errmsg *e)
 {
-	long long deadline = now_ms() + timeout_ms, cancelled_at = 0;
+	long long deadline = now_ms() + timeout_ms;
 	int rc = 0;
 
 	*out = NULL;
 	if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0))
 		return fail_keep(c, -EIO, e);
-	for (;;) {
-		if (!PQconsumeInput(c))
-			return fail_keep(c, -EIO, e);
-		if (!PQisBusy(c))
-			break;
-		if (!rc && ((cancel && atomic_load(cancel)) || op_interrupted())) {
-			rc = errmsg_set(e, -EINTR, "interrupted");
-			cancelled_at = now_ms();
-			cancel_query(c);
-		} else if (!rc && now_ms() >= deadline) {
-			rc = errmsg_set(e, -ETIMEDOUT, "no answer within %d ms", timeout_ms);
-			cancelled_at = now_ms();
-			cancel_query(c);
-		}
-		struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
-		if (p.fd < 0)
-			return errmsg_set(e, -EIO, "lost the connection");
-		if (rc && now_ms() >= cancelled_at + 1000)
-			return rc;
-		if (poll(&p, 1, PG_POLL_SLICE_MS) < 0 && errno != EINTR)
-			return errmsg_set(e, -EIO, "poll: %s", strerror(errno));
-	}
+	bool answered;
+	rc = await_answer(c, deadline, timeout_ms, cancel, &answered, e);
+	if (!answered)
+		return rc;
 	PGresult *res;
 	while ((res = PQgetResult(c))) {
 		ExecStatusType st = PQresultStatus(res);
 		if (!rc && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-			char msg[1024];
-			snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
-			pg_trim_message(msg);
-			rc = errmsg_set(e, -EIO, "%s", msg);
+			rc = result_error(res, e);
 			/* The SQLSTATE says what went wrong; callers map it. */
 			const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 			if (state && strcmp(state, "42P04") == 0) /* duplicate_database */
