@@ -424,30 +424,12 @@ int local_create_from(struct local_provider *lp, const struct local_create *c, s
 	bool claimed = false, intent = false;
 	int rc;
 
-	struct local_instance *li = calloc(1, sizeof(*li));
-	if (!li)
-		return errmsg_set(e, -ENOMEM, "out of memory");
-	snprintf(li->name, sizeof(li->name), "%s", newname);
-	snprintf(li->username, sizeof(li->username), "%s", c->username);
-	set_status(li, "starting");
-	li->hidden = true;
-	li->busy = true;
-
 	/* Reserving the name in the table is the claim within this mount;
 	 * the rename below is the claim on disk. */
-	pthread_mutex_lock(&lp->lock);
-	if (lp->stopping) {
-		pthread_mutex_unlock(&lp->lock);
-		free(li);
-		return errmsg_set(e, -EIO, "the mount is shutting down");
-	}
-	if (find_locked(lp, newname)) {
-		pthread_mutex_unlock(&lp->lock);
-		free(li);
-		return errmsg_set(e, -EEXIST, "an instance named %s already exists", newname);
-	}
-	li->next = lp->instances;
-	lp->instances = li;
+	struct local_instance *li;
+	rc = reserve_name_locking(lp, newname, c->username, &li, e);
+	if (rc)
+		return rc;
 	unsigned seq = ++lp->spare_seq;
 	pthread_mutex_unlock(&lp->lock);
 
@@ -477,12 +459,9 @@ int local_create_from(struct local_provider *lp, const struct local_create *c, s
 	rc = c->fill(lp, data, &li->cancel, c->arg, e);
 	if (rc)
 		goto fail;
-	rc = assign_port(lp, li);
-	if (rc < 0) {
-		rc = errmsg_set(e, -EADDRINUSE, "no free TCP port in %d-%d", LOCAL_PORT_MIN,
-		                LOCAL_PORT_MAX);
+	rc = assign_port(lp, li, e);
+	if (rc < 0)
 		goto fail;
-	}
 	struct local_meta m = {.port = li->port};
 	snprintf(m.username, sizeof(m.username), "%s", li->username);
 	local_meta_format(&m, text, sizeof(text));
@@ -513,11 +492,7 @@ int local_create_from(struct local_provider *lp, const struct local_create *c, s
 	intent = false;
 
 	pthread_mutex_lock(&lp->lock);
-	mark_running_locked(lp, li);
-	li->hidden = false;
-	li->busy = false;
-	li->want_running = true;
-	to_instance(li, out);
+	publish_running_locked(lp, li, out);
 	pthread_mutex_unlock(&lp->lock);
 	log_event("local: %s made (%s) in %lld ms", newname, c->what, now_ms() - t0);
 	return 0;

@@ -60,6 +60,47 @@ void mark_running_locked(struct local_provider *lp, struct local_instance *li)
 	li->probe_misses = 0;
 }
 
+int reserve_name_locking(struct local_provider *lp, const char *name, const char *username,
+                         struct local_instance **out, struct errmsg *e)
+{
+	struct local_instance *li = calloc(1, sizeof(*li));
+
+	*out = NULL;
+	if (!li)
+		return errmsg_set(e, -ENOMEM, "out of memory");
+	snprintf(li->name, sizeof(li->name), "%s", name);
+	snprintf(li->username, sizeof(li->username), "%s", username);
+	set_status(li, "starting");
+	li->hidden = true;
+	li->busy = true;
+
+	pthread_mutex_lock(&lp->lock);
+	if (lp->stopping) {
+		pthread_mutex_unlock(&lp->lock);
+		free(li);
+		return errmsg_set(e, -EIO, "the mount is shutting down");
+	}
+	if (find_locked(lp, name)) {
+		pthread_mutex_unlock(&lp->lock);
+		free(li);
+		return errmsg_set(e, -EEXIST, "an instance named %s already exists", name);
+	}
+	li->next = lp->instances;
+	lp->instances = li;
+	*out = li;
+	return 0;
+}
+
+void publish_running_locked(struct local_provider *lp, struct local_instance *li,
+                            struct instance *out)
+{
+	mark_running_locked(lp, li);
+	li->hidden = false;
+	li->busy = false;
+	li->want_running = true;
+	to_instance(li, out);
+}
+
 void to_instance(const struct local_instance *li, struct instance *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -73,7 +114,7 @@ void to_instance(const struct local_instance *li, struct instance *out)
 
 /* Chooses a new free port for li (not used by any other instance) and
  * records it at once, so two concurrent choices never collide. */
-int assign_port(struct local_provider *lp, struct local_instance *li)
+int assign_port(struct local_provider *lp, struct local_instance *li, struct errmsg *e)
 {
 	int used[512];
 	size_t n = 0;
@@ -87,6 +128,9 @@ int assign_port(struct local_provider *lp, struct local_instance *li)
 	if (port > 0)
 		li->port = port;
 	pthread_mutex_unlock(&lp->lock);
+	if (port < 0)
+		return errmsg_set(e, -EADDRINUSE, "no free TCP port in %d-%d", LOCAL_PORT_MIN,
+		                  LOCAL_PORT_MAX);
 	return port;
 }
 
@@ -152,10 +196,9 @@ int instance_start(struct local_provider *lp, struct local_instance *li, struct 
 		int old = li->port, st = 0;
 
 		if (attempt > 0 || old <= 0 || !local_port_free(old)) {
-			int port = assign_port(lp, li);
+			int port = assign_port(lp, li, e);
 			if (port < 0)
-				return errmsg_set(e, -EADDRINUSE, "no free TCP port in %d-%d",
-				                  LOCAL_PORT_MIN, LOCAL_PORT_MAX);
+				return port;
 			rc = save_meta(lp, li);
 			if (rc)
 				return errmsg_set(e, rc, "cannot save metadata of %s: %s", li->name,

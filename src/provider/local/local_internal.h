@@ -411,10 +411,22 @@ void unlink_locked(struct local_provider *lp, struct local_instance *li);
 void set_status(struct local_instance *li, const char *status);
 /* li's server has just started and accepts connections. */
 void mark_running_locked(struct local_provider *lp, struct local_instance *li);
+/* Makes a hidden, busy ("starting") entry for name owned by username and
+ * puts it in the table, which claims the name within this mount. On
+ * success *out is the entry and lp->lock is STILL HELD, so the caller
+ * counts its claim in the same critical section and then unlocks; on
+ * failure (shutting down, name taken, out of memory) nothing is held. */
+int reserve_name_locking(struct local_provider *lp, const char *name, const char *username,
+                         struct local_instance **out, struct errmsg *e);
+/* li, made by reserve_name_locking, is complete and its server running:
+ * visible, free for other operations and kept running; out describes it.
+ * Caller holds the lock. */
+void publish_running_locked(struct local_provider *lp, struct local_instance *li,
+                            struct instance *out);
 void to_instance(const struct local_instance *li, struct instance *out);
 /* Chooses a free port for li (not used by another instance) and records
- * it at once; the port or -EADDRINUSE. Takes the lock. */
-int assign_port(struct local_provider *lp, struct local_instance *li);
+ * it at once; the port, or -EADDRINUSE with e filled. Takes the lock. */
+int assign_port(struct local_provider *lp, struct local_instance *li, struct errmsg *e);
 int save_meta(struct local_provider *lp, const struct local_instance *li);
 /* Starts li's postmaster and waits until it accepts connections. The
  * caller owns li (busy). */

@@ -308,30 +308,11 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	bool intent = false, claimed_running = false;
 	int rc;
 
-	li = calloc(1, sizeof(*li));
-	if (!li)
-		return errmsg_set(e, -ENOMEM, "out of memory");
-	snprintf(li->name, sizeof(li->name), "%s", name);
-	snprintf(li->username, sizeof(li->username), "%s", username);
-	set_status(li, "starting");
-	li->hidden = true;
-	li->busy = true;
-
 	/* Reserving the name in the table is the claim within this mount;
 	 * the rename in spare_claim is the claim on disk. */
-	pthread_mutex_lock(&lp->lock);
-	if (lp->stopping) {
-		pthread_mutex_unlock(&lp->lock);
-		free(li);
-		return errmsg_set(e, -EIO, "the mount is shutting down");
-	}
-	if (find_locked(lp, name)) {
-		pthread_mutex_unlock(&lp->lock);
-		free(li);
-		return errmsg_set(e, -EEXIST, "an instance named %s already exists", name);
-	}
-	li->next = lp->instances;
-	lp->instances = li;
+	rc = reserve_name_locking(lp, name, username, &li, e);
+	if (rc)
+		return rc;
 	lp->provisioning++;
 	pthread_mutex_unlock(&lp->lock);
 
@@ -348,12 +329,9 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	if (rc == 0) {
 		claimed_running = true;
 	} else if (rc == -ENOENT) {
-		rc = assign_port(lp, li);
-		if (rc < 0) {
-			rc = errmsg_set(e, -EADDRINUSE, "no free TCP port in %d-%d", LOCAL_PORT_MIN,
-			                LOCAL_PORT_MAX);
+		rc = assign_port(lp, li, e);
+		if (rc < 0)
 			goto fail;
-		}
 		rc = spare_claim(lp, NULL, username, name, li->port, e);
 	}
 	if (rc == -ENOENT) {
@@ -393,11 +371,7 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	intent = false;
 
 	pthread_mutex_lock(&lp->lock);
-	mark_running_locked(lp, li);
-	li->hidden = false;
-	li->busy = false;
-	li->want_running = true;
-	to_instance(li, out);
+	publish_running_locked(lp, li, out);
 	provision_done_locked(lp);
 	pthread_mutex_unlock(&lp->lock);
 	proc_crash_point("provision-done");
