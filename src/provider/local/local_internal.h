@@ -238,6 +238,12 @@ enum probe_verdict local_probe_verdict(bool unresponsive, bool answered, int *mi
 
 /* The credentials children of lp run with. */
 void local_creds(const struct local_account *a, struct proc_creds *out);
+/* How helpers (initdb, cp, single-user postgres) run: as the server
+ * account, in a process group of their own that dies with us and is
+ * recorded in lp->pgroups_dir (s->pgroups_dir, for proc_reap), with a
+ * private umask and the children's fd limit. creds must outlive s. */
+void local_helper_spec(struct local_provider *lp, char *const *argv, int in_fd, int out_fd,
+                       int err_fd, struct proc_creds *creds, struct proc_spec *s);
 /* Runs a helper (initdb, cp) to completion as the server account, in a
  * process group of its own that dies with us and is recorded in
  * lp->pgroups_dir; *wstatus gets the wait status. With track, the

@@ -281,19 +281,8 @@ static int run_single(struct local_provider *lp, const char *datadir, const char
 	                NULL};
 	struct proc_creds creds;
 	struct proc_spec s;
-	local_creds(&lp->acct, &creds);
-	memset(&s, 0, sizeof(s));
-	s.argv = argv;
-	s.envp = local_child_env;
-	s.in_fd = in[0];
-	s.out_fd = -1; /* prompts and results */
-	s.err_fd = logfd;
-	s.grouping = PROC_NEW_GROUP;
-	s.die_with_parent = true;
-	s.pgroups_dir = lp->pgroups_dir[0] ? lp->pgroups_dir : NULL;
-	s.creds = &creds;
-	s.nofile = PROC_CHILD_NOFILE;
-	s.umask_private = true;
+	/* Output: -1, as the prompts and results are not wanted. */
+	local_helper_spec(lp, argv, in[0], -1, logfd, &creds, &s);
 	pid_t pid = proc_spawn(&s, e);
 	close(in[0]);
 	close(logfd);

@@ -43,27 +43,33 @@ void local_creds(const struct local_account *a, struct proc_creds *out)
 	out->ngroups = a->ngroups;
 }
 
+void local_helper_spec(struct local_provider *lp, char *const *argv, int in_fd, int out_fd,
+                       int err_fd, struct proc_creds *creds, struct proc_spec *s)
+{
+	local_creds(&lp->acct, creds);
+	memset(s, 0, sizeof(*s));
+	s->argv = argv;
+	s->envp = local_child_env;
+	s->in_fd = in_fd;
+	s->out_fd = out_fd;
+	s->err_fd = err_fd;
+	/* initdb runs postgres children of its own: the whole group dies
+	 * with us, and a later mount kills what a crash left of it. */
+	s->grouping = PROC_NEW_GROUP;
+	s->die_with_parent = true;
+	s->pgroups_dir = lp->pgroups_dir[0] ? lp->pgroups_dir : NULL;
+	s->creds = creds;
+	s->nofile = PROC_CHILD_NOFILE;
+	s->umask_private = true;
+}
+
 int local_run(struct local_provider *lp, bool track, char *const *argv, int out_fd, int *wstatus,
               struct errmsg *e)
 {
 	struct proc_creds creds;
 	struct proc_spec s;
 
-	local_creds(&lp->acct, &creds);
-	memset(&s, 0, sizeof(s));
-	s.argv = argv;
-	s.envp = local_child_env;
-	s.in_fd = -1;
-	s.out_fd = out_fd;
-	s.err_fd = out_fd;
-	/* initdb runs postgres children of its own: the whole group dies
-	 * with us, and a later mount kills what a crash left of it. */
-	s.grouping = PROC_NEW_GROUP;
-	s.die_with_parent = true;
-	s.pgroups_dir = lp->pgroups_dir[0] ? lp->pgroups_dir : NULL;
-	s.creds = &creds;
-	s.nofile = PROC_CHILD_NOFILE;
-	s.umask_private = true;
+	local_helper_spec(lp, argv, -1, out_fd, out_fd, &creds, &s);
 	pid_t pid = proc_spawn(&s, e);
 	if (pid < 0)
 		return (int)pid;
