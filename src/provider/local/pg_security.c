@@ -538,13 +538,8 @@ int sec_bring_in_line(struct local_provider *lp, const char *datadir, const char
 	free(sql);
 	if (rc)
 		return rc;
-	sql = setup_sql_for(admin);
-	if (!sql)
-		return errmsg_set(e, -ENOMEM, "out of memory");
-	rc = run_single(lp, datadir, "postgres", sql, "setting up the admin role", e);
-	free(sql);
-	if (!rc)
-		rc = sec_write_files(lp, datadir, e);
+	/* Then the admin's place, pg_hba.conf and TLS, as in a new template. */
+	rc = sec_setup_template(lp, datadir, admin, e);
 	if (!rc)
 		log_event("local: instance %s brought in line with this version in %lld ms: admin "
 		          "%s is no longer a superuser (its objects in %d databases are its own), "
