@@ -134,75 +134,76 @@ static int await_answer(PGconn *c, long long deadline, int timeout_ms, const ato
 	}
 }
 
-/* A failed statement's message, as -EIO. */
-static int result_error(const PGresult *res, struct errmsg *e)
+/* The SQLSTATEs pg_query's callers act on, as errnos; 0 for the others. */
+static int sqlstate_errno(const PGresult *res)
 {
-	char msg[1024];
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
-	snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
-	pg_trim_message(msg);
-	return errmsg_set(e, -EIO, "%s", msg);
+	if (state && strcmp(state, "42P04") == 0) /* duplicate_database */
+		return -EEXIST;
+	if (state && strcmp(state, "55006") == 0) /* object_in_use */
+		return -EBUSY;
+	if (state && strcmp(state, "3D000") == 0) /* invalid_catalog_name */
+		return -ENOENT;
+	return 0;
+}
+
+/* Waits for the answer to a query already sent and reads all of it (libpq
+ * wants every result read). Returns 0 or the first failure, its message
+ * in e; with map_sqlstate, a failure whose SQLSTATE sqlstate_errno knows
+ * returns that errno (the message stays). With out (NULL for none), the
+ * first rows are kept in *out, which is NULL unless all went well. */
+static int read_answer(PGconn *c, long long deadline, int timeout_ms, const atomic_bool *cancel,
+                       bool map_sqlstate, PGresult **out, struct errmsg *e)
+{
+	bool answered;
+	int rc = await_answer(c, deadline, timeout_ms, cancel, &answered, e);
+
+	if (!answered)
+		return rc;
+	PGresult *res;
+	while ((res = PQgetResult(c))) {
+		ExecStatusType st = PQresultStatus(res);
+		if (!rc && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+			char msg[1024];
+			snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
+			pg_trim_message(msg);
+			rc = errmsg_set(e, -EIO, "%s", msg);
+			/* The SQLSTATE says what went wrong; callers map it. */
+			int mapped = map_sqlstate ? sqlstate_errno(res) : 0;
+			if (mapped)
+				rc = mapped;
+		}
+		if (out && !rc && !*out && st == PGRES_TUPLES_OK) {
+			*out = res;
+			continue;
+		}
+		PQclear(res);
+	}
+	if (rc && out && *out) {
+		PQclear(*out);
+		*out = NULL;
+	}
+	return rc;
 }
 
 int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *cancel,
                struct errmsg *e)
 {
 	long long deadline = now_ms() + timeout_ms;
-	int rc = 0;
 
 	if (!PQsendQuery(c, sql))
 		return fail_keep(c, -EIO, e);
-	bool answered;
-	rc = await_answer(c, deadline, timeout_ms, cancel, &answered, e);
-	if (!answered)
-		return rc;
-	PGresult *res;
-	while ((res = PQgetResult(c))) {
-		ExecStatusType st = PQresultStatus(res);
-		if (!rc && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-			rc = result_error(res, e);
-		}
-		PQclear(res);
-	}
-	return rc;
+	return read_answer(c, deadline, timeout_ms, cancel, false, NULL, e);
 }
 
 int pg_query(PGconn *c, const char *sql, int nparams, const char *const *params, int timeout_ms,
              const atomic_bool *cancel, PGresult **out, struct errmsg *e)
 {
 	long long deadline = now_ms() + timeout_ms;
-	int rc = 0;
 
 	*out = NULL;
 	if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0))
 		return fail_keep(c, -EIO, e);
-	bool answered;
-	rc = await_answer(c, deadline, timeout_ms, cancel, &answered, e);
-	if (!answered)
-		return rc;
-	PGresult *res;
-	while ((res = PQgetResult(c))) {
-		ExecStatusType st = PQresultStatus(res);
-		if (!rc && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-			rc = result_error(res, e);
-			/* The SQLSTATE says what went wrong; callers map it. */
-			const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-			if (state && strcmp(state, "42P04") == 0) /* duplicate_database */
-				rc = -EEXIST;
-			else if (state && strcmp(state, "55006") == 0) /* object_in_use */
-				rc = -EBUSY;
-			else if (state && strcmp(state, "3D000") == 0) /* invalid_catalog_name */
-				rc = -ENOENT;
-		}
-		if (!rc && !*out && st == PGRES_TUPLES_OK) {
-			*out = res;
-			continue;
-		}
-		PQclear(res);
-	}
-	if (rc && *out) {
-		PQclear(*out);
-		*out = NULL;
-	}
-	return rc;
+	return read_answer(c, deadline, timeout_ms, cancel, true, out, e);
 }
