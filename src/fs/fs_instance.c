@@ -76,7 +76,12 @@ int instance_ca_path(struct dbosfs *fs, const char *name, char *out, size_t outs
 	return 1;
 }
 
-static int build_url(struct dbosfs *fs, const struct node *n, struct buf *out)
+/* url and env: content (content_url or content_env) of NAME as it is now,
+ * naming its CA when the provider has one. */
+static int build_connection_text(struct dbosfs *fs, const struct node *n,
+                                 int (*content)(const struct instance *, const char *,
+                                                struct buf *),
+                                 struct buf *out)
 {
 	struct instance inst;
 	char ca[PATH_MAX];
@@ -84,18 +89,17 @@ static int build_url(struct dbosfs *fs, const struct node *n, struct buf *out)
 	    has_ca = rc ? 0 : instance_ca_path(fs, n->name, ca, sizeof(ca));
 	if (has_ca < 0)
 		return has_ca;
-	return rc ? rc : content_url(&inst, has_ca ? ca : NULL, out);
+	return rc ? rc : content(&inst, has_ca ? ca : NULL, out);
+}
+
+static int build_url(struct dbosfs *fs, const struct node *n, struct buf *out)
+{
+	return build_connection_text(fs, n, content_url, out);
 }
 
 static int build_env(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
-	struct instance inst;
-	char ca[PATH_MAX];
-	int rc = current(fs, n, &inst),
-	    has_ca = rc ? 0 : instance_ca_path(fs, n->name, ca, sizeof(ca));
-	if (has_ca < 0)
-		return has_ca;
-	return rc ? rc : content_env(&inst, has_ca ? ca : NULL, out);
+	return build_connection_text(fs, n, content_env, out);
 }
 
 static bool has_ca(struct dbosfs *fs)
