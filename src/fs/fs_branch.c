@@ -64,6 +64,23 @@ static void inherit_password_undo(struct dbosfs *fs, const char *newname, int rc
 	secret_wipe(ip->previous, sizeof(ip->previous));
 }
 
+/* What branch and restore (verb) check first: NEWNAME is a valid name no
+ * instance has, and NAME (copied to src) still exists. */
+static int check_copy(struct dbosfs *fs, const char *verb, const char *name, const char *newname,
+                      struct instance *src, struct errmsg *e)
+{
+	struct errmsg why = {{0}};
+	int rc = validate_instance_name(newname, &why);
+	if (rc)
+		return errmsg_set(e, rc, "%s of %s refused: %s", verb, name, why.text);
+	if (!state_get(fs->cache, name, src))
+		return errmsg_set(e, -ENOENT, "%s of %s failed: it is gone", verb, name);
+	if (state_get(fs->cache, newname, NULL))
+		return errmsg_set(e, -EEXIST, "%s of %s as %s refused: the instance exists", verb,
+		                  name, newname);
+	return 0;
+}
+
 int write_branch(struct dbosfs *fs, const struct node *n, const char *newname, struct errmsg *e)
 {
 	const char *name = n->name;
@@ -71,14 +88,9 @@ int write_branch(struct dbosfs *fs, const struct node *n, const char *newname, s
 	struct instance src, inst = {0};
 	struct inherited_password ip;
 
-	int rc = validate_instance_name(newname, &why);
+	int rc = check_copy(fs, "branch", name, newname, &src, e);
 	if (rc)
-		return errmsg_set(e, rc, "branch of %s refused: %s", name, why.text);
-	if (!state_get(fs->cache, name, &src))
-		return errmsg_set(e, -ENOENT, "branch of %s failed: it is gone", name);
-	if (state_get(fs->cache, newname, NULL))
-		return errmsg_set(e, -EEXIST, "branch of %s as %s refused: the instance exists",
-		                  name, newname);
+		return rc;
 	if (!fs->provider->ops->branch)
 		return errmsg_set(e, -EOPNOTSUPP,
 		                  "branch of %s refused: the %s provider cannot "
@@ -218,14 +230,9 @@ int write_restore(struct dbosfs *fs, const struct node *n, const char *value, st
 		                  "restore of %s refused: '%.63s' is not an RFC 3339 time (e.g. "
 		                  "2026-11-30T21:00:00Z)",
 		                  name, when);
-	int rc = validate_instance_name(newname, &why);
+	int rc = check_copy(fs, "restore", name, newname, &src, e);
 	if (rc)
-		return errmsg_set(e, rc, "restore of %s refused: %s", name, why.text);
-	if (!state_get(fs->cache, name, &src))
-		return errmsg_set(e, -ENOENT, "restore of %s failed: it is gone", name);
-	if (state_get(fs->cache, newname, NULL))
-		return errmsg_set(e, -EEXIST, "restore of %s as %s refused: the instance exists",
-		                  name, newname);
+		return rc;
 	if (!fs->provider->ops->restore)
 		return errmsg_set(e, -EOPNOTSUPP,
 		                  "restore of %s refused: the %s provider cannot restore", name,
