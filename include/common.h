@@ -39,4 +39,8 @@ extern int (*op_interrupted_hook)(void);
 /* Monotonic clock in milliseconds. */
 long long now_ms(void);
 
+/* Wall-clock ms since the epoch as RFC 3339 UTC to the second
+ * (2026-11-30T21:00:00Z), the form restore files show and accept. */
+void format_rfc3339_utc(long long ms, char *out, size_t outsz);
+
 #endif

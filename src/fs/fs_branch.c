@@ -172,14 +172,6 @@ static int parse_rfc3339(const char *s, long long *ms)
 	return 0;
 }
 
-static void format_rfc3339(long long ms, char *out, size_t outsz)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(out, outsz, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 int build_restore(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
 	struct instance inst;
@@ -195,8 +187,8 @@ int build_restore(struct dbosfs *fs, const struct node *n, struct buf *out)
 	    fs->provider->ops->restore_window(fs->provider, &inst, &earliest, &latest, &bytes, &e);
 	if (rc)
 		return buf_printf(out, "no restorable window: %s\n", e.text);
-	format_rfc3339(earliest, a, sizeof(a));
-	format_rfc3339(latest, b, sizeof(b));
+	format_rfc3339_utc(earliest, a, sizeof(a));
+	format_rfc3339_utc(latest, b, sizeof(b));
 	return buf_printf(out, "earliest: %s\nlatest: %s\n", a, b);
 }
 

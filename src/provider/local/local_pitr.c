@@ -431,14 +431,6 @@ static int archive_up_to_now(struct local_provider *lp, const char *name, const 
 	return 0;
 }
 
-static void format_time(long long ms, char *out, size_t outsz)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(out, outsz, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 int local_restore(struct provider *p, const struct instance *inst, long long target_ms,
                   const char *newname, const char *password, struct instance *out, struct errmsg *e)
 {
@@ -455,8 +447,8 @@ int local_restore(struct provider *p, const struct instance *inst, long long tar
 	}
 	if (rc)
 		return rc;
-	format_time(earliest, a, sizeof(a));
-	format_time(latest, b, sizeof(b));
+	format_rfc3339_utc(earliest, a, sizeof(a));
+	format_rfc3339_utc(latest, b, sizeof(b));
 	if (target_ms < earliest || target_ms > latest)
 		return errmsg_set(e, -EINVAL,
 		                  "that time is outside the restorable window of %s: earliest: %s, "
