@@ -32,6 +32,16 @@ def unique_name(prefix="t"):
     return f"{prefix}{os.getpid() % 1000}_{next(_counter)}"[:16]
 
 
+def wait_for(pred, timeout, what):
+    """Polls pred until it is true; AssertionError naming what after timeout s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def errno_of(fn, *args, **kwargs):
     try:
         fn(*args, **kwargs)

@@ -29,19 +29,10 @@ import time
 import psycopg2
 import pytest
 
-from conftest import Mount, make_base, unique_name
+from conftest import Mount, make_base, unique_name, wait_for
 
 CRASH_EXIT = 86
 NEW_PASSWORD = "Crashproof{}xyz42"
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pgpass_creds(m, name):

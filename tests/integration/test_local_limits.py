@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import Mount, make_base, unique_name
+from conftest import Mount, make_base, unique_name, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit")
 
@@ -31,15 +31,6 @@ def set_soft_nofile(pid, soft):
 
 def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,9 @@ import time
 import psycopg2
 import pytest
 
-from conftest import Mount, make_base, unique_name
+from conftest import Mount, make_base, unique_name, wait_for
 
 CRASH_EXIT = 86
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def postmasters(state_dir):
