@@ -33,6 +33,11 @@ int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *ca
 int pg_query(PGconn *c, const char *sql, int nparams, const char *const *params, int timeout_ms,
              const atomic_bool *cancel, PGresult **out, struct errmsg *e);
 
+/* While on (this thread only), op_interrupted() does not stop pg_*
+ * calls: the cleanup that a Ctrl-C itself asked for (cancelling what the
+ * interrupted run left on the server) must still reach the server. */
+void pg_ignore_interrupt(bool on);
+
 /* libpq messages end with a newline and may span lines: one line, no
  * trailing blanks. */
 void pg_trim_message(char *m);

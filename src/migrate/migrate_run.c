@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pg.h"
 #include "proc.h"
 #include "redact.h"
 
@@ -44,7 +45,7 @@ extern char **environ;
 #define EXIT_DRAIN_MS       200  /* output still arriving after the command exited */
 #define PUBLISH_MS          200  /* live report refreshed at most this often */
 #define CANCEL_WAIT_MS      2000 /* pg_cancel_backend, then pg_terminate_backend */
-#define CONNECT_TIMEOUT_S   "10"
+#define CONNECT_TIMEOUT_MS  10000
 #define DB_QUERY_TIMEOUT_MS 60000
 #define CMD_IN_MESSAGE_MAX  200
 #define RUN_TAG_VAR         "DBOSFS_MIGRATION_RUN"
@@ -110,176 +111,51 @@ static int build_url(const struct migrate_target *t, const char *db, struct buf 
 
 /* ---- the application database ---------------------------------------- */
 
-/* Set while cleaning up after an interrupt: the writer's Ctrl-C is still
- * pending then, and must not stop the cancellation it asked for. */
-static __thread bool pq_ignore_interrupt;
-
-/* Waits until the connection's socket is ready, polling op_interrupted(). */
-static int pq_wait_socket(PGconn *c, bool for_write, long long deadline, struct errmsg *e)
-{
-	for (;;) {
-		struct pollfd p = {.fd = PQsocket(c), .events = for_write ? POLLOUT : POLLIN};
-		int n;
-
-		if (p.fd < 0)
-			return errmsg_set(e, -EIO, "lost the database connection");
-		if (!pq_ignore_interrupt && op_interrupted())
-			return errmsg_set(e, -EINTR, "interrupted while talking to the database");
-		if (now_ms() >= deadline)
-			return errmsg_set(e, -EIO, "the database did not answer in time");
-		n = poll(&p, 1, POLL_MS);
-		if (n > 0)
-			return 0;
-		if (n < 0 && errno != EINTR)
-			return errmsg_set(e, -EIO, "poll: %s", strerror(errno));
-	}
-}
-
-static void trim_pq_message(char *m)
-{
-	size_t n = strlen(m);
-
-	while (n && (m[n - 1] == '\n' || m[n - 1] == ' '))
-		m[--n] = '\0';
-	for (char *p = m; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
-}
-
-static int pq_connect(const struct migrate_target *t, const char *appname, PGconn **out,
+/* Connects as the target's admin to its postgres database (pg.h: Ctrl-C
+ * ends the wait at once). Every failure but an interrupt is -EIO. */
+static int db_connect(const struct migrate_target *t, const char *appname, PGconn **out,
                       struct errmsg *e)
 {
 	char port[16];
+	snprintf(port, sizeof(port), "%d", t->port);
 	/* Keywords, never a conninfo string: the password must not pass
 	 * through any text that could end up in a message. */
-	const char *keys[] = {
-	    "host", "port", "user", "password", "dbname", "connect_timeout", "application_name",
-	    NULL};
+	const char *keys[] = {"host", "port", "user", "password", "dbname", "application_name", NULL};
 	const char *vals[] = {t->host && *t->host ? t->host : NULL,
-	                      NULL,
+	                      t->port > 0 ? port : NULL,
 	                      t->user,
 	                      t->password && *t->password ? t->password : NULL,
 	                      "postgres",
-	                      CONNECT_TIMEOUT_S,
 	                      appname,
 	                      NULL};
-	long long deadline = now_ms() + 1000LL * atoi(CONNECT_TIMEOUT_S);
-	PGconn *c;
-	int rc;
+	struct errmsg why = {{0}};
+	int rc = pg_connect(keys, vals, CONNECT_TIMEOUT_MS, NULL, out, &why);
 
-	snprintf(port, sizeof(port), "%d", t->port);
-	vals[1] = t->port > 0 ? port : NULL;
-	c = PQconnectStartParams(keys, vals, 0);
-	if (!c)
-		return -ENOMEM;
-	for (;;) {
-		PostgresPollingStatusType st = PQconnectPoll(c);
-
-		if (st == PGRES_POLLING_OK)
-			break;
-		if (st == PGRES_POLLING_FAILED) {
-			char msg[1024];
-
-			snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c));
-			trim_pq_message(msg);
-			PQfinish(c);
-			return errmsg_set(e, -EIO, "cannot connect to %s:%d as %s: %s",
-			                  t->host ? t->host : "(default)", t->port,
-			                  t->user ? t->user : "(default)", msg);
-		}
-		rc = pq_wait_socket(c, st == PGRES_POLLING_WRITING, deadline, e);
-		if (rc) {
-			PQfinish(c);
-			if (rc == -EIO)
-				return errmsg_set(e, -EIO, "cannot connect to %s:%d: timed out",
-				                  t->host ? t->host : "(default)", t->port);
-			return rc;
-		}
-	}
-	if (PQsetnonblocking(c, 1) != 0) {
-		PQfinish(c);
-		return errmsg_set(e, -EIO, "cannot switch the connection to non-blocking mode");
-	}
-	*out = c;
+	if (rc == -EINTR || rc == -ENOMEM)
+		return errmsg_set(e, rc, "%s", why.text);
+	if (rc)
+		return errmsg_set(e, -EIO, "cannot connect to %s:%d as %s: %s",
+		                  t->host ? t->host : "(default)", t->port,
+		                  t->user ? t->user : "(default)", why.text);
 	return 0;
 }
 
-/* Runs one statement with nparams text parameters; *rows gets the row
- * count of a SELECT and *result (if not NULL) the result itself. On
- * interrupt the server is asked to cancel. sqlstate receives the error's
- * SQLSTATE. */
-static int pq_query(PGconn *c, const char *sql, int nparams, const char *const *params, int *rows,
-                    PGresult **result, char sqlstate[6], struct errmsg *e)
+/* One statement with at most one text parameter. *res (if not NULL) gets
+ * its rows. 0, -EINTR, -EEXIST/-EBUSY/-ENOENT as pg_query maps them, or
+ * -EIO (a timeout too) with the server's message. */
+static int db_query(PGconn *c, const char *sql, const char *param, PGresult **res,
+                    struct errmsg *e)
 {
-	long long deadline = now_ms() + DB_QUERY_TIMEOUT_MS;
-	PGresult *res;
-	int rc = 0, f;
-
-	sqlstate[0] = '\0';
-	if (result)
-		*result = NULL;
-	if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0))
-		goto pq_error;
-	while ((f = PQflush(c)) == 1)
-		if ((rc = pq_wait_socket(c, true, deadline, e)))
-			goto cancel;
-	if (f < 0)
-		goto pq_error;
-	while (PQisBusy(c)) {
-		if ((rc = pq_wait_socket(c, false, deadline, e)))
-			goto cancel;
-		if (!PQconsumeInput(c))
-			goto pq_error;
-	}
-	while ((res = PQgetResult(c))) {
-		ExecStatusType st = PQresultStatus(res);
-
-		if (st == PGRES_TUPLES_OK && rows)
-			*rows = PQntuples(res);
-		if (st == PGRES_TUPLES_OK && result && !*result) {
-			*result = res;
-			continue;
-		}
-		if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && !rc) {
-			const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-			char msg[1024];
-
-			snprintf(sqlstate, 6, "%s", code ? code : "");
-			snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
-			trim_pq_message(msg);
-			rc = errmsg_set(e, -EIO, "%s", msg);
-		}
-		PQclear(res);
-	}
-	if (rc && result && *result) {
-		PQclear(*result);
-		*result = NULL;
-	}
+	PGresult *r = NULL;
+	int rc = pg_query(c, sql, param ? 1 : 0, param ? &param : NULL, DB_QUERY_TIMEOUT_MS, NULL,
+	                  &r, e);
+	if (rc == -ETIMEDOUT)
+		rc = -EIO;
+	if (res)
+		*res = r;
+	else
+		PQclear(r);
 	return rc;
-
-cancel : {
-	PGcancel *cn = PQgetCancel(c);
-	char ebuf[256];
-
-	if (cn) {
-		PQcancel(cn, ebuf, sizeof(ebuf));
-		PQfreeCancel(cn);
-	}
-	return rc;
-}
-pq_error : {
-	char msg[1024];
-
-	snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c));
-	trim_pq_message(msg);
-	return errmsg_set(e, -EIO, "%s", msg);
-}
-}
-
-static int pq_exec(PGconn *c, const char *sql, const char *param, int *rows, char sqlstate[6],
-                   struct errmsg *e)
-{
-	return pq_query(c, sql, param ? 1 : 0, param ? &param : NULL, rows, NULL, sqlstate, e);
 }
 
 /* CREATE DATABASE if it is not there yet; *created says whether it was.
@@ -290,31 +166,23 @@ static int ensure_database(const struct migrate_target *t, const char *db, bool 
 {
 	PGconn *c = NULL;
 	PGresult *res = NULL;
-	char state[6], *ident = NULL, *sql = NULL;
-	int rows = 0, rc;
+	char *ident = NULL, *sql = NULL;
+	const char *doing = "look up";
+	int rc;
 
 	*created = false;
-	rc = pq_connect(t, "dbosfs-migrate", &c, e);
+	rc = db_connect(t, "dbosfs-migrate", &c, e);
 	if (rc)
 		return rc;
 	if (tls)
 		*tls = PQsslInUse(c) != 0;
-	if (now_out && pq_query(c, "SELECT now()::text", 0, NULL, &rows, &res, state, e) == 0 &&
-	    rows == 1)
+	if (now_out && db_query(c, "SELECT now()::text", NULL, &res, e) == 0 && res &&
+	    PQntuples(res) == 1)
 		snprintf(now_out, now_sz, "%s", PQgetvalue(res, 0, 0));
 	PQclear(res);
-	rows = 0;
-	rc = pq_exec(c, "SELECT 1 FROM pg_database WHERE datname = $1", db, &rows, state, e);
-	if (rc) {
-		if (rc == -EIO) {
-			char why[ERRMSG_MAX];
-
-			snprintf(why, sizeof(why), "%s", e->text);
-			errmsg_set(e, -EIO, "cannot look up database %s: %s", db, why);
-		}
-		goto out;
-	}
-	if (rows > 0)
+	res = NULL;
+	rc = db_query(c, "SELECT 1 FROM pg_database WHERE datname = $1", db, &res, e);
+	if (rc || (res && PQntuples(res) > 0))
 		goto out;
 	ident = PQescapeIdentifier(c, db, strlen(db));
 	if (!ident || asprintf(&sql, "CREATE DATABASE %s", ident) < 0) {
@@ -322,18 +190,20 @@ static int ensure_database(const struct migrate_target *t, const char *db, bool 
 		rc = errmsg_set(e, -ENOMEM, "out of memory");
 		goto out;
 	}
-	rc = pq_exec(c, sql, NULL, NULL, state, e);
-	if (rc == -EIO && strcmp(state, "42P04") == 0) {
+	doing = "create";
+	rc = db_query(c, sql, NULL, NULL, e);
+	if (rc == -EEXIST)
 		rc = 0; /* created by someone else meanwhile: just as good */
-	} else if (rc == -EIO) {
+	else if (!rc)
+		*created = true;
+out:
+	if (rc && rc != -EINTR && rc != -ENOMEM) {
 		char why[ERRMSG_MAX];
 
 		snprintf(why, sizeof(why), "%s", e->text);
-		errmsg_set(e, -EIO, "cannot create database %s: %s", db, why);
-	} else if (!rc) {
-		*created = true;
+		rc = errmsg_set(e, -EIO, "cannot %s database %s: %s", doing, db, why);
 	}
-out:
+	PQclear(res);
 	free(sql);
 	PQfreemem(ident);
 	PQfinish(c);
@@ -1158,25 +1028,25 @@ static void stop_server_work(struct run *r, const char *since)
 	struct errmsg e = {{0}};
 	PGresult *res = NULL;
 	PGconn *c = NULL;
-	char state[6];
-	int rows = 0;
+	int rows;
 
-	pq_ignore_interrupt = true;
-	if (pq_connect(r->req->target, "dbosfs-migrate-cancel", &c, &e) != 0) {
+	pg_ignore_interrupt(true);
+	if (db_connect(r->req->target, "dbosfs-migrate-cancel", &c, &e) != 0) {
 		report_add(r, "server: could not check for statements left running: %s\n", e.text);
 		goto out;
 	}
-	if (pq_query(c, find, 2, params, &rows, &res, state, &e) != 0) {
+	if (pg_query(c, find, 2, params, DB_QUERY_TIMEOUT_MS, NULL, &res, &e) != 0) {
 		report_add(r, "server: could not list the run's sessions: %s\n", e.text);
 		goto out;
 	}
+	rows = res ? PQntuples(res) : 0;
 	for (int i = 0; i < rows; i++) {
 		const char *pid = PQgetvalue(res, i, 0);
 		char *q = PQgetvalue(res, i, 2);
 		for (char *p = q; *p; p++)
 			if ((unsigned char)*p < 0x20 || *p == 0x7f)
 				*p = ' ';
-		if (pq_exec(c, "SELECT pg_cancel_backend($1::int)", pid, NULL, state, &e) == 0)
+		if (db_query(c, "SELECT pg_cancel_backend($1::int)", pid, NULL, &e) == 0)
 			report_add(r, "server: cancelled the %s statement of session %s: %s\n",
 			           PQgetvalue(res, i, 1), pid, q);
 	}
@@ -1192,20 +1062,21 @@ static void stop_server_work(struct run *r, const char *since)
 		proc_sleep_ms(100);
 		PQclear(res);
 		res = NULL;
-		rows = 0;
-		if (pq_query(c, find, 2, params, &rows, &res, state, &e) != 0 || !rows)
+		if (pg_query(c, find, 2, params, DB_QUERY_TIMEOUT_MS, NULL, &res, &e) != 0)
+			break;
+		if (!(rows = res ? PQntuples(res) : 0))
 			break;
 	}
 	for (int i = 0; res && i < rows; i++) {
 		const char *pid = PQgetvalue(res, i, 0);
-		if (pq_exec(c, "SELECT pg_terminate_backend($1::int)", pid, NULL, state, &e) == 0)
+		if (db_query(c, "SELECT pg_terminate_backend($1::int)", pid, NULL, &e) == 0)
 			report_add(r, "server: terminated session %s (still %s after the cancel)\n",
 			           pid, PQgetvalue(res, i, 1));
 	}
 out:
 	PQclear(res);
 	PQfinish(c);
-	pq_ignore_interrupt = false;
+	pg_ignore_interrupt(false);
 }
 
 /* ---- the run ------------------------------------------------------------------ */

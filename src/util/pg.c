@@ -8,6 +8,18 @@
 
 #define PG_POLL_SLICE_MS 50 /* how soon a cancel or Ctrl-C is noticed */
 
+static __thread bool ignore_interrupt;
+
+void pg_ignore_interrupt(bool on)
+{
+	ignore_interrupt = on;
+}
+
+static bool stop_asked(const atomic_bool *cancel)
+{
+	return (cancel && atomic_load(cancel)) || (!ignore_interrupt && op_interrupted());
+}
+
 void pg_trim_message(char *m)
 {
 	size_t n = strlen(m);
@@ -57,7 +69,7 @@ int pg_connect(const char *const *keys, const char *const *vals, int timeout_ms,
 			break;
 		if (want == PGRES_POLLING_FAILED)
 			return fail(c, -EIO, e, "connection failed");
-		if ((cancel && atomic_load(cancel)) || op_interrupted()) {
+		if (stop_asked(cancel)) {
 			PQfinish(c);
 			return errmsg_set(e, -EINTR, "interrupted while connecting to the server");
 		}
@@ -113,7 +125,7 @@ static int await_answer(PGconn *c, long long deadline, int timeout_ms, const ato
 			*answered = true;
 			return rc;
 		}
-		if (!rc && ((cancel && atomic_load(cancel)) || op_interrupted())) {
+		if (!rc && stop_asked(cancel)) {
 			rc = errmsg_set(e, -EINTR, "interrupted");
 			cancelled_at = now_ms();
 			cancel_query(c);
