@@ -120,7 +120,8 @@ static int db_connect(const struct migrate_target *t, const char *appname, PGcon
 	snprintf(port, sizeof(port), "%d", t->port);
 	/* Keywords, never a conninfo string: the password must not pass
 	 * through any text that could end up in a message. */
-	const char *keys[] = {"host", "port", "user", "password", "dbname", "application_name", NULL};
+	const char *keys[] = {"host", "port", "user", "password", "dbname", "application_name",
+	                      NULL};
 	const char *vals[] = {t->host && *t->host ? t->host : NULL,
 	                      t->port > 0 ? port : NULL,
 	                      t->user,
@@ -143,8 +144,7 @@ static int db_connect(const struct migrate_target *t, const char *appname, PGcon
 /* One statement with at most one text parameter. *res (if not NULL) gets
  * its rows. 0, -EINTR, -EEXIST/-EBUSY/-ENOENT as pg_query maps them, or
  * -EIO (a timeout too) with the server's message. */
-static int db_query(PGconn *c, const char *sql, const char *param, PGresult **res,
-                    struct errmsg *e)
+static int db_query(PGconn *c, const char *sql, const char *param, PGresult **res, struct errmsg *e)
 {
 	PGresult *r = NULL;
 	int rc = pg_query(c, sql, param ? 1 : 0, param ? &param : NULL, DB_QUERY_TIMEOUT_MS, NULL,
