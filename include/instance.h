@@ -29,6 +29,18 @@ void instance_list_free(struct instance_list *l);
 /* Appends a copy; 0 or -ENOMEM. */
 int instance_list_push(struct instance_list *l, const struct instance *inst);
 
+/* One database inside an instance (NAME/databases/DB). */
+struct database_info {
+	char name[64];
+	long long size; /* bytes, pg_database_size */
+};
+
+struct database_list {
+	struct database_info *items;
+	size_t count;
+};
+void database_list_free(struct database_list *l);
+
 /* The user to log in as: DatabaseUsername, except for Supabase-linked
  * instances, which Supabase's pooler knows as postgres.REF (as the CLI's
  * `db url` prints it). */

@@ -27,18 +27,6 @@
 struct provider;
 struct dbosfs_options;
 
-/* One database inside an instance (NAME/databases/DB). */
-struct database_info {
-	char name[64];
-	long long size; /* bytes, pg_database_size */
-};
-
-struct database_list {
-	struct database_info *items;
-	size_t count;
-};
-void database_list_free(struct database_list *l);
-
 /* .dbosfs/link: what to link (inputs validated by the fs layer). */
 struct link_request {
 	const char *name;         /* the instance name to serve it as */

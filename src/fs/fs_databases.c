@@ -46,6 +46,7 @@ struct db_inst {
 	unsigned long gen; /* bumped by every change through the mount */
 	struct database_list list;
 	char error[ERRMSG_MAX]; /* why the last list failed, "" if it did not */
+	int error_rc;           /* and its errno */
 	struct db_confirm *confirms;
 	struct db_inst *next;
 };
@@ -193,6 +194,7 @@ void fs_databases_refresh(void *arg)
 				di->error[0] = '\0';
 			} else {
 				snprintf(di->error, sizeof(di->error), "%s", e.text);
+				di->error_rc = rc;
 			}
 		}
 		pthread_mutex_unlock(&fs->dbs->lock);
@@ -240,6 +242,23 @@ static int list_databases(struct dbosfs *fs, const struct node *dir, char ***nam
 	}
 	*names = NULL;
 	*count = 0;
+	/* No saved password was the last word: if one has been saved since,
+	 * the first list is awaited again rather than the old refusal served. */
+	pthread_mutex_lock(&fs->dbs->lock);
+	struct db_inst *old = find_inst(fs->dbs, dir->name, false);
+	bool retry = old && !old->listed && old->error_rc == -ENODATA;
+	pthread_mutex_unlock(&fs->dbs->lock);
+	char pw[PASSWORD_MAX + 2];
+	if (retry && secret_get(&fs->secrets, dir->name, pw, sizeof(pw), NULL) == 0) {
+		pthread_mutex_lock(&fs->dbs->lock);
+		old = find_inst(fs->dbs, dir->name, false);
+		if (old && !old->listed && old->error_rc == -ENODATA) {
+			old->error[0] = '\0';
+			old->error_rc = 0;
+		}
+		pthread_mutex_unlock(&fs->dbs->lock);
+	}
+	secret_wipe(pw, sizeof(pw));
 	wait_first_list(fs, dir->name);
 	pthread_mutex_lock(&fs->dbs->lock);
 	struct db_inst *di = find_inst(fs->dbs, dir->name, true);
@@ -253,7 +272,8 @@ static int list_databases(struct dbosfs *fs, const struct node *dir, char ***nam
 		if (di->error[0]) {
 			snprintf(msg, sizeof(msg), "ls %s/databases failed: %s", dir->name,
 			         di->error);
-			rc = -EIO;
+			/* No saved password is the user's to fix: said as such. */
+			rc = di->error_rc == -ENODATA ? -ENODATA : -EIO;
 		} else {
 			snprintf(msg, sizeof(msg),
 			         "ls %s/databases: the list of databases is being fetched; try "

@@ -108,17 +108,32 @@ static int read_file_into(const char *path, struct buf *out)
 	return 0;
 }
 
-int cloud_http_load_cas(struct cloud *c, const char *cafile, struct errmsg *e)
+char *cloud_http_system_cas(void)
 {
 	static const char *const fallbacks[] = {
 	    "/etc/ssl/certs/ca-certificates.crt",
 	    "/etc/pki/tls/certs/ca-bundle.crt",
 	    "/etc/ssl/cert.pem",
 	};
-	struct buf extra = BUF_INIT, all = BUF_INIT;
 	const char *sys = NULL;
-	char *sysdup = NULL;
-	CURL *h;
+	char *path = NULL;
+	CURL *h = curl_easy_init();
+
+	if (h && curl_easy_getinfo(h, CURLINFO_CAINFO, &sys) == CURLE_OK && sys &&
+	    access(sys, R_OK) == 0)
+		path = strdup(sys);
+	if (h)
+		curl_easy_cleanup(h);
+	for (size_t i = 0; !path && i < sizeof(fallbacks) / sizeof(fallbacks[0]); i++)
+		if (access(fallbacks[i], R_OK) == 0)
+			path = strdup(fallbacks[i]);
+	return path;
+}
+
+int cloud_http_load_cas(struct cloud *c, const char *cafile, struct errmsg *e)
+{
+	struct buf extra = BUF_INIT, all = BUF_INIT;
+	char *sys;
 	int rc;
 
 	if (!cafile || !*cafile)
@@ -134,20 +149,10 @@ int cloud_http_load_cas(struct cloud *c, const char *cafile, struct errmsg *e)
 	}
 	/* A CA blob replaces libcurl's default file, so put the system CAs in
 	 * it too: the extra CA adds trust, it does not take any away. */
-	h = curl_easy_init();
-	if (h && curl_easy_getinfo(h, CURLINFO_CAINFO, &sys) == CURLE_OK && sys)
-		sysdup = strdup(sys);
-	if (h)
-		curl_easy_cleanup(h);
-	if (!sysdup || read_file_into(sysdup, &all) < 0) {
+	sys = cloud_http_system_cas();
+	if (!sys || read_file_into(sys, &all) < 0)
 		buf_reset(&all);
-		for (size_t i = 0; i < sizeof(fallbacks) / sizeof(fallbacks[0]); i++)
-			if (read_file_into(fallbacks[i], &all) == 0)
-				break;
-			else
-				buf_reset(&all);
-	}
-	free(sysdup);
+	free(sys);
 	if (buf_puts(&all, "\n") < 0 || buf_append(&all, extra.data, extra.len) < 0) {
 		buf_free(&extra);
 		buf_free(&all);

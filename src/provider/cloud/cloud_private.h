@@ -140,6 +140,11 @@ struct cloud {
 	/* Trusted CAs: system bundle plus the cafile, handed to every handle. */
 	char *ca_blob;
 	size_t ca_blob_len;
+	/* The same trust for NAME/databases/'s PostgreSQL connections
+	 * (sslmode=verify-full): the system bundle, or with a cafile,
+	 * STATE_DIR/cloud-ca.pem holding ca_blob. NULL: no bundle found,
+	 * sslmode=require (encrypted, server not verified). */
+	char *pg_rootcert;
 
 	/* Never held across the network: a refresh marks itself in
 	 * `refreshing`, drops the lock for its POST and broadcasts
@@ -186,6 +191,9 @@ int cloud_http_perform(struct cloud *c, enum http_method m, const char *url,
 void http_result_free(struct http_result *r);
 /* Frees idle handles (before fork, on stop). */
 void cloud_http_pool_drain(struct cloud *c);
+/* The system CA bundle's path (libcurl's default, else a usual place);
+ * malloc'd, NULL if none is readable. */
+char *cloud_http_system_cas(void);
 /* Loads system CAs + cafile into c->ca_blob (cafile may be NULL). */
 int cloud_http_load_cas(struct cloud *c, const char *cafile, struct errmsg *e);
 

@@ -14,6 +14,7 @@
 #include "cloud_private.h"
 #include "log.h"
 #include "options.h"
+#include "pgdb.h"
 #include "provider.h"
 
 static struct cloud *cloud_of(struct provider *p)
@@ -398,6 +399,7 @@ static void cloud_destroy_priv(struct cloud *c)
 	free(c->org);
 	free(c->user);
 	free(c->ca_blob);
+	free(c->pg_rootcert);
 	free(c->apps_rows);
 	pthread_mutex_destroy(&c->apps_lock);
 	cloud_locks_destroy(c);
@@ -463,6 +465,66 @@ static int cloud_branch(struct provider *p, const struct instance *inst, const c
 	return cloud_restore(p, inst, ts.tv_sec * 1000LL, newname, NULL, out, e);
 }
 
+/* ---- NAME/databases/: SQL on the instance itself (util/pgdb.c) ---- */
+
+#define CLOUD_PG_CONNECT_TIMEOUT_MS 5000
+
+/* The admin's connection to inst: TLS, with the saved password. Without
+ * one there is nothing to connect with: -ENODATA, saying how to save one. */
+static int cloud_db_target(struct cloud *c, const struct instance *inst, const char *password,
+                           char *user, size_t usersz, struct pgdb_target *t, struct errmsg *e)
+{
+	if (!password)
+		return errmsg_set(e, -ENODATA,
+		                  "this mount has no saved password for %s, and the databases are "
+		                  "listed by connecting as its admin: write the password to "
+		                  "%s/password (it resets the admin's password to that value; the "
+		                  "mount saves it) or create the instance with mkdir",
+		                  inst->name, inst->name);
+	if (!inst->host[0] || inst->port <= 0)
+		return errmsg_set(e, -EAGAIN, "DBOS Cloud has not given %s a host and port yet",
+		                  inst->name);
+	instance_login_user(inst, user, usersz);
+	*t = (struct pgdb_target){
+	    .instance = inst->name,
+	    .host = inst->host,
+	    .port = inst->port,
+	    .user = user,
+	    .password = password,
+	    .sslmode = c->pg_rootcert ? "verify-full" : "require",
+	    .sslrootcert = c->pg_rootcert,
+	    .connect_timeout_ms = CLOUD_PG_CONNECT_TIMEOUT_MS,
+	};
+	return 0;
+}
+
+static int cloud_list_databases(struct provider *p, const struct instance *inst,
+                                const char *password, struct database_list *out, struct errmsg *e)
+{
+	struct pgdb_target t;
+	char user[160];
+	int rc = cloud_db_target(cloud_of(p), inst, password, user, sizeof(user), &t, e);
+	return rc ? rc : pgdb_list(&t, out, e);
+}
+
+static int cloud_create_database(struct provider *p, const struct instance *inst,
+                                 const char *password, const char *db, struct errmsg *e)
+{
+	struct pgdb_target t;
+	char user[160];
+	int rc = cloud_db_target(cloud_of(p), inst, password, user, sizeof(user), &t, e);
+	return rc ? rc : pgdb_create(&t, db, inst->username, e);
+}
+
+static int cloud_drop_database(struct provider *p, const struct instance *inst,
+                               const char *password, const char *db, struct errmsg *e)
+{
+	struct pgdb_target t;
+	char user[160];
+	int rc = cloud_db_target(cloud_of(p), inst, password, user, sizeof(user), &t, e);
+	return rc ? rc : pgdb_drop(&t, db, e);
+}
+
 static const struct provider_ops cloud_ops = {
     .kind = "cloud",
     .slow_mutations = true,
@@ -478,6 +540,9 @@ static const struct provider_ops cloud_ops = {
     .branch = cloud_branch,
     .restore = cloud_restore,
     .link = cloud_link,
+    .list_databases = cloud_list_databases,
+    .create_database = cloud_create_database,
+    .drop_database = cloud_drop_database,
 };
 
 static bool domain_ok(const char *d)
@@ -564,6 +629,25 @@ static int check_token(struct cloud *c, struct errmsg *e)
 		                  "them failed: %.1500s; run `npx dbos-cloud login`",
 		                  c->creds.path, why.text);
 	return 0;
+}
+
+/* NAME/databases/ trusts what the API calls trust: the system CAs, plus
+ * the cafile when there is one (written beside the state, as libpq reads a
+ * file). */
+static int pick_pg_rootcert(struct cloud *c, const char *state_dir, struct errmsg *e)
+{
+	if (!c->ca_blob) {
+		c->pg_rootcert = cloud_http_system_cas();
+		if (!c->pg_rootcert)
+			log_error("no system CA bundle found: NAME/databases/ connects with "
+			          "sslmode=require (encrypted, server not verified)");
+		return 0;
+	}
+	if (asprintf(&c->pg_rootcert, "%s/cloud-ca.pem", state_dir) < 0) {
+		c->pg_rootcert = NULL;
+		return errmsg_set(e, -ENOMEM, "out of memory");
+	}
+	return cloud_credentials_replace(c->pg_rootcert, c->ca_blob, NULL, e);
 }
 
 struct profile {
@@ -674,6 +758,9 @@ int cloud_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	if (rc < 0)
 		goto fail;
 	rc = cloud_http_load_cas(c, opt->cafile, e);
+	if (rc < 0)
+		goto fail;
+	rc = pick_pg_rootcert(c, opt->state_dir, e);
 	if (rc < 0)
 		goto fail;
 	rc = check_token(c, e);
