@@ -5,14 +5,12 @@
  * the group if the daemon dies. Creates the application database first and
  * the DBOS system database last. The report grows while the run goes and is
  * masked (redact.h) before anything is cut or shown. */
-#include "migrate.h"
+#include "migrate_internal.h"
 
-#include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <libpq-fe.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -20,10 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +28,9 @@
 #include "redact.h"
 
 extern char **environ;
+
+/* Numbers the runs of this daemon (their tags). */
+static atomic_uint run_counter;
 
 /* Per command, 64 KiB of output in the report: the first part as it comes
  * (live), the last part when the command ends. */
@@ -48,8 +45,6 @@ extern char **environ;
 #define CONNECT_TIMEOUT_MS  10000
 #define DB_QUERY_TIMEOUT_MS 60000
 #define CMD_IN_MESSAGE_MAX  200
-#define RUN_TAG_VAR         "DBOSFS_MIGRATION_RUN"
-#define ENVIRON_MAX         (1024 * 1024)
 
 static void utc_stamp(char *out, size_t n)
 {
@@ -265,136 +260,7 @@ static void __attribute__((format(printf, 2, 3))) report_add(struct run *r, cons
 	publish(r, false);
 }
 
-/* ---- the writer's world ------------------------------------------------------ */
-
-/* NULL-terminated "K=V" array from /proc/PID/environ, or NULL. */
-static char **read_environ(pid_t pid)
-{
-	char path[64], chunk[8192], **env = NULL;
-	struct buf raw = BUF_INIT;
-	size_t count = 0, i = 0;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	for (;;) {
-		ssize_t n = read(fd, chunk, sizeof(chunk));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0)
-			break;
-		if (n < 0 || raw.len + (size_t)n > ENVIRON_MAX ||
-		    buf_append(&raw, chunk, (size_t)n) != 0) {
-			close(fd);
-			explicit_bzero(chunk, sizeof(chunk));
-			buf_free_secret(&raw);
-			return NULL;
-		}
-	}
-	close(fd);
-	explicit_bzero(chunk, sizeof(chunk));
-	/* An empty environ is what a zombie or kernel thread shows. */
-	if (!raw.len) {
-		buf_free(&raw);
-		return NULL;
-	}
-	for (size_t k = 0; k < raw.len; k++)
-		count += raw.data[k] == '\0';
-	env = calloc(count + 2, sizeof(*env));
-	for (size_t k = 0; env && k < raw.len; k += strlen(raw.data + k) + 1) {
-		if (!strchr(raw.data + k, '='))
-			continue;
-		if (!(env[i++] = strdup(raw.data + k))) {
-			for (size_t j = 0; j + 1 < i; j++)
-				free(env[j]);
-			free(env);
-			env = NULL;
-		}
-	}
-	buf_free_secret(&raw);
-	return env;
-}
-
-static void free_env(char **env)
-{
-	if (!env)
-		return;
-	for (char **p = env; *p; p++) {
-		explicit_bzero(*p, strlen(*p));
-		free(*p);
-	}
-	free(env);
-}
-
-/* The writer's supplementary groups, from /proc/PID/status. */
-static int read_groups(pid_t pid, gid_t *groups, int max)
-{
-	char path[64], line[4096];
-	FILE *f;
-	int n = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	if (!(f = fopen(path, "re")))
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "Groups:", 7) != 0)
-			continue;
-		char *p = line + 7, *end;
-		n = 0;
-		for (;;) {
-			unsigned long g = strtoul(p, &end, 10);
-			if (end == p || n == max)
-				break;
-			groups[n++] = (gid_t)g;
-			p = end;
-		}
-		break;
-	}
-	fclose(f);
-	return n;
-}
-
-/* An absolute path for what the writer wrote: relative to its cwd. */
-static int resolve_writer_path(const struct migrate_request *req, char **out, struct errmsg *e)
-{
-	char link[64], cwd[PATH_MAX];
-	ssize_t n;
-
-	*out = NULL;
-	if (!req->path || !*req->path || req->path[0] == '/')
-		return 0;
-	if (req->pid <= 0)
-		return errmsg_set(e, -EINVAL,
-		                  "relative path %s: the writer's working directory is unknown; "
-		                  "write an absolute path",
-		                  req->path);
-	snprintf(link, sizeof(link), "/proc/%d/cwd", (int)req->pid);
-	n = readlink(link, cwd, sizeof(cwd) - 1);
-	if (n < 0)
-		return errmsg_set(e, -EINVAL,
-		                  "relative path %s: cannot read the writer's working directory "
-		                  "(%s); write an absolute path",
-		                  req->path, strerror(errno));
-	cwd[n] = '\0';
-	char *joined = NULL;
-	/* Through the magic link, not the text of cwd: the writer may see
-	 * another mount namespace (a container) than the daemon. "." and
-	 * "../app" become the directory they name, as the daemon sees it. */
-	if (asprintf(&joined, "%s/%s", link, req->path) < 0)
-		return -ENOMEM;
-	*out = realpath(joined, NULL);
-	if (!*out) {
-		int err = errno;
-		errmsg_set(e, -err, "%s (relative to the writer's directory %s): %s", req->path,
-		           cwd, strerror(err));
-		free(joined);
-		return -err;
-	}
-	free(joined);
-	return 0;
-}
+/* ---- the commands' environment ------------------------------------------- */
 
 /* Ours win; PGHOSTADDR and PGSERVICE would silently redirect libpq. */
 static bool overridden(const char *entry)
@@ -459,340 +325,13 @@ static int build_env(struct run *r, char *const *base, const char *db)
 		/* asprintf leaves its pointer undefined on failure. */
 		if (i)
 			env[i - 1] = NULL;
-		free_env(env);
+		env_free(env);
 		return -ENOMEM;
 	}
-	free_env(r->env);
+	env_free(r->env);
 	r->env = env;
 	r->env_n = i;
 	return 0;
-}
-
-/* ---- processes: records, scans, the guarded spawn ------------------------ */
-
-/* STATE_DIR/migrate: one record per running command, named by run tag, so
- * the next mount can kill what a killed daemon left behind outside the
- * command's group (the group itself is recorded by proc.h, in
- * STATE_DIR/run/pgroups). */
-static char records_dir[PATH_MAX];
-static char pgroups_dir[PATH_MAX];
-static atomic_uint run_counter;
-
-/* pgrp and start time (clock ticks since boot) of pid; false if gone or a
- * zombie. */
-static bool proc_stat(pid_t pid, pid_t *pgrp, unsigned long long *start)
-{
-	char path[64], text[1024], *p;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return false;
-	n = read(fd, text, sizeof(text) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	text[n] = '\0';
-	/* The command name may hold spaces and ')': fields start after the
-	 * last ')'. Field 3 is the state, 5 the pgrp, 22 the start time. */
-	if (!(p = strrchr(text, ')')))
-		return false;
-	int pg = 0;
-	unsigned long long st = 0;
-	if (p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-		return false;
-	if (sscanf(p + 2,
-	           "%*c %*d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
-	           "%*d %llu",
-	           &pg, &st) != 2)
-		return false;
-	*pgrp = pg;
-	*start = st;
-	return true;
-}
-
-/* True if pid's environment has RUN_TAG_VAR=tag. */
-static bool proc_has_tag(pid_t pid, const char *tag)
-{
-	char path[64], want[128], chunk[8192 + 128];
-	size_t wlen, keep = 0;
-	bool found = false;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
-	wlen = (size_t)snprintf(want, sizeof(want), "%s=%s", RUN_TAG_VAR, tag) + 1;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return false;
-	/* Entries are NUL-separated; carry the last bytes across reads. */
-	chunk[0] = '\0';
-	keep = 1;
-	while (!found) {
-		ssize_t n = read(fd, chunk + keep, sizeof(chunk) - keep);
-		if (n <= 0)
-			break;
-		size_t len = keep + (size_t)n;
-		for (size_t i = 0; i + wlen <= len + 1 && !found; i++)
-			if (chunk[i] == '\0' && i + wlen <= len &&
-			    memcmp(chunk + i + 1, want, wlen - 1) == 0 &&
-			    (i + wlen == len || chunk[i + wlen] == '\0'))
-				found = true;
-		keep = len < wlen ? len : wlen;
-		memmove(chunk, chunk + len - keep, keep);
-	}
-	close(fd);
-	explicit_bzero(chunk, sizeof(chunk));
-	return found;
-}
-
-struct leftover {
-	char tag[80];
-	pid_t pgid;
-	unsigned long long leader_start;
-};
-
-/* SIGKILLs every live process in one of the groups (started no earlier
- * than its leader: a recycled pgid is someone else's) or carrying one of
- * the tags, except skip. Returns how many it killed. */
-static int kill_leftovers(const struct leftover *lo, size_t n, pid_t skip)
-{
-	DIR *d = opendir("/proc");
-	struct dirent *de;
-	pid_t self = getpid();
-	int killed = 0;
-
-	if (!d)
-		return 0;
-	while ((de = readdir(d))) {
-		char *end;
-		long v = strtol(de->d_name, &end, 10);
-		pid_t pgrp;
-		unsigned long long start;
-
-		if (*end || v <= 1 || v == self || v == skip || !proc_stat((pid_t)v, &pgrp, &start))
-			continue;
-		for (size_t i = 0; i < n; i++) {
-			bool in_group =
-			    lo[i].pgid > 0 && pgrp == lo[i].pgid && start >= lo[i].leader_start;
-			if (in_group || (lo[i].tag[0] && proc_has_tag((pid_t)v, lo[i].tag))) {
-				if (kill((pid_t)v, SIGKILL) == 0)
-					killed++;
-				break;
-			}
-		}
-	}
-	closedir(d);
-	return killed;
-}
-
-static void record_path(const char *tag, char *out, size_t n)
-{
-	snprintf(out, n, "%s/%s", records_dir, tag);
-}
-
-static void record_write(const char *tag, pid_t pgid)
-{
-	char path[PATH_MAX + 100];
-	int fd;
-
-	if (pgroups_dir[0] && proc_group_record(pgroups_dir, pgid) != 0)
-		log_error("cannot record migration group %d in %s", (int)pgid, pgroups_dir);
-	if (!records_dir[0])
-		return;
-	record_path(tag, path, sizeof(path));
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0 || fsync(fd) != 0)
-		log_error("cannot record migration %s in %s: %s", tag, records_dir,
-		          strerror(errno));
-	if (fd >= 0)
-		close(fd);
-}
-
-static void record_remove(const char *tag, pid_t pgid)
-{
-	char path[PATH_MAX + 100];
-
-	if (pgroups_dir[0])
-		proc_group_forget(pgroups_dir, pgid);
-	if (!records_dir[0])
-		return;
-	record_path(tag, path, sizeof(path));
-	unlink(path);
-}
-
-/* True if pid is a live dbosfs other than us. */
-static bool daemon_alive(int pid)
-{
-	char path[64], comm[32] = "";
-	FILE *f;
-
-	if (pid <= 1 || pid == getpid() || kill(pid, 0) != 0)
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
-	if (!(f = fopen(path, "re")))
-		return false;
-	if (!fgets(comm, sizeof(comm), f))
-		comm[0] = '\0';
-	fclose(f);
-	return strncmp(comm, "dbosfs", 6) == 0;
-}
-
-int migrate_init(const char *state_dir)
-{
-	struct leftover lo[64];
-	size_t n = 0;
-	int killed = 0;
-	DIR *d;
-	struct dirent *de;
-
-	if (snprintf(records_dir, sizeof(records_dir), "%s/migrate", state_dir) >=
-	    (int)sizeof(records_dir)) {
-		records_dir[0] = '\0';
-		return 0;
-	}
-	if (snprintf(pgroups_dir, sizeof(pgroups_dir), "%s/run/pgroups", state_dir) >=
-	    (int)sizeof(pgroups_dir))
-		pgroups_dir[0] = '\0';
-	if (mkdir(records_dir, 0700) != 0 && errno != EEXIST) {
-		log_error("cannot create %s: %s", records_dir, strerror(errno));
-		records_dir[0] = '\0';
-	}
-	/* The groups of commands a dead daemon ran (the guard kills them when
-	 * the daemon dies; this catches what it could not). */
-	if (pgroups_dir[0])
-		killed = proc_groups_kill_recorded(pgroups_dir);
-	if (!records_dir[0] || !(d = opendir(records_dir)))
-		return killed;
-	/* Up to 64 runs' leftovers at a time; a crash leaves one or two. */
-	while ((de = readdir(d))) {
-		char path[PATH_MAX + 300];
-
-		if (strncmp(de->d_name, "dbosfs-migrate-", 15) != 0 || n == 64 ||
-		    strlen(de->d_name) >= sizeof(lo[n].tag))
-			continue;
-		/* A run of a daemon still alive (another mount sharing this
-		 * state_dir) is not ours to stop. */
-		if (daemon_alive(atoi(de->d_name + 15)))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", records_dir, de->d_name);
-		/* Processes that left the group carry the run's tag. */
-		memcpy(lo[n].tag, de->d_name, strlen(de->d_name) + 1);
-		lo[n].pgid = 0;
-		lo[n].leader_start = 0;
-		n++;
-		unlink(path);
-	}
-	closedir(d);
-	/* Twice: a process may fork while the first pass runs. */
-	for (int pass = 0; pass < 2 && n; pass++)
-		killed += kill_leftovers(lo, n, 0);
-	if (n)
-		log_event(
-		    "migrations interrupted by an earlier crash: %zu run%s, %d process%s killed", n,
-		    n == 1 ? "" : "s", killed, killed == 1 ? "" : "es");
-	return killed;
-}
-
-/* The guard (group leader) dies with the daemon: PR_SET_PDEATHSIG sends it
- * this, and it takes its whole group along. */
-static void guard_on_daemon_death(int sig)
-{
-	(void)sig;
-	kill(0, SIGKILL);
-}
-
-/* Between fork and exec (threaded parent): async-signal-safe calls only. */
-static __attribute__((noreturn)) void run_guard_and_shell(const struct run *r, pid_t daemon,
-                                                          const char *dir, int devnull, int out_fd,
-                                                          char *const argv[])
-{
-	struct sigaction sa;
-	sigset_t none;
-	int st;
-	pid_t sh;
-
-	setpgid(0, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_DFL;
-	for (int s = 1; s < NSIG; s++)
-		sigaction(s, &sa, NULL);
-	/* The guard outlives the shell to pass its status on: the group's
-	 * SIGINT/SIGTERM are for the shell, not for it (SIGKILL still is). */
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sigaction(SIGQUIT, &sa, NULL);
-	sa.sa_handler = guard_on_daemon_death;
-	sigaction(SIGUSR1, &sa, NULL);
-	prctl(PR_SET_PDEATHSIG, SIGUSR1);
-	if (getppid() != daemon)
-		kill(0, SIGKILL); /* the daemon died before prctl */
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-
-	sh = fork();
-	if (sh == 0) {
-		sa.sa_handler = SIG_DFL;
-		for (int s = 1; s < NSIG; s++)
-			sigaction(s, &sa, NULL);
-		if (dup2(devnull, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)
-			_exit(126);
-		if (r->as_writer && (setgroups((size_t)r->ngroups, r->groups) != 0 ||
-		                     setgid(r->req->gid) != 0 || setuid(r->req->uid) != 0)) {
-			static const char msg[] = "dbosfs: cannot switch to the writer's user\n";
-			if (write(2, msg, sizeof(msg) - 1) < 0)
-				_exit(126);
-			_exit(126);
-		}
-		if (chdir(dir) != 0) {
-			static const char msg[] =
-			    "dbosfs: cannot enter the application directory\n";
-			if (write(2, msg, sizeof(msg) - 1) < 0)
-				_exit(126);
-			_exit(126);
-		}
-		/* Nothing of the daemon's may leak: not /dev/fuse, not a socket. */
-		if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
-			for (int fd = 3; fd < 65536; fd++)
-				close(fd);
-		execve(argv[0], argv, r->env);
-		_exit(127);
-	}
-	if (sh < 0)
-		_exit(126);
-	close(out_fd);
-	close(devnull);
-	while (waitpid(sh, &st, 0) < 0)
-		if (errno != EINTR)
-			_exit(127);
-	if (WIFEXITED(st))
-		_exit(WEXITSTATUS(st));
-	/* Die the way the shell died, so the report names the signal. */
-	struct rlimit no_core = {0, 0};
-	setrlimit(RLIMIT_CORE, &no_core);
-	sa.sa_handler = SIG_DFL;
-	sigaction(WTERMSIG(st), &sa, NULL);
-	kill(getpid(), WTERMSIG(st));
-	_exit(128 + WTERMSIG(st));
-}
-
-/* Kills what is left of the group while the leader is still an unreaped
- * zombie: until it is reaped its pid (= the group id) cannot be reused.
- * Returns how many processes besides the leader were still there. */
-static int kill_group_and_reap(pid_t pid, const char *tag, int *wstatus)
-{
-	struct leftover lo = {.pgid = pid, .leader_start = 0};
-	int left;
-
-	snprintf(lo.tag, sizeof(lo.tag), "%s", tag);
-	/* Processes that left the group (setsid, daemons) still carry the
-	 * run's tag in their environment. */
-	left = kill_leftovers(&lo, 1, pid);
-	kill(-pid, SIGKILL);
-	while (waitpid(pid, wstatus, 0) < 0 && errno == EINTR)
-		;
-	return left;
 }
 
 /* ---- one command ------------------------------------------------------------ */
@@ -929,36 +468,31 @@ static int run_command(struct run *r, const char *cmd, const char *dir, int *wst
 {
 	char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
 	struct output o = {.mask = {&r->redactor, BUF_INIT}};
-	int pfd[2], devnull, err;
+	struct guarded_cmd gc = {.tag = r->tag,
+	                         .dir = dir,
+	                         .argv = argv,
+	                         .env = r->env,
+	                         .as_writer = r->as_writer,
+	                         .uid = r->req->uid,
+	                         .gid = r->req->gid,
+	                         .groups = r->groups,
+	                         .ngroups = r->ngroups};
+	int pfd[2], err;
 	bool pipe_open = true;
 	long long exit_at = 0, signal_at = 0;
-	pid_t pid, daemon = getpid();
+	pid_t pid;
 
 	memset(stop, 0, sizeof(*stop));
-	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (devnull < 0)
-		return errmsg_set(e, -EIO, "cannot open /dev/null: %s", strerror(errno));
 	if (pipe2(pfd, O_CLOEXEC) != 0) {
 		err = errno;
-		close(devnull);
 		return errmsg_set(e, -EIO, "pipe: %s", strerror(err));
 	}
-	pid = fork();
-	if (pid < 0) {
-		err = errno;
-		close(devnull);
-		close(pfd[0]);
-		close(pfd[1]);
-		return errmsg_set(e, -EIO, "fork: %s", strerror(err));
-	}
-	if (pid == 0)
-		run_guard_and_shell(r, daemon, dir, devnull, pfd[1], argv);
-
-	/* Also from this side, so kill(-pid) works before the child runs. */
-	setpgid(pid, pid);
-	record_write(r->tag, pid);
-	close(devnull);
+	pid = guarded_spawn(&gc, pfd[1], e);
 	close(pfd[1]);
+	if (pid < 0) {
+		close(pfd[0]);
+		return pid;
+	}
 	fcntl(pfd[0], F_SETFL, fcntl(pfd[0], F_GETFL) | O_NONBLOCK);
 
 	for (;;) {
@@ -1000,8 +534,7 @@ static int run_command(struct run *r, const char *cmd, const char *dir, int *wst
 		}
 	}
 	/* A command's background processes do not outlive it. */
-	stop->leftovers = kill_group_and_reap(pid, r->tag, wstatus);
-	record_remove(r->tag, pid);
+	stop->leftovers = guarded_reap(pid, r->tag, wstatus);
 	if (pipe_open)
 		read_available(r, pfd[0], &o);
 	close(pfd[0]);
@@ -1119,13 +652,13 @@ static void adopt_writer(struct run *r, char ***writer_env)
 {
 	const struct migrate_request *q = r->req;
 
-	*writer_env = q->pid > 0 ? read_environ(q->pid) : NULL;
+	*writer_env = q->pid > 0 ? writer_environ(q->pid) : NULL;
 	r->writer_env = *writer_env != NULL;
 	/* Root's own writes too: its groups are the writer's, not ours. */
 	r->as_writer = q->pid > 0 && geteuid() == 0;
 	if (r->as_writer) {
-		r->ngroups =
-		    read_groups(q->pid, r->groups, (int)(sizeof(r->groups) / sizeof(r->groups[0])));
+		r->ngroups = writer_groups(q->pid, r->groups,
+		                           (int)(sizeof(r->groups) / sizeof(r->groups[0])));
 		if (r->ngroups < 0) {
 			r->groups[0] = q->gid;
 			r->ngroups = 1;
@@ -1241,7 +774,7 @@ int migrate_run(const struct migrate_request *req, struct buf *report, struct er
 		goto finish;
 	}
 
-	rc = resolve_writer_path(req, &abs_path, e);
+	rc = writer_path(req, &abs_path, e);
 	const char *path = abs_path ? abs_path : req->path;
 	if (!rc) {
 		adopt_writer(&r, &writer_env);
@@ -1359,8 +892,8 @@ finish:
 	else
 		log_event("%s ended: %s: %s", what,
 		          config_ok ? cfg.app_dir : (req->path ? req->path : ""), e->text);
-	free_env(r.env);
-	free_env(writer_env);
+	env_free(r.env);
+	env_free(writer_env);
 	redactor_free(&r.redactor);
 	app_config_free(&cfg);
 	free(abs_path);
