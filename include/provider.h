@@ -117,9 +117,56 @@ struct provider {
 	char ca_file[4096];
 };
 
-int local_provider_create(const struct dbosfs_options *opt, struct provider **out,
+/* ---- The registry (src/provider/registry.c) -------------------------------
+ * Each provider brings its -o keys (a fuse_opt table whose offsets point
+ * into its own options struct), their --help lines, and create(). main.c
+ * knows only provider_kinds: it parses the shared options, then the chosen
+ * provider's keys, and refuses the keys of the others. */
+struct fuse_opt;
+
+struct provider_kind {
+	const char *name; /* the value of -o provider= */
+	const struct fuse_opt *opts;
+	size_t opts_size;             /* sizeof its options struct */
+	void (*init_opts)(void *own); /* defaults, before parsing */
+	void (*free_opts)(void *own); /* what fuse_opt_parse allocated */
+	const char *help;             /* "    -o key=VALUE   what\n" lines */
+	/* In the foreground, before daemonizing (see the life cycle above). */
+	int (*create)(const struct dbosfs_options *opt, const void *own, struct provider **out,
+	              struct errmsg *e);
+};
+
+/* Every provider, NULL-terminated; the first is the default. */
+extern const struct provider_kind *const provider_kinds[];
+/* NULL if there is none by that name. */
+const struct provider_kind *provider_kind_find(const char *name);
+/* The provider a key=value option belongs to, other than except (NULL if
+ * none): for refusing another provider's keys. */
+const struct provider_kind *provider_kind_owning(const char *option,
+                                                 const struct provider_kind *except);
+
+/* -o keys of provider=local. */
+struct local_options {
+	char *pg_bindir;   /* NULL: pg_config --bindir if it has initdb, else newest
+	                      /usr/lib/postgresql/N/bin */
+	char *pg_user;     /* servers run as this account when we are root */
+	char *pitr_window; /* how far back restore reaches ("7d"; "0" off) */
+	int spares;        /* running spare servers kept ready (default 2; 0: none) */
+};
+extern const struct provider_kind local_provider_kind;
+int local_provider_create(const struct dbosfs_options *opt, const void *own, struct provider **out,
                           struct errmsg *e);
-int cloud_provider_create(const struct dbosfs_options *opt, struct provider **out,
+
+/* -o keys of provider=cloud. */
+struct cloud_options {
+	char *credentials; /* NULL: ./.dbos/credentials, then ~/.dbos/credentials */
+	char *domain;      /* API host; NULL: $DBOS_DOMAIN, else cloud.dbos.dev */
+	char *auth_domain; /* NULL: login.dbos.dev for cloud.dbos.dev, else
+	                      dbos-inc.us.auth0.com (tests point it elsewhere) */
+	char *cafile;      /* extra CA bundle */
+};
+extern const struct provider_kind cloud_provider_kind;
+int cloud_provider_create(const struct dbosfs_options *opt, const void *own, struct provider **out,
                           struct errmsg *e);
 
 #endif

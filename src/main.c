@@ -48,26 +48,31 @@ struct cli {
 	{                                                                                          \
 		t, offsetof(struct dbosfs_options, p), 1                                           \
 	}
+/* The options every provider shares; each provider's own keys come from
+ * the registry (provider.h). */
 static const struct fuse_opt dbosfs_opts[] = {
     OPT("provider=%s", provider),
     OPT("state_dir=%s", state_dir),
-    OPT("pg_bindir=%s", pg_bindir),
-    OPT("pg_user=%s", pg_user),
     OPT("db_username=%s", db_username),
-    OPT("credentials=%s", credentials),
-    OPT("domain=%s", domain),
-    OPT("auth_domain=%s", auth_domain),
-    OPT("cafile=%s", cafile),
     OPT("refresh=%d", refresh),
     OPT("confirm_ttl=%d", confirm_ttl),
     OPT("grace_ms=%d", grace_ms),
-    OPT("pitr_window=%s", pitr_window),
-    OPT("spares=%d", spares),
     FUSE_OPT_END,
 };
 
 static void usage(const char *prog)
 {
+	/* Each provider's keys, from the registry. */
+	struct buf per_provider = BUF_INIT;
+	char names[128] = "";
+	for (size_t i = 0; provider_kinds[i]; i++) {
+		snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+		         i ? ", " : "", provider_kinds[i]->name);
+		buf_printf(&per_provider,
+		           "\nprovider=%s options (refused with another provider):\n%s",
+		           provider_kinds[i]->name, provider_kinds[i]->help);
+	}
+	buf_puts(&per_provider, "\n");
 	printf(
 	    "usage: %s [-f] [-d] [-o OPTION[,OPTION...]] [SOURCE] MOUNTPOINT\n"
 	    "       fusermount3 -u MOUNTPOINT      (unmount)\n"
@@ -87,32 +92,18 @@ static void usage(const char *prog)
 	    "your own PostgreSQL as NAME (cloud; password from ~/.pgpass if omitted).\n"
 	    "\n"
 	    "dbosfs options:\n"
-	    "    -o provider=local|cloud  where instances live (default: local)\n"
+	    "    -o provider=NAME         where instances live: %s (default: %s)\n"
 	    "    -o state_dir=DIR         dbosfs state (default: $XDG_DATA_HOME/dbosfs,\n"
 	    "                             ~/.local/share/dbosfs; /var/lib/dbosfs as root)\n"
-	    "    -o pg_bindir=DIR         PostgreSQL server binaries (initdb, postgres)\n"
-	    "    -o pg_user=USER          as root: the account that runs the servers\n"
-	    "                             (default: dbosfs, a system account made on first\n"
-	    "                             use)\n"
 	    "    -o db_username=NAME      admin user of instances made by mkdir\n"
 	    "                             (default: dbos_user; local: not a superuser)\n"
-	    "    -o credentials=FILE      cloud: credentials from npx dbos-cloud login\n"
-	    "                             (default: ./.dbos/credentials, ~/.dbos/credentials)\n"
-	    "    -o domain=HOST           cloud: API host (default: $DBOS_DOMAIN or\n"
-	    "                             cloud.dbos.dev)\n"
-	    "    -o auth_domain=HOST      cloud: token refresh host (default: by domain)\n"
-	    "    -o cafile=FILE           cloud: extra CA bundle (TLS is always verified)\n"
 	    "    -o refresh=SECONDS       background refresh period (default: 2)\n"
 	    "    -o confirm_ttl=SECONDS   how long a destroy confirmation lasts (default: 60)\n"
 	    "    -o grace_ms=MS           cloud: mkdir/rmdir return after this long and\n"
 	    "                             finish in the background (default: 500)\n"
-	    "    -o spares=N              local: servers kept running, unclaimed, so mkdir\n"
-	    "                             takes milliseconds (default: 2; 0: none)\n"
 	    "    -o attr_timeout=SECONDS  how long the kernel may keep a file's size\n"
 	    "                             (default: 0; sizes change with the content)\n"
-	    "    -o pitr_window=DURATION  local: how far back NAME/restore reaches, e.g. 12h,\n"
-	    "                             7d (default: 7d; 0 turns WAL archiving off)\n"
-	    "\n"
+	    "%s"
 	    "    -f                       stay in the foreground\n"
 	    "    -d                       debug output (implies -f)\n"
 	    "    -h, --help               this help, then the FUSE options\n"
@@ -127,7 +118,8 @@ static void usage(const char *prog)
 	    "(0600) in the CLI's format; --domain as -o domain (default $DBOS_DOMAIN or\n"
 	    "cloud.dbos.dev), --credentials FILE writes elsewhere. No Node needed.\n"
 	    "\n",
-	    prog, prog);
+	    prog, prog, names, provider_kinds[0]->name, per_provider.data ? per_provider.data : "");
+	buf_free(&per_provider);
 }
 
 static char *home_dir(void)
@@ -167,16 +159,12 @@ static int apply_defaults(struct dbosfs_options *o)
 	/* pg_user stays unset unless given: as root, the local provider then
 	 * uses (and makes) its own system account, dbosfs. */
 	rc = rc ? rc : set_default(&o->db_username, "dbos_user");
-	const char *dom = getenv("DBOS_DOMAIN");
-	rc = rc ? rc : set_default(&o->domain, dom && *dom ? dom : "cloud.dbos.dev");
 	if (o->refresh <= 0)
 		o->refresh = 2;
 	if (o->confirm_ttl <= 0)
 		o->confirm_ttl = 60;
 	if (o->grace_ms < 0)
 		o->grace_ms = 500;
-	if (o->spares < 0)
-		o->spares = 2;
 	o->owner_uid = getuid();
 	o->owner_gid = getgid();
 	return rc;
@@ -231,14 +219,67 @@ static void free_options(struct dbosfs_options *o)
 {
 	free(o->provider);
 	free(o->state_dir);
-	free(o->pg_bindir);
-	free(o->pg_user);
 	free(o->db_username);
-	free(o->credentials);
-	free(o->domain);
-	free(o->auth_domain);
-	free(o->cafile);
-	free(o->pitr_window);
+}
+
+/* The chosen provider's own options, parsed by its table (provider.h). */
+struct provider_args {
+	const struct provider_kind *kind;
+	void *own;
+	char foreign[160]; /* the first option of another provider, "" if none */
+	const struct provider_kind *foreign_kind;
+};
+
+static int find_foreign(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct provider_args *pa = data;
+	const struct provider_kind *k;
+	if (key == FUSE_OPT_KEY_OPT && !pa->foreign[0] &&
+	    (k = provider_kind_owning(arg, pa->kind)) != NULL) {
+		snprintf(pa->foreign, sizeof(pa->foreign), "%s", arg);
+		pa->foreign_kind = k;
+	}
+	return 1;
+}
+
+/* Picks the provider named by -o provider=, parses its keys out of args and
+ * refuses another provider's. 0, or a message in e. */
+static int parse_provider_args(struct fuse_args *args, const char *name, struct provider_args *pa,
+                               struct errmsg *e)
+{
+	char names[128] = "";
+	pa->kind = provider_kind_find(name);
+	if (!pa->kind) {
+		for (size_t i = 0; provider_kinds[i]; i++)
+			snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+			         i ? " or " : "", provider_kinds[i]->name);
+		return errmsg_set(e, -EINVAL, "unknown provider '%s' (%s)", name, names);
+	}
+	pa->own = calloc(1, pa->kind->opts_size);
+	if (!pa->own)
+		return errmsg_set(e, -ENOMEM, "out of memory");
+	pa->kind->init_opts(pa->own);
+	if (fuse_opt_parse(args, pa->own, pa->kind->opts, NULL) != 0)
+		return errmsg_set(e, -EINVAL, "bad provider=%s options; try dbosfs --help", name);
+	if (fuse_opt_parse(args, pa, NULL, find_foreign) != 0)
+		return errmsg_set(e, -ENOMEM, "out of memory");
+	if (pa->foreign[0]) {
+		/* Never the value: it may be a path, and is no business of the log. */
+		char key[64];
+		snprintf(key, sizeof(key), "%.*s", (int)strcspn(pa->foreign, "="), pa->foreign);
+		return errmsg_set(e, -EINVAL,
+		                  "option %s is for provider=%s, and this mount is provider=%s; "
+		                  "remove it (dbosfs --help lists each provider's options)",
+		                  key, pa->foreign_kind->name, name);
+	}
+	return 0;
+}
+
+static void free_provider_args(struct provider_args *pa)
+{
+	if (pa->kind && pa->own)
+		pa->kind->free_opts(pa->own);
+	free(pa->own);
 }
 
 /* Positional arguments. mount(8) and fstab run mount.fuse3, which calls
@@ -508,7 +549,8 @@ static int login_main(int argc, char *argv[])
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct dbosfs_options opt = {.grace_ms = -1, .spares = -1};
+	struct dbosfs_options opt = {.grace_ms = -1};
+	struct provider_args pa = {0};
 	struct fuse_cmdline_opts cl = {0};
 	struct errmsg e = {{0}};
 	int status = 1;
@@ -547,6 +589,14 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "dbosfs: out of memory\n");
 		return 1;
 	}
+	if (parse_provider_args(&args, opt.provider, &pa, &e) != 0) {
+		print_error(e.text);
+		free_provider_args(&pa);
+		free(cl.mountpoint);
+		fuse_opt_free_args(&args);
+		free_options(&opt);
+		return 1;
+	}
 	log_init(opt.foreground);
 
 	struct dbosfs fs = {0};
@@ -555,16 +605,22 @@ int main(int argc, char *argv[])
 	pthread_mutex_init(&fs.lock, NULL);
 	clock_gettime(CLOCK_REALTIME, &fs.mounted_at);
 
-	int rc = prepare_state_dir(&opt, &e);
-	if (rc == 0) {
-		if (strcmp(opt.provider, "local") == 0)
-			rc = local_provider_create(&opt, &fs.provider, &e);
-		else if (strcmp(opt.provider, "cloud") == 0)
-			rc = cloud_provider_create(&opt, &fs.provider, &e);
-		else
-			rc = errmsg_set(&e, -EINVAL, "unknown provider '%s' (local or cloud)",
-			                opt.provider);
+	/* Every file's size is the length of content that can change at any
+	 * time: the kernel asks again at every stat unless -o attr_timeout=
+	 * (given later, so it wins) says otherwise. */
+	if (fuse_opt_insert_arg(&args, 1, "-oattr_timeout=0") != 0) {
+		print_error("out of memory");
+		goto out_provider;
 	}
+	/* First: libfuse refuses an -o key that neither it nor a provider
+	 * knows here, naming it, before any state or provider is touched. */
+	struct fuse *fuse = fuse_new(&args, &dbosfs_operations, sizeof(dbosfs_operations), &fs);
+	if (!fuse)
+		goto out_provider;
+
+	int rc = prepare_state_dir(&opt, &e);
+	if (rc == 0)
+		rc = pa.kind->create(&opt, pa.own, &fs.provider, &e);
 	if (rc == 0)
 		rc = secret_store_open(&fs.secrets, opt.state_dir, fs.provider->secret_scope, &e);
 	/* Under the provider's state_dir lock: kill what migrations of a
@@ -578,19 +634,8 @@ int main(int argc, char *argv[])
 		rc = errmsg_set(&e, -ENOMEM, "out of memory");
 	if (rc) {
 		print_error(e.text);
-		goto out_provider;
+		goto out_fuse;
 	}
-
-	/* Every file's size is the length of content that can change at any
-	 * time: the kernel asks again at every stat unless -o attr_timeout=
-	 * (given later, so it wins) says otherwise. */
-	if (fuse_opt_insert_arg(&args, 1, "-oattr_timeout=0") != 0) {
-		print_error("out of memory");
-		goto out_provider;
-	}
-	struct fuse *fuse = fuse_new(&args, &dbosfs_operations, sizeof(dbosfs_operations), &fs);
-	if (!fuse)
-		goto out_provider;
 	if (fuse_mount(fuse, cl.mountpoint) != 0)
 		goto out_fuse;
 	if (filter_replies(fuse_get_session(fuse)) != 0) {
@@ -660,6 +705,7 @@ out_provider:
 	free(cl.mountpoint);
 	fuse_opt_free_args(&args);
 	free_options(&opt);
+	free_provider_args(&pa);
 	pthread_mutex_destroy(&fs.lock);
 	return status;
 }

@@ -141,3 +141,53 @@ def test_systemd_units_verify(tmp_path):
         r = subprocess.run(argv + [str(inst)], capture_output=True, text=True, timeout=60,
                            env=dict(os.environ, XDG_RUNTIME_DIR=str(runtime)))
         assert r.returncode == 0 and not r.stderr.strip(), r.stdout + r.stderr
+
+
+def failed_mount(tmp_path, options):
+    """Runs dbosfs (daemonizing mode) with -o options; it must fail in the
+    foreground: returns (exit status, stderr)."""
+    mnt, state = tmp_path / "mnt", tmp_path / "state"
+    mnt.mkdir()
+    r = subprocess.run([DBOSFS, "-o", f"state_dir={state},{options}", str(mnt)],
+                       capture_output=True, text=True, timeout=120)
+    if os.path.ismount(mnt):
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
+        raise AssertionError(f"-o {options} mounted")
+    return r.returncode, r.stderr
+
+
+@pytest.mark.parametrize("options,key,owner", [
+    ("provider=cloud,pg_bindir=/usr/bin", "pg_bindir", "local"),
+    ("provider=cloud,spares=1", "spares", "local"),
+    ("provider=local,cafile=/etc/hosts", "cafile", "cloud"),
+    ("domain=example.com", "domain", "cloud"),  # provider=local by default
+])
+def test_another_providers_option_is_refused(tmp_path, options, key, owner):
+    """Each provider parses its own -o keys (the registry); a key of another
+    provider fails the mount, naming the key and its provider."""
+    rc, err = failed_mount(tmp_path, options)
+    assert rc != 0
+    assert f"option {key} is for provider={owner}" in err, err
+
+
+def test_unknown_option_fails_naming_it(tmp_path):
+    """libfuse names a key nobody knows, before any provider is created
+    (here the state_dir is one the local provider would refuse)."""
+    rc, err = failed_mount(tmp_path, "provider=local,no_such_key=1")
+    assert rc != 0
+    assert "no_such_key" in err, err
+    (tmp_path / "again").mkdir()
+    rc, err = failed_mount(tmp_path / "again", "provider=nope")
+    assert rc != 0
+    assert "unknown provider 'nope' (local or cloud)" in err, err
+
+
+def test_help_lists_each_providers_options():
+    out = subprocess.run([DBOSFS, "--help"], capture_output=True, text=True).stdout
+    local = out.index("provider=local options")
+    cloud = out.index("provider=cloud options")
+    for key in ("pg_bindir=", "pg_user=", "spares=", "pitr_window="):
+        assert local < out.index(f"-o {key}") < cloud, key
+    for key in ("credentials=", "domain=", "auth_domain=", "cafile="):
+        assert out.index(f"-o {key}") > cloud, key
+    assert "provider=NAME" in out and "local, cloud" in out

@@ -2,10 +2,13 @@
  * over its HTTPS API (spec/dbos-cloud-api.md). create() checks the
  * credentials and the API in the foreground; afterwards every operation is
  * one API request (plus one token refresh and retry on a 401). */
+#define FUSE_USE_VERSION 314
 #include <curl/curl.h>
 #include <errno.h>
+#include <fuse_opt.h>
 #include <jansson.h>
 #include <malloc.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -699,8 +702,10 @@ static int fetch_profile(struct cloud *c, struct errmsg *e)
 	return c->user && c->org ? 0 : errmsg_set(e, -ENOMEM, "out of memory");
 }
 
-int cloud_provider_create(const struct dbosfs_options *opt, struct provider **out, struct errmsg *e)
+int cloud_provider_create(const struct dbosfs_options *opt, const void *own, struct provider **out,
+                          struct errmsg *e)
 {
+	const struct cloud_options *co = own;
 	struct provider *p = NULL;
 	struct cloud *c = NULL;
 	const char *domain, *auth;
@@ -708,7 +713,7 @@ int cloud_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	int rc;
 
 	*out = NULL;
-	cloud_pick_domains(opt->domain, opt->auth_domain, &domain, &auth);
+	cloud_pick_domains(co->domain, co->auth_domain, &domain, &auth);
 	if (!domain_ok(domain))
 		return errmsg_set(e, -EINVAL, "invalid domain=%s: expected HOST or HOST:PORT",
 		                  domain);
@@ -751,13 +756,13 @@ int cloud_provider_create(const struct dbosfs_options *opt, struct provider **ou
 		goto fail;
 	}
 
-	rc = cloud_credentials_locate(opt->credentials, opt->owner_uid, &cred_path, e);
+	rc = cloud_credentials_locate(co->credentials, opt->owner_uid, &cred_path, e);
 	if (rc < 0)
 		goto fail;
 	rc = cloud_credentials_load(cred_path, &c->creds, e);
 	if (rc < 0)
 		goto fail;
-	rc = cloud_http_load_cas(c, opt->cafile, e);
+	rc = cloud_http_load_cas(c, co->cafile, e);
 	if (rc < 0)
 		goto fail;
 	rc = pick_pg_rootcert(c, opt->state_dir, e);
@@ -793,3 +798,46 @@ fail:
 	cloud_free(p);
 	return rc;
 }
+
+/* ---- -o keys (the registry: provider.h) ---- */
+
+#define CLOUD_OPT(t, f)                                                                            \
+	{                                                                                          \
+		t, offsetof(struct cloud_options, f), 1                                            \
+	}
+static const struct fuse_opt cloud_opts[] = {
+    CLOUD_OPT("credentials=%s", credentials),
+    CLOUD_OPT("domain=%s", domain),
+    CLOUD_OPT("auth_domain=%s", auth_domain),
+    CLOUD_OPT("cafile=%s", cafile),
+    FUSE_OPT_END,
+};
+
+static void cloud_init_opts(void *own)
+{
+	memset(own, 0, sizeof(struct cloud_options));
+}
+
+static void cloud_free_opts(void *own)
+{
+	struct cloud_options *co = own;
+	free(co->credentials);
+	free(co->domain);
+	free(co->auth_domain);
+	free(co->cafile);
+}
+
+const struct provider_kind cloud_provider_kind = {
+    .name = "cloud",
+    .opts = cloud_opts,
+    .opts_size = sizeof(struct cloud_options),
+    .init_opts = cloud_init_opts,
+    .free_opts = cloud_free_opts,
+    .help = "    -o credentials=FILE      credentials from npx dbos-cloud login or dbosfs login\n"
+            "                             (default: ./.dbos/credentials, ~/.dbos/credentials)\n"
+            "    -o domain=HOST           API host (default: $DBOS_DOMAIN or cloud.dbos.dev)\n"
+            "    -o auth_domain=HOST      token refresh host (default: by domain)\n"
+            "    -o cafile=FILE           extra CA bundle for the API and NAME/databases/\n"
+            "                             (TLS is always verified)\n",
+    .create = cloud_provider_create,
+};

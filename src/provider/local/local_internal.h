@@ -528,9 +528,9 @@ void *preparer_main(void *arg);
 
 /* ---- local_setup.c: create()'s checks, before the daemon forks ---- */
 
-struct dbosfs_options;
-int resolve_bindir(const struct dbosfs_options *opt, char *out, size_t outsz, struct errmsg *e);
-int resolve_account(const struct dbosfs_options *opt, struct local_account *a, struct errmsg *e);
+struct local_options;
+int resolve_bindir(const struct local_options *opt, char *out, size_t outsz, struct errmsg *e);
+int resolve_account(const struct local_options *opt, struct local_account *a, struct errmsg *e);
 /* STATE_DIR/local and its subdirectories; sets lp->runbase (empty when
  * the socket paths would be too long). */
 int make_dirs(struct local_provider *lp, const char *state_dir, struct errmsg *e);

@@ -12,6 +12,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fuse_opt.h>
+#include <stddef.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -607,8 +609,22 @@ static const struct provider_ops local_ops = {
     .restore_window = local_restore_window,
 };
 
-int local_provider_create(const struct dbosfs_options *opt, struct provider **out, struct errmsg *e)
+static void local_init_opts(void *own)
 {
+	struct local_options *lo = own;
+	memset(lo, 0, sizeof(*lo));
+	lo->spares = 2;
+}
+
+int local_provider_create(const struct dbosfs_options *opt, const void *own, struct provider **out,
+                          struct errmsg *e)
+{
+	struct local_options defaults;
+	const struct local_options *lo = own;
+	if (!lo) {
+		local_init_opts(&defaults);
+		lo = &defaults;
+	}
 	struct provider *p = calloc(1, sizeof(*p));
 	struct local_provider *lp = calloc(1, sizeof(*lp));
 	int rc;
@@ -639,11 +655,11 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	/* Every server costs sockets (probes) and files: take the hard
 	 * limit (children get PROC_CHILD_NOFILE back). Survives the fork. */
 	proc_raise_nofile();
-	if (opt->spares > 16) {
-		rc = errmsg_set(e, -EINVAL, "spares=%d: at most 16 spare servers", opt->spares);
+	if (lo->spares > 16) {
+		rc = errmsg_set(e, -EINVAL, "spares=%d: at most 16 spare servers", lo->spares);
 		goto fail;
 	}
-	lp->spares_target = opt->spares;
+	lp->spares_target = lo->spares < 0 ? 2 : lo->spares;
 	/* For tests only: DBOSFS_LOCAL_SPARES_IDLE=1 keeps spares as copies
 	 * without a server (the slower path, with a server start per mkdir),
 	 * so a test can break a copy's configuration or fill the disk before
@@ -657,12 +673,12 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	const char *retry_s = getenv("DBOSFS_LOCAL_RETRY_S");
 	long rs = retry_s ? strtol(retry_s, NULL, 10) : 0;
 	lp->retry_first_ms = rs >= 1 && rs <= 300 ? rs * 1000 : LOCAL_RETRY_FIRST_MS;
-	rc = parse_duration_ms(opt->pitr_window, 7 * 24 * 3600 * 1000LL, &lp->pitr_window_ms);
+	rc = parse_duration_ms(lo->pitr_window, 7 * 24 * 3600 * 1000LL, &lp->pitr_window_ms);
 	if (rc) {
 		rc = errmsg_set(e, -EINVAL,
 		                "pitr_window=%s: not a duration (seconds, or a number with s, m, "
 		                "h or d; 0 turns point-in-time recovery off)",
-		                opt->pitr_window);
+		                lo->pitr_window);
 		goto fail;
 	}
 	/* For tests only: a base backup every DBOSFS_PITR_BASE_S seconds. */
@@ -671,10 +687,10 @@ int local_provider_create(const struct dbosfs_options *opt, struct provider **ou
 	lp->pitr_base_every_ms = bs >= 1 ? bs * 1000LL : 24 * 3600 * 1000LL;
 	snprintf(lp->default_user, sizeof(lp->default_user), "%s",
 	         opt->db_username && *opt->db_username ? opt->db_username : "dbos_user");
-	rc = resolve_bindir(opt, lp->bindir, sizeof(lp->bindir), e);
+	rc = resolve_bindir(lo, lp->bindir, sizeof(lp->bindir), e);
 	if (rc)
 		goto fail;
-	rc = resolve_account(opt, &lp->acct, e);
+	rc = resolve_account(lo, &lp->acct, e);
 	if (rc)
 		goto fail;
 	if (local_path(lp->root, sizeof(lp->root), "%s/local", opt->state_dir)) {
@@ -718,3 +734,42 @@ fail:
 	local_free(p);
 	return rc;
 }
+
+/* ---- -o keys (the registry: provider.h) ---- */
+
+#define LOCAL_OPT(t, f)                                                                            \
+	{                                                                                          \
+		t, offsetof(struct local_options, f), 1                                            \
+	}
+static const struct fuse_opt local_opts[] = {
+    LOCAL_OPT("pg_bindir=%s", pg_bindir),
+    LOCAL_OPT("pg_user=%s", pg_user),
+    LOCAL_OPT("pitr_window=%s", pitr_window),
+    LOCAL_OPT("spares=%d", spares),
+    FUSE_OPT_END,
+};
+
+static void local_free_opts(void *own)
+{
+	struct local_options *lo = own;
+	free(lo->pg_bindir);
+	free(lo->pg_user);
+	free(lo->pitr_window);
+}
+
+const struct provider_kind local_provider_kind = {
+    .name = "local",
+    .opts = local_opts,
+    .opts_size = sizeof(struct local_options),
+    .init_opts = local_init_opts,
+    .free_opts = local_free_opts,
+    .help = "    -o pg_bindir=DIR         PostgreSQL server binaries (initdb, postgres)\n"
+            "    -o pg_user=USER          as root: the account that runs the servers\n"
+            "                             (default: dbosfs, a system account made on first\n"
+            "                             use)\n"
+            "    -o spares=N              servers kept running, unclaimed, so mkdir\n"
+            "                             takes milliseconds (default: 2; 0: none)\n"
+            "    -o pitr_window=DURATION  how far back NAME/restore reaches, e.g. 12h,\n"
+            "                             7d (default: 7d; 0 turns WAL archiving off)\n",
+    .create = local_provider_create,
+};

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "proc.h"
 #include "options.h"
+#include "provider.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -104,7 +105,7 @@ static bool newest_versioned_bindir(char *out, size_t outsz)
 	return best >= 0;
 }
 
-int resolve_bindir(const struct dbosfs_options *opt, char *out, size_t outsz, struct errmsg *e)
+int resolve_bindir(const struct local_options *opt, char *out, size_t outsz, struct errmsg *e)
 {
 	if (opt->pg_bindir && *opt->pg_bindir) {
 		if (!has_server_binaries(opt->pg_bindir))
@@ -224,7 +225,7 @@ static int make_server_account(const char *user, struct errmsg *e)
 	                  user, how, out[0] ? ": " : "", out);
 }
 
-int resolve_account(const struct dbosfs_options *opt, struct local_account *a, struct errmsg *e)
+int resolve_account(const struct local_options *opt, struct local_account *a, struct errmsg *e)
 {
 	if (geteuid() != 0) {
 		struct passwd *pw = getpwuid(geteuid());

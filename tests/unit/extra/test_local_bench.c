@@ -77,6 +77,7 @@ int main(int argc, char **argv)
 	long long prov[64], hand[64];
 	char state_dir[] = "/tmp/dbosfs-bench-XXXXXX", cmd[256];
 	struct dbosfs_options opt;
+	struct local_options lo = {.spares = 2};
 	struct provider *p;
 	struct errmsg e;
 	struct instance inst;
@@ -90,9 +91,9 @@ int main(int argc, char **argv)
 	opt.state_dir = state_dir;
 	opt.db_username = "dbos_user";
 	/* The copy-and-start path (a spare copy, no spare server). */
-	opt.spares = 1;
+	lo.spares = 1;
 	setenv("DBOSFS_LOCAL_SPARES_IDLE", "1", 1);
-	if (local_provider_create(&opt, &p, &e) || p->ops->start(p, &e)) {
+	if (local_provider_create(&opt, &lo, &p, &e) || p->ops->start(p, &e)) {
 		fprintf(stderr, "provider: %s\n", e.text);
 		return 1;
 	}

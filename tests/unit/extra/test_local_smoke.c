@@ -28,6 +28,8 @@
 #include "provider.h"
 
 static char state_dir[64];
+/* provider=local's own options (the registry's struct local_options). */
+static struct local_options lo = {.spares = 2};
 
 static PGconn *connect_tcp(int port, const char *user, const char *password)
 {
@@ -170,7 +172,7 @@ static void test_full_disk(const struct dbosfs_options *base)
 	snprintf(state, sizeof(state), "%s/state", dir);
 	snprintf(filler, sizeof(filler), "%s/filler", dir);
 	opt.state_dir = state;
-	CHECK(local_provider_create(&opt, &p, &e) == 0);
+	CHECK(local_provider_create(&opt, &lo, &p, &e) == 0);
 	if (!p)
 		goto out;
 	CHECK(p->ops->start(p, &e) == 0);
@@ -229,23 +231,23 @@ int main(void)
 	/* One spare copy without a server: the checks below break its
 	 * configuration or fill the disk before a server start (the running
 	 * spares are test_spares.py's). */
-	opt.spares = 1;
+	lo.spares = 1;
 	setenv("DBOSFS_LOCAL_SPARES_IDLE", "1", 1);
 
 	/* A bindir without binaries fails clearly, in create(). */
-	opt.pg_bindir = "/nonexistent";
-	rc = local_provider_create(&opt, &p, &e);
+	lo.pg_bindir = "/nonexistent";
+	rc = local_provider_create(&opt, &lo, &p, &e);
 	CHECK(rc == -ENOENT && strstr(e.text, "pg_bindir=/nonexistent"));
 	CHECK(p == NULL);
-	opt.pg_bindir = NULL;
+	lo.pg_bindir = NULL;
 	if (geteuid() == 0) {
-		opt.pg_user = "no_such_user_xyz";
-		rc = local_provider_create(&opt, &p, &e);
+		lo.pg_user = "no_such_user_xyz";
+		rc = local_provider_create(&opt, &lo, &p, &e);
 		CHECK(rc == -ENOENT && strstr(e.text, "no_such_user_xyz"));
-		opt.pg_user = NULL;
+		lo.pg_user = NULL;
 	}
 
-	rc = local_provider_create(&opt, &p, &e);
+	rc = local_provider_create(&opt, &lo, &p, &e);
 	CHECK(rc == 0);
 	if (rc) {
 		fprintf(stderr, "create: %s\n", e.text);
@@ -257,7 +259,7 @@ int main(void)
 	char want[160];
 	snprintf(want, sizeof(want), "state_dir %s is in use by another dbosfs (pid %d)", state_dir,
 	         (int)getpid());
-	rc = local_provider_create(&opt, &p2, &e);
+	rc = local_provider_create(&opt, &lo, &p2, &e);
 	CHECK(rc == -EBUSY && p2 == NULL);
 	CHECK(strcmp(e.text, want) == 0);
 	CHECK(strcmp(p->provider_line, "local") == 0);
@@ -367,7 +369,7 @@ int main(void)
 	p = NULL;
 
 	/* Remount: the instance comes back with its port and data. */
-	rc = local_provider_create(&opt, &p, &e);
+	rc = local_provider_create(&opt, &lo, &p, &e);
 	CHECK(rc == 0);
 	if (rc == 0) {
 		CHECK(p->ops->start(p, &e) == 0);
