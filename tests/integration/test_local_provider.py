@@ -122,6 +122,35 @@ def test_kill_9_of_a_postmaster_comes_back_with_committed_rows(local_mount):
     assert f"instance {name} restarted" in log
 
 
+def pm_status(m, name):
+    try:
+        lines = (inst_dir(m, name) / "data" / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return ""
+    return lines[7].strip() if len(lines) > 7 else ""
+
+
+def test_waiting_for_a_starting_server_keeps_its_log_clean(local_mount):
+    """dbosfs waits for a (re)starting server by reading its postmaster.pid
+    status, as pg_ctl -w does, not by connecting every few ms: each refused
+    connection would log "the database system is starting up" (hundreds of
+    lines during a long crash recovery)."""
+    m = local_mount
+    name = unique_name("rl")
+    m.mkdir(name)
+    psql(m, name, "CREATE TABLE t(x int); INSERT INTO t SELECT generate_series(1, 200000)")
+    for _ in range(3):
+        pid = postmaster_pid(m, name)
+        os.kill(pid, signal.SIGKILL)  # crash recovery at the next start
+        wait_for(lambda: postmaster_pid(m, name) not in (0, pid), 30, what="a new postmaster")
+        # Not by connecting (that would log the line this test looks for).
+        wait_for(lambda: pm_status(m, name) == "ready", 30, what="the restarted server")
+    assert psql(m, name, "SELECT count(*) FROM t").stdout.strip() == "200000"
+    log = (inst_dir(m, name) / "server.log").read_text(errors="replace")
+    assert log.count("database system is ready to accept connections") >= 3
+    assert "the database system is starting up" not in log, log[-3000:]
+
+
 def test_port_in_use_at_remount_moves_the_instance(local_mount):
     m = local_mount
     name = unique_name("pt")

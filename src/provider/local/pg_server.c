@@ -171,6 +171,33 @@ pid_t pg_server_launch(const struct pg_launch *l, struct errmsg *e)
 	return proc_spawn(&s, e);
 }
 
+/* PostgreSQL keeps its state in postmaster.pid (line 8: "starting",
+ * "ready", "stopping", "standby"), which pg_ctl -w reads; the postmaster
+ * runs in its data directory, so /proc/PID/cwd finds the file. True while
+ * that says the server is still starting (or the file is not written
+ * yet); false once it says otherwise, or when it cannot be read (then a
+ * connection attempt decides, as before). Polling the file instead of
+ * connecting keeps the server log free of a "the database system is
+ * starting up" line per poll. */
+static bool pm_still_starting(pid_t pid)
+{
+	char path[64], line[256];
+	int n = 0;
+	bool starting = true;
+
+	snprintf(path, sizeof(path), "/proc/%d/cwd/postmaster.pid", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT;
+	while (fgets(line, sizeof(line), f))
+		if (++n == 8) {
+			starting = strncmp(line, "starting", 8) == 0;
+			break;
+		}
+	fclose(f);
+	return starting; /* fewer than 8 lines: the status is not written yet */
+}
+
 int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *user,
                          const char *password, int timeout_ms, const atomic_bool *cancel,
                          int *wstatus)
@@ -193,9 +220,15 @@ int pg_server_wait_ready(pid_t pid, const char *sockdir, int port, const char *u
 			*wstatus = r == pid ? st : 0;
 			return -ECHILD;
 		}
-		/* Before the socket exists this fails at connect(), cheaply;
-		 * while starting up the server answers "starting up" at once.
-		 * A ready server lets user (dbosfs's superuser) in. */
+		if (pm_still_starting(pid)) {
+			if ((cancel && atomic_load(cancel)) || op_interrupted())
+				return -EINTR;
+			if (now_ms() >= deadline)
+				return -ETIMEDOUT;
+			proc_sleep_ms(3);
+			continue;
+		}
+		/* A ready server lets user (dbosfs's superuser) in. */
 		struct errmsg ce;
 		errmsg_clear(&ce);
 		int rc = pg_connect(keys, vals, 2000, cancel, &c, &ce);
