@@ -97,7 +97,11 @@ int write_branch(struct dbosfs *fs, const struct node *n, const char *newname, s
 		                  "branch",
 		                  name, fs->provider->ops->kind);
 	if (src.linked)
-		return errmsg_set(e, -EPERM, "branch of %s refused: it is a linked instance", name);
+		return errmsg_set(
+		    e, -EOPNOTSUPP,
+		    "branch of %s refused: it is a linked instance (your own server, "
+		    "which dbosfs does not copy); pg_dump it into a new instance instead",
+		    name);
 
 	rc = inherit_password(fs, "branch", name, newname, &ip, e);
 	if (rc)
@@ -229,6 +233,12 @@ int write_restore(struct dbosfs *fs, const struct node *n, const char *value, st
 		return errmsg_set(e, -EOPNOTSUPP,
 		                  "restore of %s refused: the %s provider cannot restore", name,
 		                  fs->provider->ops->kind);
+	if (src.linked)
+		return errmsg_set(
+		    e, -EOPNOTSUPP,
+		    "restore of %s refused: it is a linked instance (your own server, "
+		    "whose history dbosfs does not keep)",
+		    name);
 	rc = inherit_password(fs, "restore", name, newname, &ip, e);
 	if (rc)
 		return rc;

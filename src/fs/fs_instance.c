@@ -66,10 +66,15 @@ static int build_info_json(struct dbosfs *fs, const struct node *n, struct buf *
 }
 
 /* MOUNTPOINT/NAME/ca.pem when the provider has a CA of its own: url and
- * env name it, so they work word for word wherever the mount is seen. */
+ * env name it, so they work word for word wherever the mount is seen. A
+ * linked server (local) has certificates of its own, if any: libpq's
+ * default sslmode (prefer) then, and no CA named. */
 int instance_ca_path(struct dbosfs *fs, const char *name, char *out, size_t outsz)
 {
+	struct instance inst;
 	if (!fs->provider->ca_file[0] || !fs->mountpoint)
+		return 0;
+	if (state_get(fs->cache, name, &inst) && inst.linked)
 		return 0;
 	if ((size_t)snprintf(out, outsz, "%s/%s/ca.pem", fs->mountpoint, name) >= outsz)
 		return -ENAMETOOLONG;
@@ -334,8 +339,9 @@ static int write_migrate(struct dbosfs *fs, const struct node *n, const char *pa
 	} else {
 		char user[sizeof(inst.username) + sizeof(inst.supabase_ref) + 16];
 		instance_login_user(&inst, user, sizeof(user));
-		struct migrate_target t = {inst.host, inst.port, user, pw,
-		                           fs->provider->ca_file[0] ? fs->provider->ca_file : NULL};
+		struct migrate_target t = {
+		    inst.host, inst.port, user, pw,
+		    fs->provider->ca_file[0] && !inst.linked ? fs->provider->ca_file : NULL};
 		struct live_report lr = {fs, name, up ? 0 : 1};
 		/* The writer's world (cwd, environment, user): only the mount's
 		 * owner or root get here (file_permits). */

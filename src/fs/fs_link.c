@@ -1,6 +1,7 @@
 /* /.dbosfs/link: write "NAME postgresql://ADMIN[:PASSWORD]@HOST[:PORT][/DB]
  * [?supabase_ref=REF]" and your own PostgreSQL server is served as instance
- * NAME (the cloud: POST /databases/byod, as `dbos-cloud db link`). Without
+ * NAME (the cloud: POST /databases/byod, as `dbos-cloud db link`; local:
+ * the server is adopted, see local_link.c). Without
  * a password in the URL, the writer's ~/.pgpass supplies it, looked up as
  * libpq would for that URL. The password is saved as NAME's, like mkdir's.
  * Nothing written here (it may hold a password) is ever echoed. */

@@ -37,9 +37,10 @@ bool instance_status_settled(const char *status)
 	/* Transitional states: `wait` keeps waiting. Everything else, including
 	 * statuses we have never seen, ends the wait (the CLI stops at available
 	 * or backing-up; an unknown word should not hang a reader forever). */
+	/* "checking": a linked server (local) not probed yet. */
 	static const char *const transitional[] = {
-	    "provisioning", "starting", "restarting", "deleting", "restoring",
-	    "creating",     "pending",  "stopping",   "updating", "modifying",
+	    "provisioning", "starting", "restarting", "deleting",  "restoring", "creating",
+	    "pending",      "stopping", "updating",   "modifying", "checking",
 	};
 
 	/* No status yet (just created, not refreshed) is not settled. */

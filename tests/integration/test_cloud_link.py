@@ -155,14 +155,15 @@ def test_cloud_link_holds_its_name(mount_factory, fake_cloud):
     assert "linked: yes" in m.read("slowlink", "info")
 
 
-def test_local_link_is_not_supported_yet(mount_factory):
-    """The local provider cannot adopt a server yet: EOPNOTSUPP with a clear
-    message, nothing made."""
+def test_local_link_of_nothing_is_refused(mount_factory):
+    """The local provider links only a server it could connect to (nothing
+    listens here): ECONNREFUSED with a clear message, without the password,
+    nothing made (tests/integration/test_local_link.py links real ones)."""
     m = mount_factory("local", {"spares": "0"})
     line = f"mine postgresql://dbosadmin:{PW}@127.0.0.1:5999\n"
-    assert errno_of(write_file, m.p(".dbosfs", "link"), line) == errno.EOPNOTSUPP
+    assert errno_of(write_file, m.p(".dbosfs", "link"), line) == errno.ECONNREFUSED
     err = m.read(".dbosfs", "last_error")
-    assert "local provider cannot link" in err and PW not in err
+    assert "cannot connect to 127.0.0.1:5999" in err and PW not in err
     assert "mine" not in os.listdir(m.path)
     # Bad input is still EINVAL there.
     assert errno_of(write_file, m.p(".dbosfs", "link"), "mine nonsense\n") == errno.EINVAL

@@ -549,6 +549,11 @@ static int branch_fill(struct local_provider *lp, const char *data, const atomic
 int local_branch(struct provider *p, const struct instance *inst, const char *newname,
                  struct instance *out, struct errmsg *e)
 {
+	if (inst->linked)
+		return errmsg_set(e, -EOPNOTSUPP,
+		                  "%s is a linked server that dbosfs does not run: it cannot be "
+		                  "copied here (pg_dump it into a new instance instead)",
+		                  inst->name);
 	struct branch_arg b = {.src = inst->name};
 	struct local_create c = {.newname = newname,
 	                         .username = inst->username,

@@ -106,10 +106,10 @@ void to_instance(const struct local_instance *li, struct instance *out)
 	memset(out, 0, sizeof(*out));
 	snprintf(out->name, sizeof(out->name), "%s", li->name);
 	snprintf(out->status, sizeof(out->status), "%s", li->status);
-	snprintf(out->host, sizeof(out->host), "127.0.0.1");
+	snprintf(out->host, sizeof(out->host), "%s", li->linked ? li->host : "127.0.0.1");
 	out->port = li->port;
 	snprintf(out->username, sizeof(out->username), "%s", li->username);
-	out->linked = false;
+	out->linked = li->linked;
 }
 
 /* Chooses a new free port for li (not used by any other instance) and

@@ -8,6 +8,10 @@
  *              (leftover server stopped, directory, socket directory and
  *              saved password removed);
  *   destroy    finished, the same way;
+ *   link       undone: the link never returned (the directory with its
+ *              meta and the saved password go; the linked server itself
+ *              is never touched);
+ *   unlink     finished, the same way;
  *   password   finished: the new password (kept in the record, 0600 in a
  *              0700 directory like the password store) is saved, and the
  *              server gets it at its first start, before it is shown
@@ -105,17 +109,26 @@ static void recover_one(struct local_provider *lp, const char *name, const char 
 
 	errmsg_clear(&e);
 	inst_paths(lp, name, dir, NULL, NULL, NULL);
-	if (strncmp(text, "op=provision\n", 13) == 0 || strncmp(text, "op=destroy\n", 11) == 0) {
+	bool link = strncmp(text, "op=link\n", 8) == 0,
+	     unlink_ = strncmp(text, "op=unlink\n", 10) == 0;
+	if (strncmp(text, "op=provision\n", 13) == 0 || strncmp(text, "op=destroy\n", 11) == 0 ||
+	    link || unlink_) {
 		bool provision = text[3] == 'p';
+		const char *what = link        ? "link"
+		                   : unlink_   ? "unlink"
+		                   : provision ? "mkdir"
+		                               : "rmdir";
+		/* A linked instance's directory holds only its meta: removing
+		 * it never reaches the server it names. */
 		rc = local_remove_instance_files(lp, name, &e);
 		if (rc) {
 			/* The record stays: the next start tries again. */
 			log_error("local: recovery: cannot remove %s after an interrupted %s: %s",
-			          name, provision ? "mkdir" : "rmdir", e.text);
+			          name, what, e.text);
 			return;
 		}
-		log_event("local: recovery: %s %s (interrupted by a crash)",
-		          provision ? "undid the mkdir of" : "finished the rmdir of", name);
+		log_event("local: recovery: %s the %s of %s (interrupted by a crash)",
+		          provision || link ? "undid" : "finished", what, name);
 	} else if (strncmp(text, "op=password\n", 12) == 0 &&
 	           (pw = strstr(text, "\npassword=")) != NULL) {
 		char password[(PASSWORD_MAX + 2)];

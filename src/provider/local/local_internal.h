@@ -85,7 +85,11 @@ struct local_instance {
 	bool hidden;       /* being provisioned: not listed yet */
 	bool busy;         /* an operation owns it (supervisor leaves it alone) */
 	bool want_running; /* restart it when it dies */
-	int failures;      /* consecutive crashes or failed starts */
+	/* A server dbosfs does not run (.dbosfs/link, local_link.c): never
+	 * started, stopped or removed; probed at host:port; pid stays 0. */
+	bool linked;
+	char host[256];
+	int failures; /* consecutive crashes or failed starts */
 	long long next_start_ms;
 	long long up_since_ms;
 	unsigned long long
@@ -174,11 +178,17 @@ struct local_provider {
 
 struct local_meta {
 	int port;
-	char username[64];
+	char username[64]; /* the admin; for a linked server, a copy of admin */
+	/* linked=1: a server dbosfs does not run (.dbosfs/link), at host:port
+	 * with admin role admin. */
+	bool linked;
+	char host[256];
+	char admin[64];
 };
 
-/* Parses "key=value" lines. 0, or -EINVAL if port or username is missing
- * or malformed. Unknown keys are ignored. */
+/* Parses "key=value" lines. 0, or -EINVAL if port or username (linked:
+ * host, port or admin) is missing or malformed. Unknown keys are
+ * ignored. */
 int local_meta_parse(const char *text, struct local_meta *out);
 /* Formats into out; 0 or -ENOSPC. */
 int local_meta_format(const struct local_meta *m, char *out, size_t outsz);
@@ -517,6 +527,22 @@ int local_remove_instance_files(struct local_provider *lp, const char *name, str
 void local_recover(struct local_provider *lp);
 /* Gives li's running server the saved password, then ends the record. */
 int local_resync_password(struct local_provider *lp, struct local_instance *li, struct errmsg *e);
+
+/* ---- local_link.c: .dbosfs/link, servers dbosfs does not run ---- */
+struct link_request;
+int local_link(struct provider *p, const struct link_request *req, struct instance *out,
+               struct errmsg *e);
+/* Forgets linked instance li (owned: busy): its directory and saved
+ * password go, under an "unlink" intent record; the server is not
+ * touched. */
+int local_unlink(struct local_provider *lp, struct local_instance *li, struct errmsg *e);
+/* Connects to a linked server over TCP as user (sslmode=prefer, libpq's
+ * default). Errors: -EACCES (authentication refused), -EHOSTUNREACH
+ * (unknown host), -ENOENT (no such role or database), -ECONNREFUSED
+ * (other connect failures), -ETIMEDOUT, -EINTR; libpq's message in e. */
+int local_connect_linked(const char *host, int port, const char *user, const char *password,
+                         const char *dbname, int timeout_ms, const atomic_bool *cancel,
+                         PGconn **out, struct errmsg *e);
 
 /* ---- local_threads.c ---- */
 

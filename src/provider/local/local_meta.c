@@ -10,6 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A linked server's host (letters, digits, . - _, not starting with - or
+ * .) or admin role (letters, digits, _ . -), as .dbosfs/link accepts them. */
+static bool link_word_ok(const char *s, bool host)
+{
+	if (!*s || (host && (*s == '-' || *s == '.')))
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '.' || *s == '-' || *s == '_'))
+			return false;
+	return true;
+}
+
 int local_meta_parse(const char *text, struct local_meta *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -17,7 +30,7 @@ int local_meta_parse(const char *text, struct local_meta *out)
 	for (const char *line = text; line && *line;) {
 		const char *end = strchr(line, '\n');
 		size_t len = end ? (size_t)(end - line) : strlen(line);
-		char buf[256];
+		char buf[512];
 
 		if (len < sizeof(buf)) {
 			memcpy(buf, line, len);
@@ -35,10 +48,28 @@ int local_meta_parse(const char *text, struct local_meta *out)
 					if (strlen(val) < sizeof(out->username) &&
 					    validate_username(val, NULL) == 0)
 						strcpy(out->username, val);
+				} else if (strcmp(buf, "linked") == 0) {
+					out->linked = strcmp(val, "1") == 0;
+				} else if (strcmp(buf, "host") == 0) {
+					if (strlen(val) < sizeof(out->host) &&
+					    link_word_ok(val, true))
+						strcpy(out->host, val);
+				} else if (strcmp(buf, "admin") == 0) {
+					if (strlen(val) < sizeof(out->admin) &&
+					    link_word_ok(val, false))
+						strcpy(out->admin, val);
 				}
 			}
 		}
 		line = end ? end + 1 : NULL;
+	}
+	if (out->linked) {
+		/* A linked server's admin is any role (postgres, dbosadmin...):
+		 * mkdir's username rules do not apply to it. */
+		if (out->port <= 0 || !out->host[0] || !out->admin[0])
+			return -EINVAL;
+		snprintf(out->username, sizeof(out->username), "%s", out->admin);
+		return 0;
 	}
 	if (out->port <= 0 || !out->username[0])
 		return -EINVAL;
@@ -47,8 +78,17 @@ int local_meta_parse(const char *text, struct local_meta *out)
 
 int local_meta_format(const struct local_meta *m, char *out, size_t outsz)
 {
-	int n = snprintf(out, outsz, "# dbosfs local instance\nport=%d\nusername=%s\n", m->port,
-	                 m->username);
+	int n;
+
+	if (m->linked)
+		n = snprintf(
+		    out, outsz,
+		    "# dbosfs linked server (not run by dbosfs)\nlinked=1\nhost=%s\nport=%d\n"
+		    "admin=%s\n",
+		    m->host, m->port, m->admin);
+	else
+		n = snprintf(out, outsz, "# dbosfs local instance\nport=%d\nusername=%s\n", m->port,
+		             m->username);
 
 	return (n < 0 || (size_t)n >= outsz) ? -ENOSPC : 0;
 }

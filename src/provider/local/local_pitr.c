@@ -232,6 +232,11 @@ int local_restore_window(struct provider *p, const struct instance *inst, long l
 	struct bases bs;
 
 	*earliest_ms = *latest_ms = 0;
+	if (inst->linked)
+		return errmsg_set(e, -EOPNOTSUPP,
+		                  "%s is a linked server: dbosfs does not archive its WAL, so it "
+		                  "cannot be restored here",
+		                  inst->name);
 	pitr_dir(lp, inst->name, dir, sizeof(dir));
 	snprintf(wal, sizeof(wal), "%s/wal", dir);
 	long long newest = 0;
@@ -440,6 +445,8 @@ int local_restore(struct provider *p, const struct instance *inst, long long tar
 	char a[32], b[32], dir[PATH_MAX];
 
 	int rc = local_restore_window(p, inst, &earliest, &latest, &bytes, e);
+	if (inst->linked)
+		return rc;
 	if (rc == -ENODATA || rc == -EOPNOTSUPP) {
 		char why[ERRMSG_MAX];
 		snprintf(why, sizeof(why), "%s", e ? e->text : "");
@@ -614,7 +621,7 @@ void *pitr_main(void *arg)
 		char(*names)[32] = NULL;
 		size_t n = 0;
 		for (struct local_instance *li = lp->instances; li; li = li->next)
-			if (!li->hidden) {
+			if (!li->hidden && !li->linked) {
 				void *nn = realloc(names, (n + 1) * sizeof(*names));
 				if (!nn)
 					break;

@@ -97,6 +97,14 @@ static void rediscover(struct local_provider *lp)
 			set_status(li, "failed");
 			log_error("local: instance %s: missing or malformed %s/%s/meta", li->name,
 			          dir, de->d_name);
+		} else if (m.linked) {
+			/* Not ours to start: the prober's first round (at once)
+			 * says whether it answers. */
+			li->linked = true;
+			li->port = m.port;
+			snprintf(li->host, sizeof(li->host), "%s", m.host);
+			snprintf(li->username, sizeof(li->username), "%s", m.admin);
+			set_status(li, "checking");
 		} else if (access(path, F_OK) != 0) {
 			set_status(li, "failed");
 			snprintf(li->username, sizeof(li->username), "%s", m.username);
@@ -465,6 +473,25 @@ static int local_destroy(struct provider *p, const struct instance *inst, struct
 	}
 	li->busy = true;
 	snprintf(status, sizeof(status), "%s", li->status);
+	if (li->linked) {
+		/* Unlinking: the server is not ours; only what we know of it goes. */
+		set_status(li, "deleting");
+		pthread_mutex_unlock(&lp->lock);
+		rc = local_unlink(lp, li, e);
+		pthread_mutex_lock(&lp->lock);
+		if (rc) {
+			set_status(li, status);
+			li->busy = false;
+			pthread_cond_broadcast(&lp->cond);
+			pthread_mutex_unlock(&lp->lock);
+			return rc;
+		}
+		unlink_locked(lp, li);
+		pthread_cond_broadcast(&lp->cond);
+		pthread_mutex_unlock(&lp->lock);
+		free(li);
+		return 0;
+	}
 	pthread_mutex_unlock(&lp->lock);
 
 	/* From the record on, a crash is finished at the next start. */
@@ -538,6 +565,14 @@ static int local_reset_password(struct provider *p, const struct instance *inst,
 		pthread_mutex_unlock(&lp->lock);
 		return errmsg_set(e, -ENOENT, "no instance named %s", inst->name);
 	}
+	if (li->linked) {
+		pthread_mutex_unlock(&lp->lock);
+		return errmsg_set(
+		    e, -EPERM,
+		    "%s is a linked server that dbosfs does not run: change the password "
+		    "there (ALTER ROLE), then unlink and link it again",
+		    inst->name);
+	}
 	snprintf(status, sizeof(status), "%s", li->status);
 	snprintf(user, sizeof(user), "%s", li->username);
 	port = li->port;
@@ -607,6 +642,7 @@ static const struct provider_ops local_ops = {
     .branch = local_branch,
     .restore = local_restore,
     .restore_window = local_restore_window,
+    .link = local_link,
 };
 
 static void local_init_opts(void *own)

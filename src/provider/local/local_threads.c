@@ -193,7 +193,7 @@ static size_t probe_collect_locked(struct local_provider *lp, struct probe_targe
 	*tout = NULL;
 	*pout = NULL;
 	for (struct local_instance *li = lp->instances; li; li = li->next)
-		n += !li->busy && !li->hidden && li->pid > 0;
+		n += !li->busy && !li->hidden && (li->pid > 0 || li->linked);
 	if (!n)
 		return 0;
 	struct probe_target *t = calloc(n, sizeof(*t));
@@ -204,12 +204,17 @@ static size_t probe_collect_locked(struct local_provider *lp, struct probe_targe
 		return 0;
 	}
 	for (struct local_instance *li = lp->instances; li && i < n; li = li->next) {
-		if (li->busy || li->hidden || li->pid <= 0)
+		if (li->busy || li->hidden || (li->pid <= 0 && !li->linked))
 			continue;
 		snprintf(t[i].name, sizeof(t[i].name), "%s", li->name);
 		snprintf(t[i].user, sizeof(t[i].user), "%s", li->username);
 		t[i].run_id = li->run_id;
-		inst_paths(lp, li->name, NULL, NULL, t[i].sock, NULL);
+		/* A linked server is asked over TCP at its host (libpq takes a
+		 * host name where a socket directory would go). */
+		if (li->linked)
+			snprintf(t[i].sock, sizeof(t[i].sock), "%s", li->host);
+		else
+			inst_paths(lp, li->name, NULL, NULL, t[i].sock, NULL);
 		p[i].sockdir = t[i].sock;
 		p[i].port = li->port;
 		p[i].user = t[i].user;
@@ -220,6 +225,41 @@ static size_t probe_collect_locked(struct local_provider *lp, struct probe_targe
 	return i;
 }
 
+/* A linked server (never ours to restart): "checking" until its first
+ * probe, then available while it answers and unresponsive after
+ * LOCAL_PROBE_MISSES unanswered probes (or at once, if the first probe
+ * is unanswered). Caller holds the lock. */
+static void probe_linked_locked(struct local_instance *li, const struct pg_probe *probe)
+{
+	bool first = strcmp(li->status, "checking") == 0;
+	bool unresponsive = strcmp(li->status, "unresponsive") == 0;
+
+	if (first) {
+		li->probe_misses = 0;
+		set_status(li, probe->ok ? "available" : "unresponsive");
+		if (!probe->ok)
+			log_error(
+			    "local: linked instance %s (%s:%d) does not answer (%s); status is "
+			    "unresponsive",
+			    li->name, li->host, li->port, probe->reason);
+		return;
+	}
+	switch (local_probe_verdict(unresponsive, probe->ok, &li->probe_misses)) {
+	case PROBE_NOW_UNRESPONSIVE:
+		set_status(li, "unresponsive");
+		log_error("local: linked instance %s (%s:%d) did not answer %d probes in a row "
+		          "(%s); status is unresponsive",
+		          li->name, li->host, li->port, LOCAL_PROBE_MISSES, probe->reason);
+		break;
+	case PROBE_RESPONSIVE_AGAIN:
+		set_status(li, "available");
+		log_event("local: linked instance %s answers again; status is available", li->name);
+		break;
+	case PROBE_KEEP:
+		break;
+	}
+}
+
 /* Applies one probe's outcome, unless the instance changed meanwhile
  * (destroyed, restarted, owned by an operation). Caller holds the lock. */
 static void probe_apply_locked(struct local_provider *lp, const struct probe_target *t,
@@ -227,6 +267,11 @@ static void probe_apply_locked(struct local_provider *lp, const struct probe_tar
 {
 	struct local_instance *li = find_locked(lp, t->name);
 
+	if (li && li->linked && li->run_id == t->run_id && !li->busy && !li->hidden &&
+	    !probe->ours) {
+		probe_linked_locked(li, probe);
+		return;
+	}
 	if (!li || li->run_id != t->run_id || li->busy || li->hidden || li->pid <= 0)
 		return;
 	/* We could not ask (no descriptor free): says nothing of the server. */
@@ -265,7 +310,8 @@ static void probe_apply_locked(struct local_provider *lp, const struct probe_tar
 void *prober_main(void *arg)
 {
 	struct local_provider *lp = arg;
-	long long next_round = now_ms() + lp->probe_period_ms;
+	/* The first round at once: linked servers show "checking" until it. */
+	long long next_round = now_ms();
 
 	pthread_mutex_lock(&lp->lock);
 	while (!lp->stopping) {

@@ -54,6 +54,22 @@ static void test_meta(void)
 	CHECK(local_meta_parse(text, &back) == 0);
 	CHECK(back.port == 29999 && strcmp(back.username, "u_1") == 0);
 	CHECK(local_meta_format(&m, text, 10) == -ENOSPC);
+
+	/* A linked server: host and admin (any role, even a reserved name). */
+	memset(&m, 0, sizeof(m));
+	m.linked = true;
+	m.port = 5432;
+	strcpy(m.host, "db.example.com");
+	strcpy(m.admin, "postgres");
+	CHECK(local_meta_format(&m, text, sizeof(text)) == 0);
+	CHECK(local_meta_parse(text, &back) == 0);
+	CHECK(back.linked && back.port == 5432 && strcmp(back.host, "db.example.com") == 0 &&
+	      strcmp(back.admin, "postgres") == 0 && strcmp(back.username, "postgres") == 0);
+	CHECK(local_meta_parse("linked=1\nport=5432\nadmin=postgres\n", &m) == -EINVAL);
+	CHECK(local_meta_parse("linked=1\nhost=h\nport=5432\n", &m) == -EINVAL);
+	CHECK(local_meta_parse("linked=1\nhost=-h\nport=5432\nadmin=a\n", &m) == -EINVAL);
+	CHECK(local_meta_parse("linked=1\nhost=h\nport=5432\nadmin=a b\n", &m) == -EINVAL);
+	CHECK(local_meta_parse("linked=1\nhost=h/x\nport=5432\nadmin=a\n", &m) == -EINVAL);
 }
 
 static void test_stale_pid(void)
