@@ -42,10 +42,12 @@ size_t state_count(struct state_cache *c);
 int state_list(struct state_cache *c, struct instance_list *out);
 
 /* Told (outside the lock) the name of every instance whose saved secret
- * must go: it left the list, was made again elsewhere (back to
- * provisioning, another host or user), or a tombstone ended because the
- * name is back. After the first applied list it is called once with NULL:
- * forget secrets of every name the cache does not know (state_known). */
+ * must go: it left the list for two lists in a row (or after it was seen
+ * deleting), was made again elsewhere (back to provisioning, another host
+ * or user), or a tombstone ended because the name is back. After the
+ * second applied list it is called once with NULL: forget secrets of
+ * every name the cache does not know (state_known: neither an entry nor
+ * a name the last list omitted for the first time). */
 typedef void (*state_forget_fn)(void *arg, const char *name);
 void state_on_forget(struct state_cache *c, state_forget_fn fn, void *arg);
 /* Any entry, visible or a tombstone. */

@@ -40,6 +40,16 @@ struct state_cache {
 	char failure[ERRMSG_MAX]; /* why the last list failed */
 	state_forget_fn forget;
 	void *forget_arg;
+	/* Lists applied so far (counted up to 2: the sweep of unknown
+	 * secrets follows the second). */
+	int lists_applied;
+	bool listed_swept;
+	/* Instances the last list omitted without a deletion seen: their
+	 * secrets are forgotten only if the next list omits them too (or
+	 * shows the name made again elsewhere). A single 200 list that leaves
+	 * names out (a lagging replica, a paging glitch) costs no password. */
+	struct instance *suspects;
+	size_t nsuspects;
 };
 
 struct state_cache *state_new(void)
@@ -71,6 +81,7 @@ void state_free(struct state_cache *c)
 	for (size_t i = 0; i < c->count; i++)
 		entry_clear(&c->items[i]);
 	free(c->items);
+	free(c->suspects);
 	pthread_cond_destroy(&c->changed);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -236,9 +247,34 @@ static void apply_listed(struct entry *e, const struct instance *inst, long long
 	e->updated = wall;
 }
 
+/* Instances omitted by the list being applied, for the next one. */
+struct suspect_list {
+	struct instance *items;
+	size_t count, cap;
+};
+
+static void suspect_later(struct suspect_list *s, const struct instance *inst,
+                          struct forget_list *f)
+{
+	if (s->count == s->cap) {
+		size_t ncap = s->cap ? s->cap * 2 : 16;
+		void *n = realloc(s->items, ncap * sizeof(s->items[0]));
+		if (!n) {
+			forget_later(f, inst->name); /* as before this grace existed */
+			return;
+		}
+		s->items = n;
+		s->cap = ncap;
+	}
+	s->items[s->count++] = *inst;
+}
+
 /* An entry the list does not show: kept while pinned (created here, the
- * provider may lag), held by an operation, or a live tombstone. */
-static bool keep_unlisted(struct entry *e, long long now, struct forget_list *f)
+ * provider may lag), held by an operation, or a live tombstone. Else it
+ * goes from view at once, and its secret with it only if it was last seen
+ * deleting; otherwise the next list must confirm the omission. */
+static bool keep_unlisted(struct entry *e, long long now, struct forget_list *f,
+                          struct suspect_list *s)
 {
 	if (e->hidden) {
 		e->seen_gone = true;
@@ -246,8 +282,29 @@ static bool keep_unlisted(struct entry *e, long long now, struct forget_list *f)
 	}
 	if (e->pinned_until > now || e->op[0])
 		return true;
-	forget_later(f, e->inst.name);
+	if (strcmp(e->inst.status, "deleting") == 0)
+		forget_later(f, e->inst.name);
+	else
+		suspect_later(s, &e->inst, f);
 	return false;
+}
+
+/* The listed instance named name (sorted[0..n) by name), or NULL. */
+static const struct instance *listed_named(const struct instance **sorted, size_t n,
+                                           const char *name)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(sorted[mid]->name, name);
+		if (cmp == 0)
+			return sorted[mid];
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
 }
 
 bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsigned long gen,
@@ -255,6 +312,7 @@ bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsi
 {
 	const struct instance **sorted = NULL;
 	struct forget_list f = {0};
+	struct suspect_list sus = {0};
 	size_t n = 0;
 	if (l->count) {
 		sorted = malloc(l->count * sizeof(*sorted));
@@ -276,7 +334,9 @@ bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsi
 		return false;
 	}
 	time_t wall = time(NULL);
-	bool first = !c->listed;
+	if (c->lists_applied < 2)
+		c->lists_applied++;
+	bool sweep = c->lists_applied == 2 && !c->listed_swept;
 	/* Pass 1, in place: update listed entries, drop the unlisted ones that
 	 * are gone, count the names that are new. */
 	size_t w = 0, j = 0, fresh = 0;
@@ -292,7 +352,7 @@ bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsi
 			apply_listed(e, sorted[j], now, wall, &f);
 			j++;
 		} else {
-			keep = keep_unlisted(e, now, &f);
+			keep = keep_unlisted(e, now, &f, &sus);
 		}
 		if (!keep)
 			entry_clear(e);
@@ -325,7 +385,20 @@ bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsi
 		}
 		c->count = w + fresh;
 	}
+	/* Omitted by the list before: forgotten if omitted again (unless the
+	 * name was made here meanwhile), or if back as another instance. */
+	for (size_t k = 0; k < c->nsuspects; k++) {
+		const struct instance *was = &c->suspects[k];
+		const struct instance *now_listed = listed_named(sorted, n, was->name);
+		if (now_listed ? identity_changed(was, now_listed) : !find(c, was->name))
+			forget_later(&f, was->name);
+	}
+	free(c->suspects);
+	c->suspects = sus.items;
+	c->nsuspects = sus.count;
 	c->listed = true;
+	if (sweep)
+		c->listed_swept = true;
 	pthread_cond_broadcast(&c->changed);
 	state_forget_fn forget = c->forget;
 	void *arg = c->forget_arg;
@@ -334,7 +407,9 @@ bool state_apply_list(struct state_cache *c, const struct instance_list *l, unsi
 	if (forget) {
 		for (size_t k = 0; k < f.count; k++)
 			forget(arg, f.names[k]);
-		if (first)
+		/* After the second list, not the first: a name one list left
+		 * out is still a suspect (state_known), not a stranger. */
+		if (sweep)
 			forget(arg, NULL);
 	}
 	free(f.names);
@@ -353,6 +428,8 @@ bool state_known(struct state_cache *c, const char *name)
 {
 	pthread_mutex_lock(&c->lock);
 	bool known = find(c, name) != NULL;
+	for (size_t k = 0; !known && k < c->nsuspects; k++)
+		known = strcmp(c->suspects[k].name, name) == 0;
 	pthread_mutex_unlock(&c->lock);
 	return known;
 }

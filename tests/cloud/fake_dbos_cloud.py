@@ -57,6 +57,8 @@ FAULT = {"match": "GET /databases" | "*", "kind": KIND, "times": n (default 1,
   huge       200 with a valid JSON body of "size" bytes (default 16 MiB)
   hang       never answer (until the server stops or "delay" passes)
   close      close the connection without answering
+  omit       200 with the real list minus the instances named in "names"
+             (a lagging replica, a paging glitch)
 The match key is "METHOD TEMPLATE", as in the stats counts.
 """
 
@@ -292,6 +294,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.apply_simple_fault(fault)
 
         status, obj = self.handle_api(method, path, r, raw)
+        if fault and fault["kind"] == "omit" and isinstance(obj, list):
+            names = set(fault.get("names", []))
+            obj = [o for o in obj if o.get("PostgresInstanceName") not in names]
         body = json.dumps(obj).encode()
         with st.lock:
             st.recent.append({"method": method, "path": path, "status": status})

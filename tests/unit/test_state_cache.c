@@ -178,6 +178,48 @@ static bool was_forgotten(const char *name)
 	return false;
 }
 
+/* A 200 list that omits names once costs no secret; a second omission,
+ * a deletion seen first, or a return as another instance does. */
+static void test_omission_needs_confirmation(void)
+{
+	struct state_cache *c = state_new();
+	nforgotten = nsweeps = 0;
+	state_on_forget(c, on_forget, NULL);
+	struct instance_list all = list_of(3, "alpha", "beta", "gamma");
+	struct instance_list none = {0};
+	CHECK(state_apply_list(c, &all, state_generation(c), 0));
+	CHECK(state_apply_list(c, &none, state_generation(c), 10));
+	CHECK(nforgotten == 0 && state_count(c) == 0);
+	CHECK(state_apply_list(c, &all, state_generation(c), 20));
+	CHECK(nforgotten == 0 && state_count(c) == 3);
+	/* Omitted twice in a row: forgotten. */
+	CHECK(state_apply_list(c, &none, state_generation(c), 30));
+	CHECK(state_apply_list(c, &none, state_generation(c), 40));
+	CHECK(was_forgotten("alpha") && was_forgotten("beta") && was_forgotten("gamma"));
+	/* Seen deleting, then gone: forgotten at once. */
+	nforgotten = 0;
+	struct instance_list one = list_of(1, "delta");
+	CHECK(state_apply_list(c, &one, state_generation(c), 50));
+	snprintf(one.items[0].status, sizeof(one.items[0].status), "deleting");
+	CHECK(state_apply_list(c, &one, state_generation(c), 60));
+	CHECK(state_apply_list(c, &none, state_generation(c), 70));
+	CHECK(was_forgotten("delta"));
+	/* Omitted once, then back with another host: made again elsewhere. */
+	nforgotten = 0;
+	struct instance_list e1 = list_of(1, "epsilon");
+	CHECK(state_apply_list(c, &e1, state_generation(c), 80));
+	CHECK(state_apply_list(c, &none, state_generation(c), 90));
+	CHECK(nforgotten == 0);
+	snprintf(e1.items[0].host, sizeof(e1.items[0].host), "elsewhere.example.com");
+	CHECK(state_apply_list(c, &e1, state_generation(c), 100));
+	CHECK(was_forgotten("epsilon"));
+	CHECK(nsweeps == 1);
+	instance_list_free(&all);
+	instance_list_free(&one);
+	instance_list_free(&e1);
+	state_free(c);
+}
+
 /* Secrets follow identity; tombstones end when the name comes back. */
 static void test_identity_and_tombstone_end(void)
 {
@@ -185,11 +227,16 @@ static void test_identity_and_tombstone_end(void)
 	state_on_forget(c, on_forget, NULL);
 	struct instance_list l = list_of(3, "alpha", "beta", "gamma");
 	CHECK(state_apply_list(c, &l, state_generation(c), 0));
-	CHECK(nsweeps == 1 && nforgotten == 0);
-	/* beta leaves the list: forgotten. */
+	CHECK(nsweeps == 0 && nforgotten == 0);
+	/* beta leaves the list: gone from view at once, its secret only once
+	 * a second list confirms it (the sweep of strangers follows the
+	 * second list and spares it: state_known). */
 	struct instance_list l2 = list_of(2, "alpha", "gamma");
 	CHECK(state_apply_list(c, &l2, state_generation(c), 10));
-	CHECK(was_forgotten("beta") && !state_get(c, "beta", NULL));
+	CHECK(!was_forgotten("beta") && !state_get(c, "beta", NULL));
+	CHECK(nsweeps == 1 && state_known(c, "beta"));
+	CHECK(state_apply_list(c, &l2, state_generation(c), 15));
+	CHECK(was_forgotten("beta") && !state_known(c, "beta"));
 	/* gamma is back provisioning (made again elsewhere): forgotten, shown. */
 	snprintf(l2.items[1].status, sizeof(l2.items[1].status), "provisioning");
 	CHECK(state_apply_list(c, &l2, state_generation(c), 20));
@@ -246,6 +293,7 @@ static void test_large_unsorted_list(void)
 int main(void)
 {
 	test_identity_and_tombstone_end();
+	test_omission_needs_confirmation();
 	test_large_unsorted_list();
 	test_listing();
 	test_stale_list_discarded();
