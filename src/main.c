@@ -67,7 +67,7 @@ static void usage(const char *prog)
 	char names[128] = "";
 	for (size_t i = 0; provider_kinds[i]; i++) {
 		snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
-		         i ? ", " : "", provider_kinds[i]->name);
+		         i ? "|" : "", provider_kinds[i]->name);
 		buf_printf(&per_provider,
 		           "\nprovider=%s options (refused with another provider):\n%s",
 		           provider_kinds[i]->name, provider_kinds[i]->help);
@@ -93,7 +93,7 @@ static void usage(const char *prog)
 	    "server dbosfs adopts but never starts, stops or changes; rmdir unlinks).\n"
 	    "\n"
 	    "dbosfs options:\n"
-	    "    -o provider=NAME         where instances live: %s (default: %s)\n"
+	    "    -o provider=%-12s where instances live (default: %s)\n"
 	    "    -o state_dir=DIR         dbosfs state (default: $XDG_DATA_HOME/dbosfs,\n"
 	    "                             ~/.local/share/dbosfs; /var/lib/dbosfs as root)\n"
 	    "    -o db_username=NAME      admin user of instances made by mkdir\n"

@@ -190,4 +190,4 @@ def test_help_lists_each_providers_options():
         assert local < out.index(f"-o {key}") < cloud, key
     for key in ("credentials=", "domain=", "auth_domain=", "cafile="):
         assert out.index(f"-o {key}") > cloud, key
-    assert "provider=NAME" in out and "local, cloud" in out
+    assert "-o provider=local|cloud  where instances live (default: local)" in out
