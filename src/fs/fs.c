@@ -51,12 +51,33 @@ int run_op(struct dbosfs *fs, const char *name, const char *op,
 	return rc;
 }
 
+const struct file_def *dir_file(const struct dir_def *d, int i)
+{
+	if (i < d->file_count)
+		return &d->files[i];
+	i -= d->file_count;
+	for (int t = 0; t < d->table_count; t++) {
+		if (i < d->tables[t]->count)
+			return &d->tables[t]->files[i];
+		i -= d->tables[t]->count;
+	}
+	return NULL;
+}
+
+int dir_file_count(const struct dir_def *d)
+{
+	int n = d->file_count;
+	for (int t = 0; t < d->table_count; t++)
+		n += d->tables[t]->count;
+	return n;
+}
+
 static const struct file_def *find_file(const struct dir_def *d, const char *name)
 {
-	for (int i = 0; i < d->file_count; i++)
-		if (strcmp(d->files[i].name, name) == 0 &&
-		    (!d->files[i].present || d->files[i].present(fs_get())))
-			return &d->files[i];
+	const struct file_def *f;
+	for (int i = 0; (f = dir_file(d, i)) != NULL; i++)
+		if (strcmp(f->name, name) == 0 && (!f->present || f->present(fs_get())))
+			return f;
 	return NULL;
 }
 
@@ -200,14 +221,15 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 		}
 		free(names);
 	}
-	for (int i = 0; i < d->file_count; i++) {
-		if (d->files[i].present && !d->files[i].present(fs))
+	const struct file_def *f;
+	for (int i = 0; (f = dir_file(d, i)) != NULL; i++) {
+		if (f->present && !f->present(fs))
 			continue;
 		struct node file = n;
 		file.kind = NODE_FILE;
-		file.file = &d->files[i];
+		file.file = f;
 		fill_file_stat(fs, &file, &st);
-		fill(buf, filler, d->files[i].name, &st);
+		fill(buf, filler, f->name, &st);
 	}
 	return 0;
 }
@@ -616,7 +638,7 @@ static int op_statfs(const char *path, struct statvfs *sv)
 	sv->f_bsize = 4096;
 	sv->f_frsize = 4096;
 	sv->f_blocks = n + 1;
-	sv->f_files = 1 + n * (unsigned long)(1 + instance_dir.file_count);
+	sv->f_files = 1 + n * (unsigned long)(1 + dir_file_count(&instance_dir));
 	sv->f_namemax = 255;
 	return 0;
 }

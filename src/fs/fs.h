@@ -7,9 +7,11 @@
  *   /                 fs_root.c      (the instances: readdir, mkdir, rmdir)
  *   /.dbosfs/...      fs_meta.c      (about this mount)
  *   /NAME/...         fs_instance.c  (one database instance)
- *   /NAME/branch      fs_branch.c
+ *   /NAME/branch, /NAME/restore  fs_branch.c (copy_files)
  *   /NAME/databases/  fs_databases.c (the databases inside an instance)
- * A new per-instance file is one row in fs_instance.c plus its handlers. */
+ * A new per-instance file is one row plus its handlers, side by side: in
+ * fs_instance.c, or in a file_table of a file of its own (listed in
+ * instance_dir.tables), and the provider op it calls. */
 #ifndef DBOSFS_FS_H
 #define DBOSFS_FS_H
 
@@ -89,6 +91,17 @@ struct file_def {
 	bool (*present)(struct dbosfs *fs);
 };
 
+/* Rows declared in a source file of their own, with their handlers
+ * static beside them (fs_branch.c's copy_files). */
+struct file_table {
+	const struct file_def *files;
+	int count;
+};
+#define FILE_TABLE(rows)                                                                           \
+	{                                                                                          \
+		rows, (int)(sizeof(rows) / sizeof((rows)[0]))                                      \
+	}
+
 /* One directory. Entries are subdirectories named at run time (the
  * instances at the root, databases/DB below an instance): one table
  * (entry) serves them all, and list/exists/mkdir/rmdir manage them. */
@@ -97,6 +110,9 @@ struct dir_def {
 	mode_t mode;
 	const struct file_def *files;
 	int file_count;
+	/* More files, declared beside their handlers in other sources. */
+	const struct file_table *const *tables;
+	int table_count;
 	const struct dir_def *const *dirs; /* fixed subdirectories */
 	int dir_count;
 	const struct dir_def *entry; /* NULL: no entries */
@@ -183,16 +199,17 @@ int fs_databases_init(struct dbosfs *fs);
 void fs_databases_free(struct dbosfs *fs);
 void fs_databases_refresh(void *fs);
 
-/* fs_branch.c: NAME/branch. */
-int build_branch(struct dbosfs *fs, const struct node *n, struct buf *out);
-int write_branch(struct dbosfs *fs, const struct node *n, const char *newname, struct errmsg *e);
+/* The i-th file of d: its own rows, then its tables' (NULL past the end). */
+const struct file_def *dir_file(const struct dir_def *d, int i);
+int dir_file_count(const struct dir_def *d);
+
+/* fs_branch.c: NAME/branch and NAME/restore. */
+extern const struct file_table copy_files;
 /* fs_link.c: .dbosfs/link. */
 int build_link(struct dbosfs *fs, const struct node *n, struct buf *out);
 int write_link(struct dbosfs *fs, const struct node *n, const char *value, struct errmsg *e);
-/* NAME/restore: read the window, write "TIME NEWNAME"; info's
- * wal_archive_bytes line (nothing for providers without a window). */
-int build_restore(struct dbosfs *fs, const struct node *n, struct buf *out);
-int write_restore(struct dbosfs *fs, const struct node *n, const char *value, struct errmsg *e);
+/* fs_branch.c: info's wal_archive_bytes line (nothing for providers
+ * without a restore window). */
 int build_info_pitr(struct dbosfs *fs, const char *name, struct buf *out);
 
 #endif

@@ -1,7 +1,8 @@
 /* /NAME/branch: write NEWNAME, and NEWNAME becomes a copy of NAME as it is
  * now, with NAME's admin user and password. The write runs as NAME's
  * "branch" operation (one at a time per instance) and returns once NEWNAME
- * is available (local) or accepted (cloud). */
+ * is available (local) or accepted (cloud). /NAME/restore likewise, as of
+ * a time. Their rows are here, beside their handlers (copy_files). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 #include "log.h"
 #include "validate.h"
 
-int build_branch(struct dbosfs *fs, const struct node *n, struct buf *out)
+static int build_branch(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
 	return buf_printf(out, "echo NEWNAME > %s/branch makes NEWNAME a copy of %s as it is now\n",
 	                  n->name, n->name);
@@ -81,7 +82,8 @@ static int check_copy(struct dbosfs *fs, const char *verb, const char *name, con
 	return 0;
 }
 
-int write_branch(struct dbosfs *fs, const struct node *n, const char *newname, struct errmsg *e)
+static int write_branch(struct dbosfs *fs, const struct node *n, const char *newname,
+                        struct errmsg *e)
 {
 	const char *name = n->name;
 	struct errmsg why = {{0}};
@@ -176,7 +178,7 @@ static int parse_rfc3339(const char *s, long long *ms)
 	return 0;
 }
 
-int build_restore(struct dbosfs *fs, const struct node *n, struct buf *out)
+static int build_restore(struct dbosfs *fs, const struct node *n, struct buf *out)
 {
 	struct instance inst;
 	struct errmsg e = {{0}};
@@ -207,7 +209,8 @@ int build_info_pitr(struct dbosfs *fs, const char *name, struct buf *out)
 }
 
 /* "TIME NEWNAME" */
-int write_restore(struct dbosfs *fs, const struct node *n, const char *value, struct errmsg *e)
+static int write_restore(struct dbosfs *fs, const struct node *n, const char *value,
+                         struct errmsg *e)
 {
 	const char *name = n->name;
 	char when[64], newname[64], extra[8];
@@ -259,3 +262,10 @@ int write_restore(struct dbosfs *fs, const struct node *n, const char *value, st
 	log_event("restored %s as of %s as %s in %lld ms", name, when, newname, now_ms() - t0);
 	return 0;
 }
+
+static const struct file_def copy_rows[] = {
+    {"branch", 0644, .build = build_branch, .write = write_branch, .op = "branch"},
+    {"restore", 0644, .build = build_restore, .write = write_restore, .op = "restore"},
+};
+
+const struct file_table copy_files = FILE_TABLE(copy_rows);

@@ -395,9 +395,10 @@ static const struct file_def instance_files[] = {
      .op = "rollback"},
     {"last_error", 0444, .build = build_last_error},
     {"apps", 0444, .build = build_apps},
-    {"branch", 0644, .build = build_branch, .write = write_branch, .op = "branch"},
-    {"restore", 0644, .build = build_restore, .write = write_restore, .op = "restore"},
 };
+
+/* Files declared beside their handlers in other sources. */
+static const struct file_table *const instance_tables[] = {&copy_files};
 
 static const struct dir_def *const instance_dirs[] = {&databases_dir};
 
@@ -405,6 +406,8 @@ const struct dir_def instance_dir = {
     .mode = 0755,
     .files = instance_files,
     .file_count = sizeof(instance_files) / sizeof(instance_files[0]),
+    .tables = instance_tables,
+    .table_count = sizeof(instance_tables) / sizeof(instance_tables[0]),
     .dirs = instance_dirs,
     .dir_count = 1,
 };
