@@ -49,8 +49,9 @@ def free_port():
 
 @pytest.fixture(scope="module")
 def server(cloud_certs):
-    """A PostgreSQL on 127.0.0.1 with TLS (the test CA's server certificate)
-    and an admin that may create databases but is not a superuser."""
+    """A PostgreSQL on 127.0.0.1 and 127.0.0.2 with TLS (the test CA's server
+    certificate, for 127.0.0.1 and localhost only) and an admin that may
+    create databases but is not a superuser."""
     if BINDIR is None:
         pytest.skip("no PostgreSQL server binaries")
     base = tempfile.mkdtemp(prefix="dbosfs-cloudpg-", dir="/tmp")
@@ -75,12 +76,12 @@ def server(cloud_certs):
                 os.chown(path, pgu.pw_uid, pgu.pw_gid)
         # TLS or nothing from the network: dbosfs's connections must use it.
         with open(os.path.join(data, "pg_hba.conf"), "w") as f:
-            f.write("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+            f.write("local all all trust\nhostssl all all 127.0.0.0/8 scram-sha-256\n")
         with open(os.path.join(data, "postgresql.conf"), "a") as f:
             f.write("\nssl = on\nshared_buffers = 16MB\nmax_connections = 30\n"
                     "logging_collector = off\n")
         run_pg([f"{BINDIR}/pg_ctl", "-D", data, "-w", "-l", os.path.join(sock, "pg.log"),
-                "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start"])
+                "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1,127.0.0.2", "start"])
         run_pg(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", sock, "-p", str(port),
                 "-U", "postgres", "-d", "postgres", "-c",
                 f"CREATE ROLE {ADMIN} LOGIN CREATEDB PASSWORD '{PASSWORD}'"])
@@ -187,3 +188,22 @@ def test_cloud_databases(mount_factory, fake_cloud, server):
     os.rmdir(os.path.join(dbs, "shop"))
     assert "shop" not in os.listdir(dbs)
     assert admin_sql(server, "SELECT count(*) FROM pg_database WHERE datname = 'shop'") == "0"
+
+
+def test_cloud_databases_verify_the_server_certificate(mount_factory, fake_cloud, server):
+    """sslmode=verify-full: the same server reached by an address its
+    certificate does not name is refused, with libpq's reason."""
+    fake_cloud.add_instances([available_instance("good", HostName="127.0.0.1",
+                                                 Port=server["port"], DatabaseUsername=ADMIN),
+                              available_instance("wronghost", HostName="127.0.0.2",
+                                                 Port=server["port"], DatabaseUsername=ADMIN)])
+    m = mount_cloud(mount_factory, fake_cloud)
+    # The CAs the API trusts (system + cafile), written for libpq.
+    with open(fake_cloud.ca) as f:
+        assert f.read().strip() in (m.state_dir / "cloud-ca.pem").read_text()
+    for name in ("good", "wronghost"):
+        write_file(m.p(name, "password"), PASSWORD + "\n")
+    assert "postgres" in ls_databases(m, "good")
+    assert errno_of(ls_databases, m, "wronghost") == errno.EIO
+    err = m.read("wronghost", "last_error")
+    assert "127.0.0.2" in err and "certificate" in err, err
