@@ -99,6 +99,12 @@ struct provider_ops {
 	int (*restore_window)(struct provider *p, const struct instance *inst,
 	                      long long *earliest_ms, long long *latest_ms,
 	                      long long *archive_bytes, struct errmsg *e);
+	/* Whether the instance's data is on disk: "yes", "pending" (a
+	 * branch or restore still being flushed in the background) or "no",
+	 * and for an instance the provider will not start, why (for
+	 * last_error; "" otherwise). From memory only. NULL: not tracked. */
+	void (*durability)(struct provider *p, const char *name, char *durable, size_t dsz,
+	                   char *why, size_t wsz);
 };
 
 struct provider {

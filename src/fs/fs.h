@@ -209,7 +209,8 @@ extern const struct file_table copy_files;
 int build_link(struct dbosfs *fs, const struct node *n, struct buf *out);
 int write_link(struct dbosfs *fs, const struct node *n, const char *value, struct errmsg *e);
 /* fs_branch.c: info's wal_archive_bytes line (nothing for providers
- * without a restore window). */
+ * without a restore window), and the durable line of providers that
+ * track it. */
 int build_info_pitr(struct dbosfs *fs, const char *name, struct buf *out);
 
 #endif

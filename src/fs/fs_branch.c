@@ -205,7 +205,15 @@ int build_info_pitr(struct dbosfs *fs, const char *name, struct buf *out)
 	if (!fs->provider->ops->restore_window || !state_get(fs->cache, name, &inst))
 		return 0;
 	fs->provider->ops->restore_window(fs->provider, &inst, &earliest, &latest, &bytes, NULL);
-	return bytes >= 0 ? buf_printf(out, "wal_archive_bytes: %lld\n", bytes) : 0;
+	int rc = bytes >= 0 ? buf_printf(out, "wal_archive_bytes: %lld\n", bytes) : 0;
+	char durable[16], why[8];
+	if (!rc && fs->provider->ops->durability) {
+		fs->provider->ops->durability(fs->provider, name, durable, sizeof(durable), why,
+		                              sizeof(why));
+		if (durable[0])
+			rc = buf_printf(out, "durable: %s\n", durable);
+	}
+	return rc;
 }
 
 /* "TIME NEWNAME" */

@@ -231,6 +231,14 @@ static int build_last_error(struct dbosfs *fs, const struct node *n, struct buf 
 	if (rc)
 		return rc;
 	state_get_error(fs->cache, n->name, msg, sizeof(msg));
+	/* Nothing failed through the mount: the provider may know why it
+	 * will not start the instance (local: a copy that was not durable
+	 * when the machine went down). */
+	if (!msg[0] && fs->provider->ops->durability) {
+		char durable[16];
+		fs->provider->ops->durability(fs->provider, n->name, durable, sizeof(durable), msg,
+		                              sizeof(msg));
+	}
 	return msg[0] ? buf_printf(out, "%s\n", msg) : 0;
 }
 

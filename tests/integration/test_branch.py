@@ -99,3 +99,27 @@ def test_branch_survives_remount(source):
         psql(m, new, "INSERT INTO t VALUES (-3, 'after remount')")
     finally:
         m.destroy(new)
+
+
+def test_branch_is_durable_in_the_background(source):
+    """The branch is available before its copy is on disk; info says
+    "durable: pending" until the flusher is done, then "durable: yes". The
+    first start's fsync = off is gone by then: clients commit durably."""
+    m, name = source
+    new = unique_name("db")
+    write_file(m.p(name, "branch"), new + "\n")
+    try:
+        state = [l for l in m.read(new, "info").splitlines() if l.startswith("durable: ")]
+        assert state and state[0] in ("durable: pending", "durable: yes"), state
+        assert psql(m, new, "SHOW fsync").stdout.strip() == "on"
+        data = m.state_dir / "local" / "instances" / new / "data"
+        assert not (data / "dbosfs_first_start.conf").exists()
+        deadline = time.time() + 60
+        while "durable: yes" not in m.read(new, "info"):
+            assert time.time() < deadline, m.read(new, "info")
+            time.sleep(0.2)
+        assert not (m.state_dir / "local" / "instances" / new / "durable-pending").exists()
+        assert "durable: yes" in m.read(name, "info")  # a mkdir'd instance
+        assert f"instance {new} is durable" in m.log()
+    finally:
+        m.destroy(new)

@@ -383,3 +383,113 @@ def test_crash_during_the_first_template_build(step):
         assert name in r.check()
     finally:
         r.finish()
+
+
+# ---- branch and restore (issue 10): copies made durable in the background ----
+
+# Steps of a branch or restore (local_branch.c local_create_from, then the
+# flusher of local_durable.c). Before copy-done the instance's intent record
+# is still there: the copy is undone. From copy-done on NEWNAME is complete;
+# its copy may not be on disk yet (durable-pending with this boot's id), and
+# the remount finishes the flush.
+COPY_STEPS = ["copy-filled", "copy-renamed", "copy-started", "copy-done", "durable-flushed"]
+
+
+def durable(m, name):
+    line = [l for l in m.read(name, "info").splitlines() if l.startswith("durable: ")]
+    return line[0].split(": ", 1)[1] if line else ""
+
+
+def no_copy_leftovers(rig):
+    assert not [e for e in ls(rig.state / "local" / "spares")
+                if e.startswith(("branch-", "restore-"))]
+
+
+def copy_case(rig, step, kind):
+    name = unique_name("cp")
+    rows = rig.rows
+
+    def op(m):
+        wait_for(lambda: m.read(rig.keeper, "status").strip() == "available", 60,
+                 "the keeper available")
+        if kind == "branch":
+            swallow(m.write, name + "\n", rig.keeper, "branch")
+        else:
+            time.sleep(0.5)  # the target is after every committed row
+            t = time.time()
+            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + \
+                f".{int(t * 1000) % 1000:03d}Z"
+            swallow(m.write, f"{when} {name}\n", rig.keeper, "restore")
+
+    # The flusher waits, so copy-done ends the daemon with the copy pending.
+    env = {"DBOSFS_FLUSH_DELAY_MS": "1500"} if step != "durable-flushed" else {}
+    rig.unmount()
+    ok = False
+    try:
+        rig.mount(crash_at=step, extra_env=env)
+        op(rig.m)
+        rig.crashed(step)
+        rig.mount()
+        names = rig.check()
+        no_copy_leftovers(rig)
+        complete = step in ("copy-done", "durable-flushed")
+        assert (name in names) == complete, (step, names)
+        if complete:
+            wait_for(lambda: durable(rig.m, name) == "yes", 60,
+                     f"{name} durable: {rig.m.log()[-2000:]}")
+            assert not (rig.state / "local" / "instances" / name / "durable-pending").exists()
+            with connect(rig.m, name) as c, c.cursor() as cur:
+                cur.execute("SELECT count(*) FROM kept")
+                assert cur.fetchone()[0] == rows
+            rig.m.destroy(name)
+        ok = True
+    finally:
+        if not ok:
+            rig.reset()
+
+
+@pytest.mark.parametrize("step", COPY_STEPS)
+def test_crash_during_branch(rig, step):
+    copy_case(rig, step, "branch")
+
+
+@pytest.mark.parametrize("step", ["copy-renamed", "copy-done"])
+def test_crash_during_restore(rig, step):
+    copy_case(rig, step, "restore")
+
+
+def test_branch_not_durable_when_the_machine_went_down(rig):
+    """A marker of another boot: the OS went down before the copy reached
+    the disk. The instance is listed but not started, says why, and rmdir
+    works; nothing of it is left."""
+    boot = rig.base / "boot_id"
+    boot.write_text("11111111-2222-3333-4444-555555555555\n")
+    env = {"DBOSFS_BOOT_ID_FILE": str(boot), "DBOSFS_FLUSH_DELAY_MS": "1500"}
+    name = unique_name("nd")
+    rig.unmount()
+    ok = False
+    try:
+        rig.mount(crash_at="copy-done", extra_env=env)
+        wait_for(lambda: rig.m.read(rig.keeper, "status").strip() == "available", 60,
+                 "the keeper available")
+        swallow(rig.m.write, name + "\n", rig.keeper, "branch")
+        rig.crashed("copy-done")
+        boot.write_text("99999999-2222-3333-4444-555555555555\n")  # "rebooted"
+        rig.mount(extra_env={"DBOSFS_BOOT_ID_FILE": str(boot)})
+        m = rig.m
+        assert name in rig.listed()
+        assert m.read(name, "status").strip() == "failed"
+        assert m.read(name, "last_error").strip() == (
+            "branch was not yet durable when the machine went down; rmdir it and "
+            "branch again")
+        assert durable(m, name) == "no"
+        assert (rig.state / "local" / "instances" / name / "durable-pending").exists()
+        time.sleep(1)
+        assert m.read(name, "status").strip() == "failed"  # never started
+        m.destroy(name)
+        assert name not in rig.check()
+        no_copy_leftovers(rig)
+        ok = True
+    finally:
+        if not ok:
+            rig.reset()

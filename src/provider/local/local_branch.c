@@ -16,8 +16,12 @@
  *
  * Crash safety: the copy is built in spares/branch-NEWNAME.N.tmp, which
  * every mount removes (tmpl_cleanup), and becomes instances/NEWNAME by one
- * rename after its meta file is written. A kill -9 before the rename leaves
- * nothing; after it, NEWNAME is complete and its next start replays its WAL. */
+ * rename after its meta file and its durable-pending marker are written.
+ * A kill -9 before the instance is complete (intent record) leaves nothing;
+ * after it, NEWNAME is complete and its next start replays its WAL. The
+ * copy is not flushed to disk before NEWNAME is available: the flusher
+ * does that in the background, and a machine crash before it is done
+ * leaves NEWNAME "failed" rather than possibly torn (local_durable.c). */
 #include "local_internal.h"
 #include "log.h"
 #include "pg.h"
@@ -48,7 +52,7 @@ struct copy_stats {
 	long long bytes;
 	long files;
 	long reflinked;
-	long long checkpoint_ms, copy_ms, sync_ms; /* where the time went, for the log */
+	long long checkpoint_ms, copy_ms; /* where the time went, for the log */
 	long copied;
 	bool reflink_failed; /* stop trying FICLONE after the first refusal */
 };
@@ -177,8 +181,8 @@ static bool file_skipped(const struct copy_ctx *cx, const char *top, const char 
 	if (cx->keep_label && strcmp(name, "backup_label") == 0)
 		return false;
 	return strcmp(name, "postmaster.pid") == 0 || strcmp(name, "postmaster.opts") == 0 ||
-	       strcmp(name, "backup_label") == 0 || strcmp(name, "tablespace_map") == 0 ||
-	       strcmp(name, "backup_label.old") == 0;
+	       strcmp(name, "dbosfs_first_start.conf") == 0 || strcmp(name, "backup_label") == 0 ||
+	       strcmp(name, "tablespace_map") == 0 || strcmp(name, "backup_label.old") == 0;
 }
 
 /* Copies directory sdir into the (existing) directory ddir; top is NULL
@@ -256,22 +260,6 @@ static int write_at(const struct copy_ctx *cx, int dir, const char *name, const 
 	int rc = write(fd, text, len) == (ssize_t)len ? 0 : (errno ? -errno : -EIO);
 	if (!rc)
 		rc = owned(cx, fd);
-	if (!rc && fsync(fd) < 0)
-		rc = -errno;
-	close(fd);
-	if (rc)
-		return errmsg_set(e, rc, "cannot write %s: %s", name, strerror(-rc));
-	return 0;
-}
-
-static int append_at(const struct copy_ctx *cx, int dir, const char *name, const char *text,
-                     struct errmsg *e)
-{
-	int fd = openat(dir, name, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return errmsg_set(e, -errno, "cannot open %s: %s", name, strerror(errno));
-	size_t len = strlen(text);
-	int rc = write(fd, text, len) == (ssize_t)len ? 0 : (errno ? -errno : -EIO);
 	close(fd);
 	if (rc)
 		return errmsg_set(e, rc, "cannot write %s: %s", name, strerror(-rc));
@@ -356,21 +344,7 @@ static int online_copy(struct local_provider *lp, const char *src_name, const ch
 		rc = write_at(cx, ddir, "backup_label", PQgetvalue(res, 0, 0), e);
 	if (!rc && PQgetvalue(res, 0, 1)[0])
 		rc = write_at(cx, ddir, "tablespace_map", PQgetvalue(res, 0, 1), e);
-	/* A server starting with a backup_label first fsyncs every file of
-	 * its data directory, one by one (seconds for a thousand files on a
-	 * busy disk). One syncfs() makes the copy durable before the rename
-	 * that commits it, and the server is told to do the same (it then
-	 * finds nothing left to write). */
-	if (!rc)
-		rc = append_at(cx, ddir, "postgresql.conf",
-		               "\n# dbosfs: one syncfs() instead of an fsync per file when "
-		               "recovering\nrecovery_init_sync_method = syncfs\n",
-		               e);
 	cx->stats.copy_ms = now_ms() - t;
-	t = now_ms();
-	if (!rc && syncfs(ddir) < 0)
-		rc = errmsg_set(e, -errno, "syncfs: %s", strerror(errno));
-	cx->stats.sync_ms = now_ms() - t;
 out:
 	if (started) {
 		/* Leave the source as we found it (no backup in progress). */
@@ -411,7 +385,15 @@ int local_online_backup(struct local_provider *lp, const char *src_name, const c
                         const atomic_bool *cancel, struct errmsg *e)
 {
 	struct copy_ctx cx = {.lp = lp, .cancel = cancel};
-	return online_copy(lp, src_name, dst_data, &cx, e);
+	int rc = online_copy(lp, src_name, dst_data, &cx, e);
+	/* A base backup is durable before it is named as one. */
+	int fd = rc ? -1 : open(dst_data, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (syncfs(fd) < 0)
+			rc = errmsg_set(e, -errno, "syncfs: %s", strerror(errno));
+		close(fd);
+	}
+	return rc;
 }
 
 int local_create_from(struct local_provider *lp, const struct local_create *c, struct instance *out,
@@ -457,6 +439,8 @@ int local_create_from(struct local_provider *lp, const struct local_create *c, s
 		goto fail;
 	intent = true;
 	rc = c->fill(lp, data, &li->cancel, c->arg, e);
+	if (!rc)
+		rc = durable_prepare_first_start(lp, data, e);
 	if (rc)
 		goto fail;
 	rc = assign_port(lp, li, e);
@@ -470,6 +454,12 @@ int local_create_from(struct local_provider *lp, const struct local_create *c, s
 		rc = errmsg_set(e, rc, "cannot write %s: %s", meta_path, strerror(-rc));
 		goto fail;
 	}
+	/* Not durable yet (only the page cache has the copy): the marker
+	 * says so until the flusher is done (local_durable.c). */
+	rc = durable_mark(lp, tmp, e);
+	if (rc)
+		goto fail;
+	proc_crash_point("copy-filled");
 	/* The commit point: one rename makes NEWNAME exist, whole. */
 	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dest, RENAME_NOREPLACE) < 0) {
 		rc = -errno;
@@ -481,19 +471,26 @@ int local_create_from(struct local_provider *lp, const struct local_create *c, s
 		goto fail;
 	}
 	claimed = true;
+	proc_crash_point("copy-renamed");
 	rc = instance_start(lp, li, e);
 	if (!rc && c->started)
 		rc = c->started(lp, li, c->arg, e);
+	if (!rc)
+		rc = durable_settle_first_start(lp, li, e);
 	if (rc)
 		goto fail;
+	proc_crash_point("copy-started");
 	/* Complete (promoted, with the password the tree serves): a crash
 	 * from here on leaves a usable instance. */
 	intent_end(lp, newname);
 	intent = false;
 
 	pthread_mutex_lock(&lp->lock);
+	li->durable_pending = true; /* the flusher's job from here */
 	publish_running_locked(lp, li, out);
+	pthread_cond_broadcast(&lp->cond);
 	pthread_mutex_unlock(&lp->lock);
+	proc_crash_point("copy-done");
 	log_event("local: %s made (%s) in %lld ms", newname, c->what, now_ms() - t0);
 	return 0;
 
@@ -564,9 +561,10 @@ int local_branch(struct provider *p, const struct instance *inst, const char *ne
 	int rc = local_create_from(LP(p), &c, out, e);
 	if (!rc)
 		log_event("local: %s branched from %s in %lld ms: %ld files, %lld MiB, %ld "
-		          "reflinked, %ld copied; checkpoint %lld ms, copy %lld ms, syncfs %lld ms",
+		          "reflinked, %ld copied; checkpoint %lld ms, copy %lld ms; durable in the "
+		          "background",
 		          newname, inst->name, now_ms() - t0, b.stats.files, b.stats.bytes >> 20,
-		          b.stats.reflinked, b.stats.copied, b.stats.checkpoint_ms, b.stats.copy_ms,
-		          b.stats.sync_ms);
+		          b.stats.reflinked, b.stats.copied, b.stats.checkpoint_ms,
+		          b.stats.copy_ms);
 	return rc;
 }

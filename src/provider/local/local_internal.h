@@ -102,6 +102,13 @@ struct local_instance {
 	/* Recovery finished a password reset: the next start gives the
 	 * server the saved password before the instance is shown available. */
 	bool resync_password;
+	/* A branch or restore whose copy is not on disk yet: the flusher's
+	 * job (local_durable.c); flush_after_ms delays a retry. */
+	bool durable_pending;
+	long long flush_after_ms;
+	/* Why the provider will not start it ("" if it would), for
+	 * last_error: a copy that was not durable when the machine went down. */
+	char fail_reason[160];
 	/* Destroy or stop wants a start in flight to end now; read without the
 	 * lock by the start's waits. */
 	atomic_bool cancel;
@@ -165,8 +172,12 @@ struct local_provider {
 	pthread_t preparer;
 	pthread_t prober;
 	pthread_t pitr;               /* base backups and pruning (local_pitr.c) */
+	pthread_t flusher;            /* copies made durable (local_durable.c) */
 	long long pitr_window_ms;     /* 0: no WAL archiving, no restore */
 	long long pitr_base_every_ms; /* a new base backup after this long */
+	/* ... or once this much WAL was archived since the newest one; 0:
+	 * the data directory's size, at least PITR_BASE_WAL_MIN_BYTES. */
+	long long pitr_base_wal_bytes;
 	bool spare_wanted;
 	bool spare_space_logged;    /* "no room for a spare" said once (preparer only) */
 	int probe_period_ms;        /* the mount's refresh period */
@@ -508,6 +519,30 @@ int local_restore(struct provider *p, const struct instance *inst, long long tar
 int local_restore_window(struct provider *p, const struct instance *inst, long long *earliest_ms,
                          long long *latest_ms, long long *archive_bytes, struct errmsg *e);
 void *pitr_main(void *arg);
+
+/* ---- local_durable.c: copies flushed in the background ---- */
+
+/* This boot's id (DBOSFS_BOOT_ID_FILE for tests); 0 or -errno. */
+int local_boot_id(char *out, size_t outsz);
+/* instdir/durable-pending with this boot's id, fsynced with meta and
+ * instdir, before the rename that commits a copy. */
+int durable_mark(struct local_provider *lp, const char *instdir, struct errmsg *e);
+/* The copy's first start skips PostgreSQL's flush of the data directory
+ * (fsync = off from dbosfs_first_start.conf). */
+int durable_prepare_first_start(struct local_provider *lp, const char *data, struct errmsg *e);
+/* The server is up: the file goes, the configuration is reloaded, and a
+ * new session shows fsync = on. */
+int durable_settle_first_start(struct local_provider *lp, struct local_instance *li,
+                               struct errmsg *e);
+/* At mount: false if li has a marker of another boot (li->fail_reason is
+ * set: not to be started); a marker of this boot sets durable_pending. */
+bool durable_check_at_mount(struct local_provider *lp, struct local_instance *li);
+void *flusher_main(void *arg);
+/* At unmount, servers stopped: flushes what is still pending. */
+void durable_flush_stopped(struct local_provider *lp);
+struct provider;
+void local_durability(struct provider *p, const char *name, char *durable, size_t dsz, char *why,
+                      size_t wsz);
 
 /* ---- local_intent.c: crash safety of mutations ---- */
 

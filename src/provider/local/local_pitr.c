@@ -328,8 +328,7 @@ static int restore_fill(struct local_provider *lp, const char *data, const atomi
 	if (!rc)
 		rc = write_owned(lp, path,
 		                 "\n# dbosfs: recovery settings of a restore (removed once done)\n"
-		                 "include_if_exists = '" PITR_RECOVERY_CONF "'\n"
-		                 "recovery_init_sync_method = syncfs\n",
+		                 "include_if_exists = '" PITR_RECOVERY_CONF "'\n",
 		                 true);
 	snprintf(path, sizeof(path), "%s/recovery.signal", data);
 	if (!rc)
@@ -340,12 +339,7 @@ static int restore_fill(struct local_provider *lp, const char *data, const atomi
 	if (rc)
 		return errmsg_set(e, rc, "cannot prepare the recovery of %s: %s", data,
 		                  strerror(-rc));
-	int dfd = open(data, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		if (syncfs(dfd) < 0)
-			rc = errmsg_set(e, -errno, "syncfs: %s", strerror(errno));
-		close(dfd);
-	}
+	/* Durable in the background, as a branch (local_durable.c). */
 	return rc;
 }
 

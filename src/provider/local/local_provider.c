@@ -109,6 +109,10 @@ static void rediscover(struct local_provider *lp)
 			set_status(li, "failed");
 			snprintf(li->username, sizeof(li->username), "%s", m.username);
 			log_error("local: instance %s: no data directory", li->name);
+		} else if (!durable_check_at_mount(lp, li)) {
+			li->port = m.port;
+			snprintf(li->username, sizeof(li->username), "%s", m.username);
+			set_status(li, "failed");
 		} else {
 			li->port = m.port;
 			snprintf(li->username, sizeof(li->username), "%s", m.username);
@@ -139,9 +143,11 @@ static void join_threads(struct local_provider *lp, pthread_t *threads, int n)
 static int local_start(struct provider *p, struct errmsg *e)
 {
 	struct local_provider *lp = LP(p);
-	pthread_t *threads[] = {&lp->supervisor, &lp->preparer, &lp->prober, &lp->pitr};
-	void *(*mains[])(void *) = {supervisor_main, preparer_main, prober_main, pitr_main};
-	pthread_t started[4];
+	pthread_t *threads[] = {&lp->supervisor, &lp->preparer, &lp->prober, &lp->pitr,
+	                        &lp->flusher};
+	void *(*mains[])(void *) = {supervisor_main, preparer_main, prober_main, pitr_main,
+	                            flusher_main};
+	pthread_t started[5];
 
 	/* The lock is ours since create(); the pid in it is now the
 	 * daemon's, no longer that of the parent that has exited. */
@@ -158,7 +164,7 @@ static int local_start(struct provider *p, struct errmsg *e)
 	tmpl_cleanup(lp);
 	spares_cleanup(lp);
 	rediscover(lp);
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 5; i++) {
 		int rc = pthread_create(threads[i], NULL, mains[i], lp);
 		if (rc) {
 			join_threads(lp, started, i);
@@ -192,6 +198,7 @@ static void local_stop(struct provider *p)
 		pthread_join(lp->preparer, NULL);
 		pthread_join(lp->prober, NULL);
 		pthread_join(lp->pitr, NULL);
+		pthread_join(lp->flusher, NULL);
 		lp->started = false;
 	}
 
@@ -232,6 +239,9 @@ static void local_stop(struct provider *p)
 	if (n)
 		log_event("local: stopped %zu server%s", n, n == 1 ? "" : "s");
 	free(pids);
+	/* A clean unmount (or shutdown) leaves no copy pending: a reboot
+	 * after it must not find one. */
+	durable_flush_stopped(lp);
 	if (lp->runbase_is_tmp) {
 		local_rmtree(lp->runbase);
 		lp->runbase_is_tmp = false;
@@ -643,6 +653,7 @@ static const struct provider_ops local_ops = {
     .restore = local_restore,
     .restore_window = local_restore_window,
     .link = local_link,
+    .durability = local_durability,
 };
 
 static void local_init_opts(void *own)
