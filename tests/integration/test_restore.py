@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Mount, errno_of, make_base, psql, unique_name, write_file
+from conftest import Mount, errno_of, make_base, psql, unique_name, wait_for, write_file
 
 
 def rfc3339(t):
@@ -167,3 +167,35 @@ def test_bad_pitr_window_refuses_to_mount(mount_factory, tmp_path):
                         str(mnt)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "pitr_window=7x" in r.stderr
+
+
+def test_base_backup_by_wal_volume(mount_factory):
+    """A base backup is taken once the WAL archived since the newest one
+    passes a threshold (here 3 MiB, DBOSFS_PITR_BASE_WAL_BYTES; the daily
+    schedule never fires), and with a short window the template base and
+    the WAL before the new base backup are pruned."""
+    m = mount_factory("local", options={"pitr_window": "3s"},
+                      env={"DBOSFS_PITR_BASE_WAL_BYTES": str(3 << 20)})
+    name = unique_name("v")
+    m.mkdir(name)
+    pitr = m.state_dir / "local" / "instances" / name / "pitr"
+    psql(m, name, "CREATE TABLE fill AS SELECT g, repeat('x', 100) AS pad "
+         "FROM generate_series(1, 60000) g")
+
+    def bases():
+        return sorted(p for p in pitr.iterdir()
+                      if p.name.startswith("base.") and not p.name.endswith(".tmp"))
+
+    def pruned():
+        if (pitr / "base0").exists() or not bases():
+            return False
+        label = (bases()[0] / "data" / "backup_label").read_text()
+        first = label.split("(file ")[1][:24]
+        segs = [p.name for p in (pitr / "wal").iterdir()
+                if len(p.name) == 24 and all(c in "0123456789ABCDEF" for c in p.name)]
+        return bool(segs) and min(s[8:] for s in segs) >= first[8:]
+
+    wait_for(pruned, 60, f"a base backup by WAL volume and pruning: "
+             f"{sorted(p.name for p in pitr.iterdir())}")
+    assert "base backup of " + name in m.log()
+    m.destroy(name)

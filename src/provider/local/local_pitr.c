@@ -20,8 +20,18 @@
  *
  * The pitr thread takes a new base backup of each running instance whose
  * newest one is older than the base interval (one day; DBOSFS_PITR_BASE_S
- * for tests), so replay stays bounded, and prunes: base backups older than
- * the window except the newest of those (the window's start needs it), and
+ * for tests), or once the WAL archived since that base backup exceeds the
+ * size of the data directory, and at least PITR_BASE_WAL_MIN_BYTES (256
+ * MiB; DBOSFS_PITR_BASE_WAL_BYTES for tests). A restore copies a base
+ * backup and replays the WAL after it, and replaying a byte of WAL costs
+ * at least as much as copying a byte of data: with the WAL bounded by the
+ * data's size, a restore costs at most about two copies of the instance,
+ * however busy it was. A base backup costs a copy of the data (on ext4: a
+ * full one; with reflinks next to nothing), so per byte of WAL written,
+ * that rule copies at most as many bytes again; the floor keeps a small
+ * busy instance from being copied every few seconds (256 MiB of WAL
+ * replays in a few seconds here). It prunes: base backups older than the
+ * window except the newest of those (the window's start needs it), and
  * archived segments older than the oldest base backup kept.
  *
  * Restore: copy the newest base backup at or before TIME, recovery.signal,
@@ -44,10 +54,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PITR_BASE_EVERY_MS   (24 * 3600 * 1000LL)
-#define PITR_SWITCH_WAIT_MS  30000
-#define PITR_PROMOTE_WAIT_MS 300000
-#define PITR_RECOVERY_CONF   "dbosfs_recovery.conf"
+#define PITR_BASE_EVERY_MS      (24 * 3600 * 1000LL)
+#define PITR_BASE_WAL_MIN_BYTES (256LL << 20)
+#define PITR_SWITCH_WAIT_MS     30000
+#define PITR_PROMOTE_WAIT_MS    300000
+#define PITR_RECOVERY_CONF      "dbosfs_recovery.conf"
 
 static struct local_provider *LP(struct provider *p)
 {
@@ -597,11 +608,57 @@ static void prune(struct local_provider *lp, const char *name)
 	closedir(d);
 }
 
+/* Bytes of archived segments from base b's first segment on. */
+static long long wal_since(struct local_provider *lp, const char *name, const struct base *b)
+{
+	char dir[PATH_MAX], wal[PATH_MAX + 8], from[32], path[PATH_MAX + 300];
+	base_start_segment(b, from, sizeof(from));
+	if (!from[0])
+		return 0;
+	pitr_dir(lp, name, dir, sizeof(dir));
+	snprintf(wal, sizeof(wal), "%s/wal", dir);
+	DIR *d = opendir(wal);
+	if (!d)
+		return 0;
+	long long total = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		struct stat st;
+		if (strlen(de->d_name) != 24 || strspn(de->d_name, "0123456789ABCDEF") != 24 ||
+		    strncmp(de->d_name + 8, from, 16) < 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", wal, de->d_name);
+		if (stat(path, &st) == 0)
+			total += st.st_size;
+	}
+	closedir(d);
+	return total;
+}
+
+/* Is a base backup due by WAL volume (see the header comment)? */
+static bool base_due_by_wal(struct local_provider *lp, const char *name, const struct base *b)
+{
+	long long since = wal_since(lp, name, b);
+	if (lp->pitr_base_wal_bytes > 0)
+		return since >= lp->pitr_base_wal_bytes;
+	if (since < PITR_BASE_WAL_MIN_BYTES)
+		return false;
+	char data[PATH_MAX];
+	inst_paths(lp, name, NULL, data, NULL, NULL);
+	long long wal_dir = 0;
+	char pg_wal[PATH_MAX + 8];
+	snprintf(pg_wal, sizeof(pg_wal), "%s/pg_wal", data);
+	wal_dir = dir_bytes(pg_wal, NULL, true);
+	return since >= dir_bytes(data, NULL, true) - wal_dir;
+}
+
 void *pitr_main(void *arg)
 {
 	struct local_provider *lp = arg;
 	long long every = lp->pitr_base_every_ms;
 	int period_ms = every < 60000 ? (int)(every / 2 > 200 ? every / 2 : 200) : 30000;
+	if (lp->pitr_base_wal_bytes > 0 && period_ms > 1000)
+		period_ms = 1000; /* a test's WAL threshold: look every second */
 
 	if (lp->pitr_window_ms <= 0)
 		return NULL; /* pitr_window=0: no archive, nothing to back up */
@@ -627,8 +684,11 @@ void *pitr_main(void *arg)
 			struct bases bs;
 			list_bases(lp, names[i], &bs);
 			long long newest = bs.count ? bs.items[bs.count - 1].ms : 0;
+			bool due =
+			    wall_ms() - newest >= every ||
+			    (bs.count && base_due_by_wal(lp, names[i], &bs.items[bs.count - 1]));
 			free(bs.items);
-			if (wall_ms() - newest >= every && instance_running(lp, names[i], NULL, 0))
+			if (due && instance_running(lp, names[i], NULL, 0))
 				take_base(lp, names[i]);
 			prune(lp, names[i]);
 		}

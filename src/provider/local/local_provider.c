@@ -732,6 +732,11 @@ int local_provider_create(const struct dbosfs_options *opt, const void *own, str
 	const char *base_s = getenv("DBOSFS_PITR_BASE_S");
 	long bs = base_s ? strtol(base_s, NULL, 10) : 0;
 	lp->pitr_base_every_ms = bs >= 1 ? bs * 1000LL : 24 * 3600 * 1000LL;
+	/* For tests only: a base backup once DBOSFS_PITR_BASE_WAL_BYTES of
+	 * WAL were archived since the newest (default: see local_pitr.c). */
+	const char *base_wal = getenv("DBOSFS_PITR_BASE_WAL_BYTES");
+	long long bw = base_wal ? strtoll(base_wal, NULL, 10) : 0;
+	lp->pitr_base_wal_bytes = bw >= 1 ? bw : 0;
 	snprintf(lp->default_user, sizeof(lp->default_user), "%s",
 	         opt->db_username && *opt->db_username ? opt->db_username : "dbos_user");
 	rc = resolve_bindir(lo, lp->bindir, sizeof(lp->bindir), e);
