@@ -30,6 +30,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,74 @@ struct copy_ctx {
 	char wal_from[32], wal_to[32];
 };
 
+/* Without reflinks the copy is CPU work in the kernel (page cache to page
+ * cache), one core per copying thread: a big file (a table's 1 GiB segment)
+ * is copied by COPY_THREADS threads, each a range of its own. */
+#define COPY_THREADS        4
+#define COPY_PARALLEL_BYTES (64LL << 20)
+
+struct copy_range {
+	int sfd, dfd;
+	off_t from, to;
+	int rc;
+};
+
+static void *copy_range_main(void *arg)
+{
+	struct copy_range *r = arg;
+	loff_t in = r->from, out = r->from;
+	while (in < r->to) {
+		ssize_t n = copy_file_range(r->sfd, &in, r->dfd, &out, (size_t)(r->to - in), 0);
+		if (n > 0) {
+			out = in;
+			continue;
+		}
+		if (n == 0)
+			break; /* the file shrank: WAL replay puts it right */
+		if (errno == EINTR)
+			continue;
+		r->rc = -errno;
+		break;
+	}
+	return NULL;
+}
+
+/* 0 when [0, size) was copied by the threads; -errno (then the caller
+ * copies the plain way, from the start). */
+static int copy_parallel(int sfd, int dfd, off_t size)
+{
+	struct copy_range r[COPY_THREADS];
+	pthread_t t[COPY_THREADS];
+	int started = 0, rc = 0;
+	off_t chunk = (size + COPY_THREADS - 1) / COPY_THREADS;
+	chunk = (chunk + 8191) & ~(off_t)8191; /* whole pages of PostgreSQL */
+	for (int i = 0; i < COPY_THREADS; i++) {
+		r[i] = (struct copy_range){sfd, dfd, i * chunk, (i + 1) * chunk, 0};
+		if (r[i].to > size)
+			r[i].to = size;
+		if (r[i].from >= r[i].to)
+			break;
+		if (pthread_create(&t[i], NULL, copy_range_main, &r[i]) != 0) {
+			copy_range_main(&r[i]);
+			if (r[i].rc && !rc)
+				rc = r[i].rc;
+			continue;
+		}
+		started |= 1 << i;
+	}
+	for (int i = 0; i < COPY_THREADS; i++)
+		if (started & (1 << i)) {
+			pthread_join(t[i], NULL);
+			if (r[i].rc && !rc)
+				rc = r[i].rc;
+		}
+	if (!rc && lseek(sfd, size, SEEK_SET) < 0)
+		rc = -errno;
+	if (!rc && lseek(dfd, size, SEEK_SET) < 0)
+		rc = -errno;
+	return rc;
+}
+
 static int copy_contents(struct copy_ctx *cx, int sfd, int dfd, off_t size)
 {
 	if (!cx->stats.reflink_failed && ioctl(dfd, FICLONE, sfd) == 0) {
@@ -78,6 +147,13 @@ static int copy_contents(struct copy_ctx *cx, int sfd, int dfd, off_t size)
 	 * blocks; do not ask again for every file. */
 	cx->stats.reflink_failed = true;
 	cx->stats.copied++;
+	if (size >= COPY_PARALLEL_BYTES && copy_parallel(sfd, dfd, size) != 0) {
+		/* From the start, one thread (below). */
+		if (lseek(sfd, 0, SEEK_SET) < 0 || lseek(dfd, 0, SEEK_SET) < 0 ||
+		    ftruncate(dfd, 0) < 0)
+			return -errno;
+	}
+	/* What remains (all of a small file; what a big one grew by). */
 	for (;;) {
 		ssize_t n = copy_file_range(sfd, NULL, dfd, NULL, 1 << 30, 0);
 		if (n > 0)
@@ -111,7 +187,6 @@ static int copy_contents(struct copy_ctx *cx, int sfd, int dfd, off_t size)
 			off += w;
 		}
 	}
-	(void)size;
 }
 
 static int owned(const struct copy_ctx *cx, int fd)
