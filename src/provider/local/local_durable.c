@@ -400,7 +400,7 @@ void local_durability(struct provider *p, const char *name, char *durable, size_
 	durable[0] = why[0] = '\0';
 	pthread_mutex_lock(&lp->lock);
 	struct local_instance *li = find_locked(lp, name);
-	if (li && !li->hidden) {
+	if (li && !li->hidden && !li->linked) { /* a linked server's disk is not ours */
 		snprintf(durable, dsz, "%s",
 		         li->fail_reason[0]    ? "no"
 		         : li->durable_pending ? "pending"
