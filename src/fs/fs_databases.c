@@ -255,6 +255,7 @@ static int list_databases(struct dbosfs *fs, const struct node *dir, char ***nam
 		if (old && !old->listed && old->error_rc == -ENODATA) {
 			old->error[0] = '\0';
 			old->error_rc = 0;
+			old->gen++; /* a list under way, without the password, is stale */
 		}
 		pthread_mutex_unlock(&fs->dbs->lock);
 	}
