@@ -333,3 +333,18 @@ def test_stopped_server_shows_unresponsive_and_never_hangs(m):
         nothing_left(m, name)
     finally:
         s.stop()
+
+
+def test_silent_server_times_out_and_leaves_nothing(m):
+    """Something accepts the connection but never speaks (the kernel
+    completes the handshake; nobody reads): the link gives up with
+    ETIMEDOUT, says so, and leaves nothing."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        port = s.getsockname()[1]
+        name = unique_name("lk")
+        rc = errno_of(link, m, f"{name} postgresql://{ADMIN}:{PASSWORD}@127.0.0.1:{port}")
+        assert rc == errno.ETIMEDOUT
+        assert "did not answer" in m.read(".dbosfs", "last_error")
+        nothing_left(m, name)
