@@ -348,3 +348,25 @@ def test_silent_server_times_out_and_leaves_nothing(m):
         assert rc == errno.ETIMEDOUT
         assert "did not answer" in m.read(".dbosfs", "last_error")
         nothing_left(m, name)
+
+
+def test_databases_of_a_linked_server(m, server):
+    """databases/ lists, creates and drops on the linked server itself, as
+    its admin (no superuser of dbosfs's exists there)."""
+    name = unique_name("lk")
+    link(m, f"{name} {server.url()}")
+    db = unique_name("db")
+    wait_for(lambda: errno_of(os.listdir, m.p(name, "databases")) is None, 30, "listed")
+    os.mkdir(m.p(name, "databases", db))
+    with server.connect() as c, c.cursor() as cur:
+        cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (db,))
+        assert cur.fetchone() == (ADMIN,)
+    assert m.read(name, "databases", db, "url").strip() == \
+        f"postgresql://{ADMIN}@127.0.0.1:{server.port}/{db}"
+    write_file(m.p(name, "databases", db, "confirm"), db + "\n")
+    os.rmdir(m.p(name, "databases", db))
+    with server.connect() as c, c.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (db,))
+        assert cur.fetchone() == (0,)
+    m.destroy(name)
+    nothing_left(m, name)
