@@ -25,6 +25,13 @@ int pg_connect(const char *const *keys, const char *const *vals, int timeout_ms,
 int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *cancel,
                struct errmsg *e);
 
+/* pg_command in two halves, so that other work runs while the server
+ * answers: pg_send sends sql (0, or -EIO when the connection is broken),
+ * pg_await waits for its answer as pg_command does (timeout_ms from the
+ * call of pg_await). */
+int pg_send(PGconn *c, const char *sql, struct errmsg *e);
+int pg_await(PGconn *c, int timeout_ms, const atomic_bool *cancel, struct errmsg *e);
+
 /* Runs one statement with text parameters ($1...), like pg_command; *out
  * gets its rows (the caller PQclear()s it; NULL for a statement without
  * rows). Errors: as pg_command, with the SQLSTATE mapped where callers

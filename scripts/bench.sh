@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks, printed as numbers (no pass/fail): run as root or a normal user.
-#   1. mkdir until a first query succeeds (as the admin, with its password)
-#      with spare servers ready, vs initdb --no-sync + pg_ctl start -w by
-#      hand until the same query (median of N runs each); then a burst of
-#      20 mkdirs back to back (each and total);
+#   1. mkdir until a first query succeeds, connecting as a user would
+#      (libpq through psycopg2, with NAME/url and PGPASSFILE=NAME/pgpass:
+#      TLS, verify-full, SCRAM), with spare servers ready, vs initdb
+#      --no-sync + pg_ctl start -w by hand until the same query through the
+#      same client code (a url and a pgpass file) (median of RUNS each,
+#      after one warm-up run of each that is not counted); then the same
+#      with spares=0 (the copy-and-start path), and a burst of 20 mkdirs
+#      back to back (each and total) against it. The load average is
+#      printed with every figure: the numbers are only as quiet as the
+#      machine.
 #   2. 500 `cat NAME/status` through the mount vs 500 `cat` of a plain file;
 #   3. the cloud provider against the stand-in server (tests/cloud/bench_cloud.sh).
 #   4. `scripts/bench.sh branch [MB] [RUNS]`: provisioning with WAL archiving
@@ -11,23 +17,31 @@
 #      data vs pg_dump -Fc | pg_restore, the same on a loop-mounted xfs
 #      (reflinks; root and mkfs.xfs), restore to 1 minute back
 #      (scripts/bench_branch.py).
-# Usage: scripts/bench.sh [RUNS]      (default 7)
+# Usage: scripts/bench.sh [RUNS]             (default 15)
+#        scripts/bench.sh provision [RUNS]   part 1 only
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 if [ "${1:-}" = branch ]; then
 	"$repo/scripts/build.sh" build
 	exec /usr/bin/python3 "$repo/scripts/bench_branch.py" "$repo/build/dbosfs" "${2:-1024}" "${3:-5}"
 fi
-runs=${1:-7}
+only_provision=
+if [ "${1:-}" = provision ]; then
+	only_provision=1
+	shift
+fi
+runs=${1:-15}
 "$repo/scripts/deps.sh" >/dev/null
 "$repo/scripts/build.sh" build
 
 work=$(mktemp -d /tmp/dbosfs-bench-XXXXXX)
 chmod 711 "$work"
 mnt="$work/mnt"
-mkdir -p "$mnt"
+mnt0="$work/mnt0"
+mkdir -p "$mnt" "$mnt0"
 cleanup() {
 	fusermount3 -u -z "$mnt" 2>/dev/null || true
+	fusermount3 -u -z "$mnt0" 2>/dev/null || true
 	for i in $(seq 50); do pgrep -f "dbosfs.*$work" >/dev/null || break; sleep 0.2; done
 	rm -rf "$work"
 }
@@ -36,14 +50,16 @@ trap cleanup EXIT
 "$repo/build/dbosfs" -o "state_dir=$work/state" "$mnt"
 bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
-BENCH_RUNS=$runs BENCH_MNT=$mnt BENCH_WORK=$work PG_BINDIR=$bindir /usr/bin/python3 - <<'PY'
+BENCH_BIN=$repo/build/dbosfs BENCH_RUNS=$runs BENCH_MNT=$mnt BENCH_MNT0=$mnt0 BENCH_WORK=$work PG_BINDIR=$bindir \
+BENCH_ONLY_PROVISION=$only_provision /usr/bin/python3 - <<'PY'
 import os, pwd, statistics, subprocess, tempfile, time, socket
 
 runs = int(os.environ["BENCH_RUNS"]); mnt = os.environ["BENCH_MNT"]
+mnt0 = os.environ["BENCH_MNT0"]
 work = os.environ["BENCH_WORK"]; bindir = os.environ["PG_BINDIR"]
 
-def accepting(port):
-    return subprocess.run([f"{bindir}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0
+def load():
+    return "load " + " ".join(open("/proc/loadavg").read().split()[:3])
 
 def free_port():
     with socket.socket() as s:
@@ -51,19 +67,19 @@ def free_port():
 
 import psycopg2
 
-def first_query(port, user, password):
-    """Connects and runs SELECT 1, retrying until it succeeds."""
+def first_query(url, passfile):
+    """What a user does: libpq with the url and a pgpass file; SELECT 1,
+    retried until it succeeds."""
     while True:
         try:
-            c = psycopg2.connect(host="127.0.0.1", port=port, user=user, password=password,
-                                 dbname="postgres", connect_timeout=5)
+            c = psycopg2.connect(url, passfile=passfile, connect_timeout=5)
             cur = c.cursor(); cur.execute("select 1"); cur.fetchone(); c.close()
             return
         except psycopg2.OperationalError:
             time.sleep(0.002)
 
-def ready_spares():
-    d = f"{work}/state/local/spares"
+def ready_spares(state):
+    d = f"{state}/local/spares"
     n = 0
     for e in os.listdir(d) if os.path.isdir(d) else []:
         n += os.path.exists(f"{d}/{e}/data/postmaster.pid")
@@ -71,68 +87,98 @@ def ready_spares():
 
 def wait_spares(n, timeout=300):
     deadline = time.time() + timeout
-    while ready_spares() < n and time.time() < deadline: time.sleep(0.05)
+    while ready_spares(f"{work}/state") < n and time.time() < deadline: time.sleep(0.05)
     time.sleep(0.3)  # postmaster.pid appears just before the server is ready
 
-def mkdir_to_query(name):
+def mkdir_to_query(m, name):
     t0 = time.perf_counter()
-    os.mkdir(f"{mnt}/{name}")
-    host, port, _db, user, password = open(f"{mnt}/{name}/pgpass").read().strip().split(":", 4)
-    first_query(int(port), user, password)
+    os.mkdir(f"{m}/{name}")
+    url = open(f"{m}/{name}/url").read().strip()
+    first_query(url, f"{m}/{name}/pgpass")
     return time.perf_counter() - t0
 
-def destroy(name):
-    with open(f"{mnt}/{name}/confirm", "w") as f: f.write(f"{name}\n")
-    os.rmdir(f"{mnt}/{name}")
+def destroy(m, name):
+    with open(f"{m}/{name}/confirm", "w") as f: f.write(f"{name}\n")
+    os.rmdir(f"{m}/{name}")
 
-print(f"load average at start: {open('/proc/loadavg').read().split()[:3]} on {os.cpu_count()} cores")
+def ms(xs):
+    return (f"median {statistics.median(xs)*1000:.0f} ms "
+            f"(min {min(xs)*1000:.0f}, max {max(xs)*1000:.0f}, n={len(xs)})")
+
+print(f"{load()} at start, {os.cpu_count()} cores")
 wait_spares(2)
 fs_times = []
-for i in range(runs):
+for i in range(runs + 1):  # run 0 warms up (page cache, first TLS context): not counted
     wait_spares(2)  # a mount in use: spares refilled between mkdirs
-    fs_times.append(mkdir_to_query(f"bench{i}"))
-for i in range(runs):
-    destroy(f"bench{i}")
+    t = mkdir_to_query(mnt, f"bench{i}")
+    if i:
+        fs_times.append(t)
+for i in range(runs + 1):
+    destroy(mnt, f"bench{i}")
+fs_load = load()
 
 root = os.geteuid() == 0
 def as_pg():
     if root:
         pw = pwd.getpwnam("postgres"); os.setgid(pw.pw_gid); os.setuid(pw.pw_uid)
 hand_times = []
-for i in range(runs):
+for i in range(runs + 1):
     d = tempfile.mkdtemp(dir=work); os.chmod(d, 0o777)
     pwfile = f"{d}/pw"; open(pwfile, "w").write("benchpassword\n"); os.chmod(pwfile, 0o644)
     port = free_port()
+    passfile = f"{d}/pgpass"
+    open(passfile, "w").write(f"127.0.0.1:{port}:*:dbos_user:benchpassword\n")
+    os.chmod(passfile, 0o600)
+    url = f"postgresql://dbos_user@127.0.0.1:{port}/postgres"
     t0 = time.perf_counter()
     subprocess.run([f"{bindir}/initdb", "-D", f"{d}/data", "-U", "dbos_user", "-A", "scram-sha-256",
                     f"--pwfile={pwfile}", "--no-sync"], check=True, capture_output=True, preexec_fn=as_pg)
     subprocess.run([f"{bindir}/pg_ctl", "-D", f"{d}/data", "-o", f"-p {port} -k {d} -c listen_addresses=127.0.0.1",
                     "-l", f"{d}/log", "-w", "start"], check=True, capture_output=True, preexec_fn=as_pg)
-    first_query(port, "dbos_user", "benchpassword")
-    hand_times.append(time.perf_counter() - t0)
+    first_query(url, passfile)
+    if i:
+        hand_times.append(time.perf_counter() - t0)
     subprocess.run([f"{bindir}/pg_ctl", "-D", f"{d}/data", "-m", "fast", "-w", "stop"],
                    capture_output=True, preexec_fn=as_pg)
+hand_load = load()
+
+# The path with no spare, on a mount of its own (spares=0), mounted only
+# now so that its template build does not load the runs above.
+subprocess.run([os.environ["BENCH_BIN"], "-o", f"state_dir={work}/state0,spares=0", mnt0],
+               check=True)
+nospare = []
+for i in range(min(runs, 7) + 1):  # run 0 also builds the template
+    t = mkdir_to_query(mnt0, f"nospare{i}")
+    if i:
+        nospare.append(t)
+for i in range(min(runs, 7) + 1):
+    destroy(mnt0, f"nospare{i}")
+nospare_load = load()
 
 fs_med, hand_med = statistics.median(fs_times), statistics.median(hand_times)
-print(f"provision: dbosfs mkdir -> first successful query: median {fs_med*1000:.0f} ms "
-      f"(min {min(fs_times)*1000:.0f}, max {max(fs_times)*1000:.0f}, n={runs})")
-print(f"provision: initdb --no-sync + pg_ctl start -w by hand -> first query: median {hand_med*1000:.0f} ms "
-      f"(min {min(hand_times)*1000:.0f}, max {max(hand_times)*1000:.0f}, n={runs})")
+print(f"provision: dbosfs mkdir -> first successful query: {ms(fs_times)} ({fs_load})")
+print(f"provision: initdb --no-sync + pg_ctl start -w by hand -> first query: {ms(hand_times)} "
+      f"({hand_load})")
 print(f"provision: dbosfs is {hand_med/fs_med:.1f}x faster (target >= 20x)")
+print(f"provision: with spares=0 (copy the template and start a server): {ms(nospare)} "
+      f"({nospare_load})")
 
 # A burst: 20 mkdirs back to back, starting with the spares ready.
 wait_spares(2)
 burst = []
 t_all = time.perf_counter()
 for i in range(20):
-    burst.append(mkdir_to_query(f"burst{i}"))
+    burst.append(mkdir_to_query(mnt, f"burst{i}"))
 total = time.perf_counter() - t_all
 print("burst: 20 mkdirs back to back, each mkdir -> first query (ms): " +
       " ".join(f"{t*1000:.0f}" for t in burst))
-print(f"burst: total {total*1000:.0f} ms; median {statistics.median(burst)*1000:.0f} ms")
+print(f"burst: total {total*1000:.0f} ms; median {statistics.median(burst)*1000:.0f} ms; "
+      f"after the spares, median {statistics.median(burst[2:])*1000:.0f} ms against "
+      f"{statistics.median(nospare)*1000:.0f} ms with spares=0 ({load()})")
 for i in range(20):
-    destroy(f"burst{i}")
-print(f"load average at end: {open('/proc/loadavg').read().split()[:3]}")
+    destroy(mnt, f"burst{i}")
+if os.environ.get("BENCH_ONLY_PROVISION"):
+    raise SystemExit(0)
 
 # 500 cats: through the mount vs a plain file on disk, same shell loop.
 os.mkdir(f"{mnt}/catbench")
@@ -153,6 +199,6 @@ with open(f"{mnt}/catbench/confirm", "w") as f: f.write("catbench\n")
 os.rmdir(f"{mnt}/catbench")
 PY
 
-if [ -x "$repo/tests/cloud/bench_cloud.sh" ]; then
+if [ -z "$only_provision" ] && [ -x "$repo/tests/cloud/bench_cloud.sh" ]; then
 	"$repo/tests/cloud/bench_cloud.sh" --dbosfs "$repo/build/dbosfs"
 fi

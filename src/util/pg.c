@@ -209,6 +209,18 @@ int pg_command(PGconn *c, const char *sql, int timeout_ms, const atomic_bool *ca
 	return read_answer(c, deadline, timeout_ms, cancel, false, NULL, e);
 }
 
+int pg_send(PGconn *c, const char *sql, struct errmsg *e)
+{
+	if (!PQsendQuery(c, sql))
+		return fail_keep(c, -EIO, e);
+	return 0;
+}
+
+int pg_await(PGconn *c, int timeout_ms, const atomic_bool *cancel, struct errmsg *e)
+{
+	return read_answer(c, now_ms() + timeout_ms, timeout_ms, cancel, false, NULL, e);
+}
+
 int pg_query(PGconn *c, const char *sql, int nparams, const char *const *params, int timeout_ms,
              const atomic_bool *cancel, PGresult **out, struct errmsg *e)
 {

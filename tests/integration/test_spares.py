@@ -196,3 +196,75 @@ def test_crash_during_claim(mount_factory, step):
     m.mkdir(other)
     _h, port, user, password = creds(m, other)
     login(port, user, password).close()
+
+
+def kept_backends(state_dir):
+    """PIDs of the backends of dbosfs's superuser in running spares (the
+    connection kept for the claim): children of a spare's postmaster whose
+    title names the dbosfs role."""
+    spares = [pid for pid in postmasters(state_dir)
+              if b"/spares/" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()]
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+            title = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid in spares and title.startswith(b"postgres: dbosfs postgres [local]"):
+            out.append(int(pid))
+    return out
+
+
+def test_claim_reconnects_when_the_kept_connection_is_lost(spared):
+    m = spared
+    wait_for(lambda: ready_spares(m) == 2, 120, "two running spares")
+    # Each running spare holds dbosfs's connection for its claim (none
+    # before: every claim connected, with a backend fork and SCRAM).
+    wait_for(lambda: len(kept_backends(m.state_dir)) == 2, 30, "a kept connection per spare")
+    # Lost (as pg_terminate_backend or a crash of that backend would):
+    # the claim connects again and succeeds.
+    for pid in kept_backends(m.state_dir):
+        os.kill(pid, 15)
+    wait_for(lambda: kept_backends(m.state_dir) == [], 30, "the kept backends gone")
+    name = unique_name("sl")
+    m.mkdir(name)
+    _h, port, user, password = creds(m, name)
+    c = login(port, user, password)
+    with c, c.cursor() as cur:
+        cur.execute("select current_user")
+        assert cur.fetchone() == ("dbos_user",)
+    c.close()
+    log = m.read(".dbosfs", "log")
+    assert f"connecting again to claim it for {name}" in log
+    assert f"instance {name} provisioned" in log and "(a running spare)" in log
+    assert refused(port, user, password + "x")
+    assert refused(port, "dbosfs", password)
+    m.destroy(name)
+
+
+def test_custom_admin_user_claims_a_running_spare(mount_factory):
+    """db_username= names the admin of every mkdir of the mount: its spares
+    are made for that user, so its mkdirs claim running spares too."""
+    m = mount_factory("local", {"spares": "1", "db_username": "alice"})
+    wait_for(lambda: "ready on port" in m.read(".dbosfs", "log"), 120, "a running spare")
+    name = unique_name("su")
+    m.mkdir(name)
+    _h, port, user, password = creds(m, name)
+    assert user == "alice"
+    assert f"instance {name} provisioned" in m.read(".dbosfs", "log")
+    assert "(a running spare)" in m.read(".dbosfs", "log")
+    c = login(port, "alice", password)
+    with c, c.cursor() as cur:
+        cur.execute("select current_user, rolsuper from pg_roles where rolname = current_user")
+        assert cur.fetchone() == ("alice", False)
+    c.close()
+    # No other login works on it: not the default admin name, not dbosfs's
+    # superuser over TCP, not postgres.
+    for other in ("dbos_user", "dbosfs", "postgres"):
+        assert refused(port, other, password)
+    assert refused(port, "alice", password + "x")
+    m.destroy(name)

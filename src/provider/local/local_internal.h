@@ -126,6 +126,10 @@ struct local_spare {
 	pid_t pid;    /* our postmaster child; 0 while it starts */
 	int port;     /* its TCP port, kept by the instance that claims it */
 	bool ready;   /* accepts connections: may be claimed */
+	/* dbosfs's superuser connection, opened when the server became ready
+	 * and kept for the claim (NULL: the claim connects itself). Used only
+	 * by whoever took the spare off the list. */
+	struct pg_conn *conn;
 	struct local_spare *next;
 };
 
@@ -381,6 +385,14 @@ long long local_free_bytes(const char *path);
 int spare_room(struct local_provider *lp, const char *user, long long margin,
                bool margin_at_least_template, struct errmsg *e);
 
+/* ---- step timings of a mkdir (diagnostics) ----
+ * With DBOSFS_TIMING=1 in dbosfs's environment, each provision logs where
+ * its time went: one "local: timing NAME: step +ms ..." line. Marks are
+ * per thread and cost nothing when off. */
+void local_timing_begin(void);
+void local_timing_mark(const char *step);
+void local_timing_report(const char *name);
+
 /* ---- local_spares.c: spare servers kept running ---- */
 
 /* Ports of the running spares, appended to used[*n] (at most max). */
@@ -391,12 +403,15 @@ int spares_running(struct local_provider *lp);
  * preparer). -ENOENT when there is none. */
 int spares_start_one(struct local_provider *lp, struct errmsg *e);
 /* Takes a ready running spare of user and makes it instance li->name:
- * meta, then the data directory and the socket directory are renamed;
- * li->pid and li->port become the spare's. -ENOENT when none is ready
- * (or user is not the default one); -EEXIST when the name is taken on
- * disk. The caller holds an intent record for the name. */
-int spares_claim(struct local_provider *lp, const char *user, struct local_instance *li,
-                 struct errmsg *e);
+ * the data directory and the socket directory are renamed, li->pid and
+ * li->port become the spare's, and the admin's password becomes verifier
+ * (scram_verifier), which opens logins. -ENOENT when none is ready (or
+ * user is not the default one); -EEXIST when the name is taken on disk.
+ * The caller holds an intent record for the name. */
+int spares_claim(struct local_provider *lp, const char *user, const char *verifier,
+                 struct local_instance *li, struct errmsg *e);
+/* Frees a spare taken off the list, closing its kept connection. */
+void spare_free(struct local_spare *s);
 /* Reaps spare servers that died; their directories are started again. */
 void spares_reap(struct local_provider *lp);
 /* Moves the pids of every spare server to pids (grown as needed). */

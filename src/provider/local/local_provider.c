@@ -264,7 +264,7 @@ static void local_free(struct provider *p)
 		while (lp->running) {
 			struct local_spare *s = lp->running;
 			lp->running = s->next;
-			free(s);
+			spare_free(s);
 		}
 		if (lp->runbase_is_tmp) /* created but never started */
 			local_rmtree(lp->runbase);
@@ -318,24 +318,84 @@ static int local_get(struct provider *p, const char *name, struct instance *out,
 	return rc;
 }
 
+/* DBOSFS_TIMING=1: the steps of each provision, logged (local_internal.h). */
+#define TIMING_MAX 16
+static __thread struct {
+	int n;
+	long long t0;
+	const char *step[TIMING_MAX];
+	long long at[TIMING_MAX];
+} timing;
+static bool timing_on; /* set once, before any thread */
+
+static long long now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+void local_timing_begin(void)
+{
+	timing.n = 0;
+	timing.t0 = timing_on ? now_us() : 0;
+}
+
+void local_timing_mark(const char *step)
+{
+	if (timing.t0 && timing.n < TIMING_MAX) {
+		timing.step[timing.n] = step;
+		timing.at[timing.n++] = now_us();
+	}
+}
+
+void local_timing_report(const char *name)
+{
+	char line[1024];
+	size_t o = 0;
+	long long prev = timing.t0;
+
+	if (!timing.t0)
+		return;
+	for (int i = 0; i < timing.n && o < sizeof(line); i++) {
+		int w = snprintf(line + o, sizeof(line) - o, " %s +%.1f", timing.step[i],
+		                 (double)(timing.at[i] - prev) / 1000.0);
+		if (w < 0)
+			break;
+		o += (size_t)w;
+		prev = timing.at[i];
+	}
+	log_event("local: timing %s (ms):%s = %.1f", name, o ? line : "",
+	          (double)(prev - timing.t0) / 1000.0);
+	timing.t0 = 0;
+}
+
 static int local_provision(struct provider *p, const char *name, const char *username,
                            const char *password, struct instance *out, struct errmsg *e)
 {
 	struct local_provider *lp = LP(p);
 	struct local_instance *li;
-	char spare[PATH_MAX + 32], sock[PATH_MAX];
+	char spare[PATH_MAX + 32], sock[PATH_MAX], verifier[SEC_VERIFIER_MAX];
 	long long t0 = now_ms();
 	bool intent = false, claimed_running = false;
 	int rc;
 
 	/* Reserving the name in the table is the claim within this mount;
 	 * the rename in spare_claim is the claim on disk. */
+	local_timing_begin();
 	rc = reserve_name_locking(lp, name, username, &li, e);
 	if (rc)
 		return rc;
 	lp->provisioning++;
 	pthread_mutex_unlock(&lp->lock);
 
+	/* What the server gets instead of the password, computed (4096
+	 * PBKDF2 rounds) before the steps a claim must make quick. */
+	if (scram_verifier(password, verifier, sizeof(verifier))) {
+		rc = errmsg_set(e, -EIO, "cannot compute a SCRAM verifier");
+		goto fail;
+	}
+	local_timing_mark("verifier");
 	/* The filesystem has saved the password; from the record on, a crash
 	 * is undone at the next start (local_intent.c). */
 	proc_crash_point("provision-begin");
@@ -343,9 +403,11 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	if (rc)
 		goto fail;
 	intent = true;
+	local_timing_mark("intent");
 	proc_crash_point("provision-intent");
-	/* A running spare: its server becomes the instance's (local_spares.c). */
-	rc = spares_claim(lp, username, li, e);
+	/* A running spare: its server becomes the instance's, with the
+	 * password set (local_spares.c). */
+	rc = spares_claim(lp, username, verifier, li, e);
 	if (rc == 0) {
 		claimed_running = true;
 	} else if (rc == -ENOENT) {
@@ -358,11 +420,13 @@ static int local_provision(struct provider *p, const char *name, const char *use
 		/* No warm spare (several provisions in a row, or a username
 		 * other than the default): make one now. */
 		rc = tmpl_ensure(lp, username, false, e);
+		local_timing_mark("template");
 		/* A clear ENOSPC now rather than a cp or a server dying of it. */
 		if (!rc)
 			rc = spare_room(lp, username, LOCAL_START_MARGIN_BYTES, false, e);
 		if (!rc)
 			rc = spare_make(lp, username, false, spare, sizeof(spare), e);
+		local_timing_mark("copied");
 		if (!rc) {
 			rc = spare_claim(lp, spare, username, name, li->port, e);
 			if (rc)
@@ -371,6 +435,7 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	}
 	if (rc)
 		goto fail;
+	local_timing_mark("claimed");
 	proc_crash_point("provision-claimed");
 	pitr_note_template_base(lp, name, username);
 
@@ -379,16 +444,22 @@ static int local_provision(struct provider *p, const char *name, const char *use
 		if (rc)
 			goto fail;
 	}
+	if (!claimed_running)
+		local_timing_mark("started");
 	proc_crash_point("provision-started");
-	inst_paths(lp, name, NULL, NULL, sock, NULL);
-	rc = sec_set_password(lp, sock, li->port, username, password, &li->cancel, e);
-	if (rc)
-		goto fail;
+	if (!claimed_running) {
+		inst_paths(lp, name, NULL, NULL, sock, NULL);
+		rc = sec_set_verifier(lp, sock, li->port, username, verifier, &li->cancel, e);
+		if (rc)
+			goto fail;
+	}
+	local_timing_mark("password");
 	proc_crash_point("provision-password-set");
 	/* Complete before anyone can see it: a crash from here on leaves a
 	 * usable instance with the saved password. */
 	intent_end(lp, name);
 	intent = false;
+	local_timing_mark("intent-end");
 
 	pthread_mutex_lock(&lp->lock);
 	publish_running_locked(lp, li, out);
@@ -397,9 +468,13 @@ static int local_provision(struct provider *p, const char *name, const char *use
 	proc_crash_point("provision-done");
 	log_event("local: instance %s provisioned on port %d in %lld ms%s", name, out->port,
 	          now_ms() - t0, claimed_running ? " (a running spare)" : "");
+	secret_wipe(verifier, sizeof(verifier));
+	local_timing_mark("published");
+	local_timing_report(name);
 	return 0;
 
 fail:
+	secret_wipe(verifier, sizeof(verifier));
 	/* Nothing may be left behind: no server, no directory, no entry. */
 	if (li->pid > 0) {
 		pg_server_stop(li->pid, LOCAL_STOP_TIMEOUT_MS);
@@ -713,6 +788,8 @@ int local_provider_create(const struct dbosfs_options *opt, const void *own, str
 	 * the start. */
 	const char *idle = getenv("DBOSFS_LOCAL_SPARES_IDLE");
 	lp->spare_servers = !(idle && strcmp(idle, "1") == 0);
+	const char *timing_env = getenv("DBOSFS_TIMING");
+	timing_on = timing_env && strcmp(timing_env, "1") == 0;
 	lp->probe_period_ms = (opt->refresh > 0 ? opt->refresh : 2) * 1000;
 	/* For tests only: the first slow retry of a failed instance after
 	 * DBOSFS_LOCAL_RETRY_S seconds (1..300) instead of 30, so a test can

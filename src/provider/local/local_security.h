@@ -45,6 +45,8 @@ int su_secret_load(const char *root, char *out, size_t outsz, struct errmsg *e);
 /* A SCRAM-SHA-256 verifier of password (4096 iterations, random salt), as
  * PostgreSQL stores it; what the server sees instead of the password. */
 int scram_verifier(const char *password, char *out, size_t outsz);
+/* Room for one verifier: "SCRAM-SHA-256$4096:" and three base64 fields. */
+#define SEC_VERIFIER_MAX 256
 
 /* As root: a data directory that belongs to another account (made with
  * another pg_user, or before servers had an account of their own) is
@@ -77,5 +79,14 @@ int sec_connect(struct local_provider *lp, const char *sockdir, int port, const 
 /* ALTER ROLE user PASSWORD '<SCRAM verifier>', as the internal superuser. */
 int sec_set_password(struct local_provider *lp, const char *sockdir, int port, const char *user,
                      const char *password, const atomic_bool *cancel, struct errmsg *e);
+/* The same with the verifier already computed (scram_verifier), so a
+ * caller can compute it before the steps it must not slow down. */
+int sec_set_verifier(struct local_provider *lp, const char *sockdir, int port, const char *user,
+                     const char *verifier, const atomic_bool *cancel, struct errmsg *e);
+/* The ALTER ROLE user PASSWORD 'verifier' statement, escaped for conn, in
+ * *out (free it with sec_sql_free, which wipes it). 0 or -ENOMEM. */
+int sec_password_sql(PGconn *conn, const char *user, const char *verifier, char **out,
+                     struct errmsg *e);
+void sec_sql_free(char *sql);
 
 #endif

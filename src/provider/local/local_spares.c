@@ -8,17 +8,29 @@
  * superuser is accepted only over the private socket (pg_hba.conf,
  * local_security.h).
  *
+ * What a claim needs is ready before any mkdir asks: when the spare's
+ * server is ready, the preparer writes (durably) the spare's meta (its
+ * port, the default user: what the instance's will be) and opens
+ * dbosfs's superuser connection to it over the private socket, kept open
+ * until the claim (one idle backend per spare).
+ *
  * Claiming one for NAME (under the provision's intent record, so a crash
- * at any step is undone at the next start like any interrupted mkdir):
- *   1. meta (the spare's port, the admin user) is written into the spare;
- *   2. spares/USER.N is renamed to instances/NAME (RENAME_NOREPLACE: the
+ * at any step is undone at the next start like any interrupted mkdir; the
+ * caller has computed the SCRAM verifier of the new password):
+ *   1. spares/USER.N is renamed to instances/NAME (RENAME_NOREPLACE: the
  *      claim on disk). The postmaster keeps working: it holds its data
  *      directory as its working directory and opens its files relatively;
- *   3. run/.spareN is renamed to run/NAME. The listening socket is the
+ *   2. ALTER ROLE admin PASSWORD 'verifier' is sent on the kept
+ *      connection, which is what opens logins. Its commit (a WAL flush)
+ *      runs while
+ *   3. run/.spareN is renamed to run/NAME (the listening socket is the
  *      same inode, so clients connecting to run/NAME/.s.PGSQL.PORT reach
- *      it, and the TCP port never changes: it becomes the instance's;
- *   4. the admin password is set by dbosfs's superuser over the socket
- *      (sec_set_password), which is what opens logins; the record goes.
+ *      it, and the TCP port never changes: it becomes the instance's), and
+ *      the rename of step 1 is made durable (fsync of instances/; the
+ *      socket directory's is not needed: every server start makes it);
+ *   4. the answer to ALTER ROLE is awaited. A kept connection that was
+ *      lost (its backend ended) is replaced by a new one over the socket's
+ *      new path, and the statement runs again. The record goes after.
  * postmaster.pid still names the old paths until the server restarts;
  * nothing of dbosfs reads those lines (a leftover is recognised by its
  * working directory, which follows the rename), and at the next start
@@ -38,6 +50,7 @@
 #include "local_internal.h"
 #include "local_security.h"
 #include "log.h"
+#include "pg.h"
 #include "proc.h"
 
 #include <dirent.h>
@@ -77,6 +90,15 @@ int spares_running(struct local_provider *lp)
 	return n;
 }
 
+void spare_free(struct local_spare *s)
+{
+	if (!s)
+		return;
+	if (s->conn)
+		PQfinish(s->conn);
+	free(s);
+}
+
 /* Removes s from the list (if there); caller holds spare_lock. */
 static void unlink_spare_locked(struct local_provider *lp, struct local_spare *s)
 {
@@ -106,6 +128,37 @@ static int pick_port(struct local_provider *lp, struct local_spare *sp)
 	}
 	pthread_mutex_unlock(&lp->lock);
 	return port;
+}
+
+/* What a claim would otherwise do while a mkdir waits, done once the
+ * spare's server is ready: the instance's meta (this port, the default
+ * user), durable, and dbosfs's connection. Without the connection (the
+ * server refused it, no descriptor) the claim connects itself. */
+static int ready_for_claim(struct local_provider *lp, struct local_spare *sp, const char *dir,
+                           const char *sock, int port, struct errmsg *e)
+{
+	char meta[PATH_MAX + 8], text[256];
+	struct local_meta m;
+	struct errmsg ce;
+	int rc;
+
+	memset(&m, 0, sizeof(m));
+	m.port = port;
+	snprintf(m.username, sizeof(m.username), "%s", lp->default_user);
+	local_meta_format(&m, text, sizeof(text));
+	snprintf(meta, sizeof(meta), "%s/meta", dir);
+	rc = local_write_file_durable(meta, text, 0600);
+	if (rc)
+		return errmsg_set(e, rc, "cannot write %s: %s", meta, strerror(-rc));
+	errmsg_clear(&ce);
+	if (sec_connect(lp, sock, port, "postgres", &lp->stopping, &sp->conn, &ce) != 0) {
+		sp->conn = NULL;
+		if (!lp->stopping)
+			log_error("local: spare server %u: no connection kept for its claim (the "
+			          "claim will connect): %s",
+			          sp->seq, ce.text);
+	}
+	return 0;
 }
 
 int spares_start_one(struct local_provider *lp, struct errmsg *e)
@@ -193,6 +246,11 @@ int spares_start_one(struct local_provider *lp, struct errmsg *e)
 		rc = pg_server_wait_ready(pid, sock, port, LOCAL_SUPERUSER, lp->su_password,
 		                          LOCAL_READY_TIMEOUT_MS, &lp->stopping, &st);
 		if (rc == 0) {
+			rc = ready_for_claim(lp, sp, dir, sock, port, e);
+			if (rc) {
+				pg_server_stop(pid, LOCAL_STOP_TIMEOUT_MS);
+				goto fail;
+			}
 			pthread_mutex_lock(&lp->spare_lock);
 			sp->pid = pid;
 			sp->ready = true;
@@ -226,17 +284,18 @@ fail:
 	local_rmtree(sock);
 	if (remove_dir)
 		local_rmtree(dir);
-	free(sp);
+	spare_free(sp);
 	return rc;
 }
 
-int spares_claim(struct local_provider *lp, const char *user, struct local_instance *li,
-                 struct errmsg *e)
+int spares_claim(struct local_provider *lp, const char *user, const char *verifier,
+                 struct local_instance *li, struct errmsg *e)
 {
-	char dir[PATH_MAX], sock[PATH_MAX], dest[PATH_MAX], dsock[PATH_MAX], meta[PATH_MAX + 8],
-	    text[256];
+	char dir[PATH_MAX], sock[PATH_MAX], dest[PATH_MAX], dsock[PATH_MAX];
 	struct local_spare *sp = NULL;
-	struct local_meta m;
+	struct errmsg pe;
+	char *sql = NULL;
+	bool sent = false;
 	int rc;
 
 	if (strcmp(user, lp->default_user) != 0)
@@ -255,17 +314,14 @@ int spares_claim(struct local_provider *lp, const char *user, struct local_insta
 
 	spare_paths(lp, sp->seq, dir, sock);
 	inst_paths(lp, li->name, dest, NULL, dsock, NULL);
-	memset(&m, 0, sizeof(m));
-	m.port = sp->port;
-	snprintf(m.username, sizeof(m.username), "%s", user);
-	local_meta_format(&m, text, sizeof(text));
-	snprintf(meta, sizeof(meta), "%s/meta", dir);
-	rc = local_write_file(meta, text, 0600);
-	if (rc) {
-		errmsg_set(e, rc, "cannot write %s: %s", meta, strerror(-rc));
-		goto put_back;
+	/* The statement that opens logins, ready before the first step. */
+	if (sp->conn && PQstatus(sp->conn) == CONNECTION_OK) {
+		rc = sec_password_sql(sp->conn, user, verifier, &sql, e);
+		if (rc)
+			goto put_back;
 	}
-	/* The claim on disk: exactly one rename onto the name succeeds. */
+	/* The claim on disk: exactly one rename onto the name succeeds. The
+	 * meta in it (port, user) was written when the spare became ready. */
 	if (renameat2(AT_FDCWD, dir, AT_FDCWD, dest, RENAME_NOREPLACE) < 0) {
 		rc = -errno;
 		if (rc == -EEXIST || rc == -ENOTEMPTY)
@@ -281,21 +337,45 @@ int spares_claim(struct local_provider *lp, const char *user, struct local_insta
 	li->pid = sp->pid;
 	li->port = sp->port;
 	pthread_mutex_unlock(&lp->lock);
+	local_timing_mark("claim-rename");
 	proc_crash_point("claim-renamed");
+	/* The password now; the server commits it while the rest is done. */
+	errmsg_clear(&pe);
+	sent = sql && pg_send(sp->conn, sql, &pe) == 0;
+	local_timing_mark(sent ? "alter-sent" : "alter-not-sent");
 	local_rmtree(dsock); /* a leftover of an instance of the same name */
 	if (rename(sock, dsock) < 0) {
 		rc =
 		    errmsg_set(e, -errno, "cannot move %s to %s: %s", sock, dsock, strerror(errno));
-		free(sp);
-		return rc;
+		goto out;
 	}
 	local_fsync_dir(dest);
-	local_fsync_dir(dsock);
+	local_timing_mark("socket-moved+fsync");
 	proc_crash_point("claim-socket-moved");
-	free(sp);
-	return 0;
+	errmsg_clear(&pe);
+	rc = sent ? pg_await(sp->conn, 10000, &li->cancel, &pe) : 0;
+	if (!sent ||
+	    (rc && rc != -EINTR && rc != -ETIMEDOUT && PQstatus(sp->conn) != CONNECTION_OK)) {
+		/* The kept connection is gone (its backend ended, or there was
+		 * none): a new one, over the socket directory's new path. The
+		 * statement is idempotent, so one that did commit is harmless. */
+		if (sp->conn)
+			log_event("local: the connection kept to spare server %u was lost; "
+			          "connecting again to claim it for %s",
+			          sp->seq, li->name);
+		rc = sec_set_verifier(lp, dsock, sp->port, user, verifier, &li->cancel, e);
+		local_timing_mark("reconnected+alter");
+	} else if (rc) {
+		errmsg_set(e, rc, "ALTER ROLE %s failed: %s", user, pe.text);
+	}
+out:
+	local_timing_mark("alter-done");
+	sec_sql_free(sql);
+	spare_free(sp);
+	return rc;
 
 put_back:
+	sec_sql_free(sql);
 	pthread_mutex_lock(&lp->spare_lock);
 	sp->next = lp->running;
 	lp->running = sp;
@@ -305,6 +385,8 @@ put_back:
 
 void spares_reap(struct local_provider *lp)
 {
+	struct local_spare *dead = NULL;
+
 	pthread_mutex_lock(&lp->spare_lock);
 	for (struct local_spare **pp = &lp->running; *pp;) {
 		struct local_spare *s = *pp;
@@ -315,20 +397,29 @@ void spares_reap(struct local_provider *lp)
 			log_error("local: spare server %u exited (%s); starting it again", s->seq,
 			          how);
 			*pp = s->next;
-			free(s);
+			s->next = dead;
+			dead = s;
 			continue;
 		}
 		pp = &s->next;
 	}
 	pthread_mutex_unlock(&lp->spare_lock);
+	while (dead) {
+		struct local_spare *s = dead;
+		dead = s->next;
+		spare_free(s);
+	}
 }
 
 void spares_take_pids(struct local_provider *lp, pid_t **pids, size_t *n, size_t *cap)
 {
 	pthread_mutex_lock(&lp->spare_lock);
-	while (lp->running) {
-		struct local_spare *s = lp->running;
-		lp->running = s->next;
+	struct local_spare *list = lp->running;
+	lp->running = NULL;
+	pthread_mutex_unlock(&lp->spare_lock);
+	while (list) {
+		struct local_spare *s = list;
+		list = s->next;
 		if (s->pid > 0) {
 			if (*n == *cap) {
 				size_t nc = *cap ? *cap * 2 : 16;
@@ -336,7 +427,7 @@ void spares_take_pids(struct local_provider *lp, pid_t **pids, size_t *n, size_t
 				if (!np) {
 					/* Stopped here, one at a time, rather than left running. */
 					pg_server_stop(s->pid, LOCAL_STOP_TIMEOUT_MS);
-					free(s);
+					spare_free(s);
 					continue;
 				}
 				*pids = np;
@@ -344,9 +435,8 @@ void spares_take_pids(struct local_provider *lp, pid_t **pids, size_t *n, size_t
 			}
 			(*pids)[(*n)++] = s->pid;
 		}
-		free(s);
+		spare_free(s);
 	}
-	pthread_mutex_unlock(&lp->spare_lock);
 }
 
 void spares_cleanup(struct local_provider *lp)

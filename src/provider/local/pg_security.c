@@ -586,39 +586,66 @@ int sec_connect(struct local_provider *lp, const char *sockdir, int port, const 
 	return 0;
 }
 
+int sec_password_sql(PGconn *conn, const char *user, const char *verifier, char **out,
+                     struct errmsg *e)
+{
+	char *lit = PQescapeLiteral(conn, verifier, strlen(verifier));
+	char *ident = PQescapeIdentifier(conn, user, strlen(user));
+	int rc = 0;
+
+	*out = NULL;
+	if (!lit || !ident || asprintf(out, "ALTER ROLE %s PASSWORD %s", ident, lit) < 0) {
+		*out = NULL;
+		rc = errmsg_set(e, -ENOMEM, "out of memory building ALTER ROLE");
+	}
+	if (lit) {
+		explicit_bzero(lit, strlen(lit));
+		PQfreemem(lit);
+	}
+	PQfreemem(ident);
+	return rc;
+}
+
+void sec_sql_free(char *sql)
+{
+	if (sql) {
+		explicit_bzero(sql, strlen(sql));
+		free(sql);
+	}
+}
+
+int sec_set_verifier(struct local_provider *lp, const char *sockdir, int port, const char *user,
+                     const char *verifier, const atomic_bool *cancel, struct errmsg *e)
+{
+	char *sql = NULL;
+	PGconn *conn = NULL;
+	struct errmsg pe;
+	int rc;
+
+	rc = sec_connect(lp, sockdir, port, "postgres", cancel, &conn, e);
+	if (!rc)
+		rc = sec_password_sql(conn, user, verifier, &sql, e);
+	if (!rc) {
+		errmsg_clear(&pe);
+		rc = pg_command(conn, sql, 10000, cancel, &pe);
+		if (rc)
+			errmsg_set(e, rc, "ALTER ROLE %s failed: %s", user, pe.text);
+	}
+	sec_sql_free(sql);
+	PQfinish(conn);
+	return rc;
+}
+
 int sec_set_password(struct local_provider *lp, const char *sockdir, int port, const char *user,
                      const char *password, const atomic_bool *cancel, struct errmsg *e)
 {
-	char verifier[256], *sql = NULL, *lit = NULL, *ident = NULL;
-	PGconn *conn = NULL;
-	struct errmsg pe;
+	char verifier[SEC_VERIFIER_MAX];
 	int rc;
 
 	/* The verifier is computed here: the server never sees the password. */
 	if (scram_verifier(password, verifier, sizeof(verifier)))
 		return errmsg_set(e, -EIO, "cannot compute a SCRAM verifier");
-	rc = sec_connect(lp, sockdir, port, "postgres", cancel, &conn, e);
-	if (rc)
-		goto out;
-	lit = PQescapeLiteral(conn, verifier, strlen(verifier));
-	ident = PQescapeIdentifier(conn, user, strlen(user));
-	if (!lit || !ident || asprintf(&sql, "ALTER ROLE %s PASSWORD %s", ident, lit) < 0) {
-		sql = NULL;
-		rc = errmsg_set(e, -ENOMEM, "out of memory building ALTER ROLE");
-		goto out;
-	}
-	errmsg_clear(&pe);
-	rc = pg_command(conn, sql, 10000, cancel, &pe);
-	if (rc)
-		errmsg_set(e, rc, "ALTER ROLE %s failed: %s", user, pe.text);
-out:
-	if (sql) {
-		explicit_bzero(sql, strlen(sql));
-		free(sql);
-	}
+	rc = sec_set_verifier(lp, sockdir, port, user, verifier, cancel, e);
 	secret_wipe(verifier, sizeof(verifier));
-	PQfreemem(lit);
-	PQfreemem(ident);
-	PQfinish(conn);
 	return rc;
 }

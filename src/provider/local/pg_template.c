@@ -362,7 +362,7 @@ int spare_claim(struct local_provider *lp, const char *path, const char *user, c
 		return -ENOENT;
 	}
 	snprintf(meta_path, sizeof(meta_path), "%s/meta", spare);
-	rc = local_write_file(meta_path, text, 0600);
+	rc = local_write_file_durable(meta_path, text, 0600);
 	if (rc) {
 		pthread_mutex_unlock(&lp->spare_lock);
 		return errmsg_set(e, rc, "cannot write %s: %s", meta_path, strerror(-rc));
@@ -377,6 +377,9 @@ int spare_claim(struct local_provider *lp, const char *path, const char *user, c
 		return errmsg_set(e, rc, "cannot move %s to %s: %s", spare, dest, strerror(-rc));
 	}
 	pthread_mutex_unlock(&lp->spare_lock);
+	/* Durable before the intent record goes (which only says the mkdir
+	 * is complete if the claim is on disk too). */
+	local_fsync_dir(dest);
 	return 0;
 }
 
