@@ -45,6 +45,12 @@
 #define LOCAL_READY_TIMEOUT_MS 60000 /* crash recovery can replay WAL for a while */
 #define LOCAL_PROBE_TIMEOUT_MS 2000  /* a liveness probe's answer must come within this */
 #define LOCAL_PROBE_MISSES     2     /* consecutive unanswered probes before "unresponsive" */
+/* Every refresh period each running postmaster's process state is read
+ * (/proc: a stopped one counts as a miss at once, for nothing); a real
+ * answer (a connection attempt, which forks a backend on the server: the
+ * largest part of an idle server's CPU) is asked this often, and every
+ * period while the server has missed one. */
+#define LOCAL_PROBE_ASK_MS 30000
 /* A leftover postmaster (not our child) that survives SIGINT and repeated
  * SIGKILLs this long is stuck in the kernel: give up on its instance. */
 #define LOCAL_LEFTOVER_TIMEOUT_MS 30000
@@ -93,12 +99,13 @@ struct local_instance {
 	long long next_start_ms;
 	long long up_since_ms;
 	unsigned long long
-	    run_id;          /* new at every start: late probe results of an old run are dropped */
-	int probe_misses;    /* consecutive liveness probes without an answer */
-	bool give_up;        /* set by a start that cannot succeed by retrying soon */
-	bool slow;           /* "failed": only retried on the slow schedule */
-	int slow_retries;    /* slow retries so far (reset once stable for a minute) */
-	int episode_retries; /* slow retries since it last became "failed" */
+	    run_id;       /* new at every start: late probe results of an old run are dropped */
+	int probe_misses; /* consecutive liveness probes without an answer */
+	long long probe_asked_ms; /* when a connection probe was last sent */
+	bool give_up;             /* set by a start that cannot succeed by retrying soon */
+	bool slow;                /* "failed": only retried on the slow schedule */
+	int slow_retries;         /* slow retries so far (reset once stable for a minute) */
+	int episode_retries;      /* slow retries since it last became "failed" */
 	/* Recovery finished a password reset: the next start gives the
 	 * server the saved password before the instance is shown available. */
 	bool resync_password;
@@ -258,6 +265,14 @@ enum probe_verdict {
  * an available server becomes unresponsive, and one answer brings it
  * back. */
 enum probe_verdict local_probe_verdict(bool unresponsive, bool answered, int *misses);
+/* Whether this period's probe of a server asks it for an answer (true) or
+ * only reads its process state: every LOCAL_PROBE_ASK_MS (within half a
+ * period), and every period while it has misses or is unresponsive. */
+bool local_probe_ask_due(long long now_ms, long long asked_ms, int misses, bool unresponsive,
+                         int period_ms);
+/* A process state letter of /proc/PID/stat that means the process runs no
+ * code until someone continues it (stopped, traced). */
+bool local_proc_state_stopped(char state);
 
 /* ---- pg_server.c: processes ---- */
 

@@ -216,6 +216,19 @@ int local_path(char *out, size_t outsz, const char *fmt, ...)
 	return (n < 0 || (size_t)n >= outsz) ? -ENAMETOOLONG : 0;
 }
 
+bool local_probe_ask_due(long long now_ms, long long asked_ms, int misses, bool unresponsive,
+                         int period_ms)
+{
+	if (unresponsive || misses > 0 || asked_ms <= 0)
+		return true;
+	return now_ms - asked_ms >= LOCAL_PROBE_ASK_MS - period_ms / 2;
+}
+
+bool local_proc_state_stopped(char state)
+{
+	return state == 'T' || state == 't';
+}
+
 enum probe_verdict local_probe_verdict(bool unresponsive, bool answered, int *misses)
 {
 	if (answered) {

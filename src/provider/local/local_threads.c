@@ -181,14 +181,37 @@ struct probe_target {
 	unsigned long long run_id;
 	char sock[PATH_MAX];
 	char user[64];
+	pid_t pid;
 };
 
-/* Snapshot of the running servers to probe, in two parallel arrays (the
- * probes point into the targets). Caller holds the lock. */
-static size_t probe_collect_locked(struct local_provider *lp, struct probe_target **tout,
-                                   struct pg_probe **pout)
+/* The state letter of /proc/PID/stat ('R', 'S', 'D', 'T', ...); 0 when
+ * unreadable. */
+static char proc_state(pid_t pid)
 {
-	size_t n = 0, i = 0;
+	char path[64], text[512];
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	char *rp = strrchr(text, ')');
+	return rp && rp[1] == ' ' ? rp[2] : 0;
+}
+
+/* Snapshot of the running servers to probe, in two parallel arrays (the
+ * probes point into the targets): the first *nask are asked for an
+ * answer this period, the others only have their process state read
+ * (local_probe_ask_due). Caller holds the lock. */
+static size_t probe_collect_locked(struct local_provider *lp, struct probe_target **tout,
+                                   struct pg_probe **pout, size_t *nask)
+{
+	size_t n = 0, i = 0, front = 0, back;
+	long long now = now_ms();
 
 	*tout = NULL;
 	*pout = NULL;
@@ -203,26 +226,55 @@ static size_t probe_collect_locked(struct local_provider *lp, struct probe_targe
 		free(p);
 		return 0;
 	}
+	back = n;
 	for (struct local_instance *li = lp->instances; li && i < n; li = li->next) {
 		if (li->busy || li->hidden || (li->pid <= 0 && !li->linked))
 			continue;
-		snprintf(t[i].name, sizeof(t[i].name), "%s", li->name);
-		snprintf(t[i].user, sizeof(t[i].user), "%s", li->username);
-		t[i].run_id = li->run_id;
+		/* A linked server has no process of ours to look at: asked every
+		 * period, as before. */
+		bool ask =
+		    li->linked || local_probe_ask_due(now, li->probe_asked_ms, li->probe_misses,
+		                                      strcmp(li->status, "unresponsive") == 0,
+		                                      lp->probe_period_ms);
+		size_t k = ask ? front++ : --back;
+		if (ask)
+			li->probe_asked_ms = now;
+		snprintf(t[k].name, sizeof(t[k].name), "%s", li->name);
+		snprintf(t[k].user, sizeof(t[k].user), "%s", li->username);
+		t[k].run_id = li->run_id;
+		t[k].pid = li->pid;
 		/* A linked server is asked over TCP at its host (libpq takes a
 		 * host name where a socket directory would go). */
 		if (li->linked)
-			snprintf(t[i].sock, sizeof(t[i].sock), "%s", li->host);
+			snprintf(t[k].sock, sizeof(t[k].sock), "%s", li->host);
 		else
-			inst_paths(lp, li->name, NULL, NULL, t[i].sock, NULL);
-		p[i].sockdir = t[i].sock;
-		p[i].port = li->port;
-		p[i].user = t[i].user;
+			inst_paths(lp, li->name, NULL, NULL, t[k].sock, NULL);
+		p[k].sockdir = t[k].sock;
+		p[k].port = li->port;
+		p[k].user = t[k].user;
 		i++;
 	}
 	*tout = t;
 	*pout = p;
-	return i;
+	*nask = front;
+	return n;
+}
+
+/* The probes that only read the process state: a stopped postmaster
+ * answers nobody, anything else is taken as running until the next real
+ * probe. */
+static void probe_states(struct probe_target *t, struct pg_probe *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char st = proc_state(t[i].pid);
+		p[i].ours = false;
+		p[i].ok = !local_proc_state_stopped(st);
+		if (p[i].ok)
+			p[i].reason[0] = '\0';
+		else
+			snprintf(p[i].reason, sizeof(p[i].reason),
+			         "its process is stopped (state %c)", st);
+	}
 }
 
 /* A linked server (never ours to restart): "checking" until its first
@@ -324,14 +376,16 @@ void *prober_main(void *arg)
 
 		struct probe_target *t;
 		struct pg_probe *probes;
-		size_t n = probe_collect_locked(lp, &t, &probes);
+		size_t nask = 0;
+		size_t n = probe_collect_locked(lp, &t, &probes, &nask);
 		pthread_mutex_unlock(&lp->lock);
+		probe_states(t + nask, probes + nask, n - nask);
 		/* In batches, so a low descriptor limit never makes healthy
 		 * servers look unresponsive. */
-		for (size_t done = 0; done < n && !lp->stopping;) {
+		for (size_t done = 0; done < nask && !lp->stopping;) {
 			size_t batch = local_probe_batch();
-			if (batch > n - done)
-				batch = n - done;
+			if (batch > nask - done)
+				batch = nask - done;
 			pg_probe_many(probes + done, batch, LOCAL_PROBE_TIMEOUT_MS, &lp->stopping);
 			done += batch;
 		}

@@ -225,6 +225,27 @@ static void test_probe_verdict(void)
 	CHECK(local_probe_verdict(false, false, &misses) == PROBE_KEEP);
 }
 
+static void test_probe_ask_due(void)
+{
+	long long t = 1000000;
+
+	/* Never asked yet: asked. */
+	CHECK(local_probe_ask_due(t, 0, 0, false, 2000));
+	/* Asked recently, no misses: only the process state is read. */
+	CHECK(!local_probe_ask_due(t + 2000, t, 0, false, 2000));
+	CHECK(!local_probe_ask_due(t + LOCAL_PROBE_ASK_MS - 2000, t, 0, false, 2000));
+	/* Due again after LOCAL_PROBE_ASK_MS, within half a period. */
+	CHECK(local_probe_ask_due(t + LOCAL_PROBE_ASK_MS - 1000, t, 0, false, 2000));
+	CHECK(local_probe_ask_due(t + LOCAL_PROBE_ASK_MS, t, 0, false, 2000));
+	/* A miss, or an unresponsive server: asked every period. */
+	CHECK(local_probe_ask_due(t + 2000, t, 1, false, 2000));
+	CHECK(local_probe_ask_due(t + 2000, t, 0, true, 2000));
+	/* Stopped and traced processes answer nobody; the others may. */
+	CHECK(local_proc_state_stopped('T') && local_proc_state_stopped('t'));
+	CHECK(!local_proc_state_stopped('S') && !local_proc_state_stopped('R') &&
+	      !local_proc_state_stopped('D') && !local_proc_state_stopped(0));
+}
+
 static char probe_dir[64];
 
 /* A listening Unix socket where libpq looks for port (DIR/.s.PGSQL.PORT). */
@@ -661,6 +682,7 @@ int main(void)
 	test_paths_and_backoff();
 	test_ports();
 	test_probe_verdict();
+	test_probe_ask_due();
 	test_probe_many();
 	log_init(false);
 	test_stop_leftover();
