@@ -16,8 +16,10 @@ int refresher_start(struct refresher **out, struct provider *p, struct state_cac
 /* Ask for a refresh soon (a waiter wants fresh state). */
 void refresher_kick(struct refresher *r);
 void refresher_stop(struct refresher *r);
-/* Runs fn(arg) in the refresher's thread after every refresh (the lists
- * of NAME/databases/); one hook, set once after refresher_start. */
-void refresher_set_hook(struct refresher *r, void (*fn)(void *arg), void *arg);
+/* Runs fn(arg) after every refresh (the lists of NAME/databases/), in a
+ * thread of its own so that a slow hook never delays the next list; lists
+ * that end while it runs make one more run. One hook, set once after
+ * refresher_start. 0 or -errno (the thread could not start). */
+int refresher_set_hook(struct refresher *r, void (*fn)(void *arg), void *arg);
 
 #endif

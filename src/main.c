@@ -66,8 +66,8 @@ static void usage(const char *prog)
 	struct buf per_provider = BUF_INIT;
 	char names[128] = "";
 	for (size_t i = 0; provider_kinds[i]; i++) {
-		snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
-		         i ? "|" : "", provider_kinds[i]->name);
+		snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? "|" : "",
+		         provider_kinds[i]->name);
 		buf_printf(&per_provider,
 		           "\nprovider=%s options (refused with another provider):\n%s",
 		           provider_kinds[i]->name, provider_kinds[i]->help);
@@ -658,7 +658,10 @@ int main(int argc, char *argv[])
 		report_start(verdict_fd, "cannot start the refresher thread");
 		goto out_stop;
 	}
-	refresher_set_hook(fs.refresher, fs_databases_refresh, &fs);
+	if (refresher_set_hook(fs.refresher, fs_databases_refresh, &fs) != 0) {
+		report_start(verdict_fd, "cannot start the databases/ refresher thread");
+		goto out_refresher;
+	}
 	op_interrupted_hook = interrupted_or_shutting_down;
 	struct fuse_session *se = fuse_get_session(fuse);
 	if (set_signal_handlers(se, true) != 0) {

@@ -7,15 +7,19 @@
  *   databases/DB/size   bytes
  *   databases/DB/confirm write DB to arm its rmdir
  *
- * The lists are cached here and filled by the refresher (fs_databases_refresh,
- * after every refresh period): one query per instance, and only for the
- * instances whose databases/ was read within DB_WANTED_MS. readdir, lookups
+ * The lists are cached here and filled after every refresh period
+ * (fs_databases_refresh, in the refresher's hook thread, so that a server
+ * that does not answer never delays the instance list; up to
+ * DB_LIST_WORKERS instances at once): one query per instance, and only for
+ * the instances whose databases/ was read within DB_WANTED_MS. readdir, lookups
  * and reads serve the cache and never wait on a server themselves. The first
  * readdir of an instance not listed yet asks the refresher for a list at once
  * and waits for it a moment (DB_FIRST_WAIT_MS, Ctrl-C ends it); only a list
  * that takes longer makes it fail with EAGAIN. */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +36,8 @@
 /* How long the first ls of a databases/ waits for the refresher's first
  * list (a local query takes milliseconds) before it fails with EAGAIN. */
 #define DB_FIRST_WAIT_MS 2000
+/* How many instances' lists are fetched at once. */
+#define DB_LIST_WORKERS 8
 
 struct db_confirm {
 	char db[64];
@@ -130,6 +136,64 @@ struct db_job {
 	unsigned long gen;
 };
 
+/* One instance's list, into the cache (unless a change through the mount
+ * made it stale meanwhile). */
+static void list_one(struct dbosfs *fs, const struct db_job *job)
+{
+	const struct provider_ops *ops = fs->provider->ops;
+	struct instance inst;
+	struct database_list l = {0};
+	struct errmsg e = {{0}};
+	char pw[PASSWORD_MAX + 2];
+	int rc;
+
+	if (!state_get(fs->cache, job->name, &inst))
+		return;
+	if (strcmp(inst.status, "available") != 0) {
+		rc = errmsg_set(&e, -EBUSY, "the instance is %s, not available", inst.status);
+	} else {
+		bool has_pw = secret_get(&fs->secrets, inst.name, pw, sizeof(pw), NULL) == 0;
+		rc = ops->list_databases(fs->provider, &inst, has_pw ? pw : NULL, &l, &e);
+		secret_wipe(pw, sizeof(pw));
+	}
+	pthread_mutex_lock(&fs->dbs->lock);
+	struct db_inst *di = find_inst(fs->dbs, job->name, false);
+	/* A list that started before a mkdir/rmdir through the mount may
+	 * predate it: the next period brings a fresh one. */
+	if (di && di->gen == job->gen) {
+		if (rc == 0) {
+			database_list_free(&di->list);
+			di->list = l;
+			l.items = NULL;
+			di->listed = true;
+			di->error[0] = '\0';
+		} else {
+			snprintf(di->error, sizeof(di->error), "%s", e.text);
+			di->error_rc = rc;
+		}
+	}
+	pthread_mutex_unlock(&fs->dbs->lock);
+	database_list_free(&l);
+}
+
+/* The instances are listed by up to DB_LIST_WORKERS threads at once: a
+ * server that does not answer (up to its connect timeout) holds up only
+ * its own list. */
+struct db_batch {
+	struct dbosfs *fs;
+	const struct db_job *jobs;
+	size_t n;
+	atomic_size_t next;
+};
+
+static void *list_worker(void *arg)
+{
+	struct db_batch *b = arg;
+	for (size_t i; (i = atomic_fetch_add(&b->next, 1)) < b->n;)
+		list_one(b->fs, &b->jobs[i]);
+	return NULL;
+}
+
 void fs_databases_refresh(void *arg)
 {
 	struct dbosfs *fs = arg;
@@ -164,42 +228,16 @@ void fs_databases_refresh(void *arg)
 	}
 	pthread_mutex_unlock(&fs->dbs->lock);
 
-	for (size_t i = 0; i < n; i++) {
-		struct instance inst;
-		struct database_list l = {0};
-		struct errmsg e = {{0}};
-		char pw[PASSWORD_MAX + 2];
-		int rc;
-		if (!state_get(fs->cache, jobs[i].name, &inst))
-			continue;
-		if (strcmp(inst.status, "available") != 0) {
-			rc = errmsg_set(&e, -EBUSY, "the instance is %s, not available",
-			                inst.status);
-		} else {
-			bool has_pw =
-			    secret_get(&fs->secrets, inst.name, pw, sizeof(pw), NULL) == 0;
-			rc = ops->list_databases(fs->provider, &inst, has_pw ? pw : NULL, &l, &e);
-			secret_wipe(pw, sizeof(pw));
-		}
-		pthread_mutex_lock(&fs->dbs->lock);
-		struct db_inst *di = find_inst(fs->dbs, jobs[i].name, false);
-		/* A list that started before a mkdir/rmdir through the mount may
-		 * predate it: the next period brings a fresh one. */
-		if (di && di->gen == jobs[i].gen) {
-			if (rc == 0) {
-				database_list_free(&di->list);
-				di->list = l;
-				l.items = NULL;
-				di->listed = true;
-				di->error[0] = '\0';
-			} else {
-				snprintf(di->error, sizeof(di->error), "%s", e.text);
-				di->error_rc = rc;
-			}
-		}
-		pthread_mutex_unlock(&fs->dbs->lock);
-		database_list_free(&l);
-	}
+	struct db_batch batch = {.fs = fs, .jobs = jobs, .n = n};
+	pthread_t workers[DB_LIST_WORKERS];
+	size_t started = 0;
+	atomic_init(&batch.next, 0);
+	for (size_t w = 1; w < n && w < DB_LIST_WORKERS; w++)
+		if (pthread_create(&workers[started], NULL, list_worker, &batch) == 0)
+			started++;
+	list_worker(&batch); /* this thread works too */
+	for (size_t w = 0; w < started; w++)
+		pthread_join(workers[w], NULL);
 	free(jobs);
 }
 

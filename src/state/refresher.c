@@ -22,6 +22,12 @@ struct refresher {
 	char last_failure[ERRMSG_MAX]; /* "" while healthy */
 	void (*hook)(void *arg);       /* guarded by lock */
 	void *hook_arg;
+	/* The hook runs in a thread of its own, after each list: a slow hook
+	 * (a server that does not answer) never delays the next list. */
+	pthread_t hook_thread;
+	bool hook_started;
+	bool hook_pending; /* a list ended since the hook last started */
+	pthread_cond_t hook_wake;
 };
 
 int refresher_refresh_once(struct provider *p, struct state_cache *c, struct errmsg *e)
@@ -73,11 +79,29 @@ static void *refresher_main(void *arg)
 		note_outcome(r, rc, &e);
 
 		pthread_mutex_lock(&r->lock);
+		r->hook_pending = true;
+		pthread_cond_signal(&r->hook_wake);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* Runs the hook after each list; lists that end while it runs are
+ * coalesced into one more run. */
+static void *hook_main(void *arg)
+{
+	struct refresher *r = arg;
+	pthread_mutex_lock(&r->lock);
+	for (;;) {
+		while (!r->stopping && !r->hook_pending)
+			pthread_cond_wait(&r->hook_wake, &r->lock);
+		if (r->stopping)
+			break;
+		r->hook_pending = false;
 		void (*hook)(void *) = r->hook;
 		void *hook_arg = r->hook_arg;
 		pthread_mutex_unlock(&r->lock);
-		if (hook && !r->stopping)
-			hook(hook_arg);
+		hook(hook_arg);
 		pthread_mutex_lock(&r->lock);
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -98,8 +122,10 @@ int refresher_start(struct refresher **out, struct provider *p, struct state_cac
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&r->wake, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&r->hook_wake, NULL);
 	int rc = pthread_create(&r->thread, NULL, refresher_main, r);
 	if (rc) {
+		pthread_cond_destroy(&r->hook_wake);
 		pthread_cond_destroy(&r->wake);
 		pthread_mutex_destroy(&r->lock);
 		free(r);
@@ -119,12 +145,18 @@ void refresher_kick(struct refresher *r)
 	pthread_mutex_unlock(&r->lock);
 }
 
-void refresher_set_hook(struct refresher *r, void (*fn)(void *arg), void *arg)
+int refresher_set_hook(struct refresher *r, void (*fn)(void *arg), void *arg)
 {
+	int rc = 0;
 	pthread_mutex_lock(&r->lock);
 	r->hook = fn;
 	r->hook_arg = arg;
+	if (!r->hook_started) {
+		rc = -pthread_create(&r->hook_thread, NULL, hook_main, r);
+		r->hook_started = rc == 0;
+	}
 	pthread_mutex_unlock(&r->lock);
+	return rc;
 }
 
 void refresher_stop(struct refresher *r)
@@ -134,8 +166,12 @@ void refresher_stop(struct refresher *r)
 	pthread_mutex_lock(&r->lock);
 	r->stopping = true;
 	pthread_cond_signal(&r->wake);
+	pthread_cond_signal(&r->hook_wake);
 	pthread_mutex_unlock(&r->lock);
 	pthread_join(r->thread, NULL);
+	if (r->hook_started)
+		pthread_join(r->hook_thread, NULL);
+	pthread_cond_destroy(&r->hook_wake);
 	pthread_cond_destroy(&r->wake);
 	pthread_mutex_destroy(&r->lock);
 	free(r);

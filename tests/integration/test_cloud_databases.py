@@ -207,3 +207,40 @@ def test_cloud_databases_verify_the_server_certificate(mount_factory, fake_cloud
     assert errno_of(ls_databases, m, "wronghost") == errno.EIO
     err = m.read("wronghost", "last_error")
     assert "127.0.0.2" in err and "certificate" in err, err
+
+
+def test_a_silent_database_server_delays_neither_the_list_nor_other_databases(
+        mount_factory, fake_cloud, server):
+    """Three instances whose servers accept TCP but never answer (each
+    databases/ list then waits out libpq's connect timeout): the instance
+    list keeps its period and a good instance's databases/ stays current.
+    Before, the lists ran one after the other in the refresher's own thread:
+    a new instance showed up only after all of them had timed out."""
+    silent = []
+    for _ in range(3):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)  # never accepted: the handshake completes, nothing answers
+        silent.append(s)
+    try:
+        fake_cloud.add_instances(
+            [available_instance(f"silent{i}", HostName="127.0.0.1",
+                                Port=s.getsockname()[1], DatabaseUsername=ADMIN)
+             for i, s in enumerate(silent)] +
+            [available_instance("good", HostName="127.0.0.1", Port=server["port"],
+                                DatabaseUsername=ADMIN)])
+        m = mount_cloud(mount_factory, fake_cloud)
+        for name in ["silent0", "silent1", "silent2", "good"]:
+            write_file(m.p(name, "password"), PASSWORD + "\n")
+        assert "postgres" in ls_databases(m, "good")
+        for i in range(3):  # wanted from now on: listed every period
+            assert errno_of(os.listdir, m.p(f"silent{i}", "databases")) == errno.EAGAIN
+        time.sleep(1)  # the silent lists are under way
+        fake_cloud.add_instances([available_instance("newcomer")])
+        # Three silent servers in a row would hold the list for 3 x 5 s.
+        wait_for(lambda: "newcomer" in os.listdir(m.path), 6, "newcomer in ls")
+        admin_sql(server, f"CREATE DATABASE later OWNER {ADMIN}")
+        wait_for(lambda: "later" in ls_databases(m, "good"), 6, "later in good/databases")
+    finally:
+        for s in silent:
+            s.close()
