@@ -9,9 +9,11 @@ import glob
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import textwrap
+import time
 
 import psycopg2
 import pytest
@@ -370,3 +372,92 @@ def test_databases_of_a_linked_server(m, server):
         assert cur.fetchone() == (0,)
     m.destroy(name)
     nothing_left(m, name)
+
+
+SLOW_DNS_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* slow-link.test is 127.0.0.1, after as many seconds as the file named by
+ * DBOSFS_TEST_SLOW_DNS says (none while it does not exist). */
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **res)
+{
+	int (*real)(const char *, const char *, const struct addrinfo *, struct addrinfo **) =
+	    (int (*)(const char *, const char *, const struct addrinfo *, struct addrinfo **))
+	        dlsym(RTLD_NEXT, "getaddrinfo");
+	if (node && strcmp(node, "slow-link.test") == 0) {
+		const char *path = getenv("DBOSFS_TEST_SLOW_DNS");
+		FILE *f = path ? fopen(path, "r") : NULL;
+		int s = 0;
+		if (f) {
+			if (fscanf(f, "%d", &s) != 1)
+				s = 0;
+			fclose(f);
+		}
+		if (s > 0)
+			sleep((unsigned)s);
+		node = "127.0.0.1";
+	}
+	return real(node, service, hints, res);
+}
+"""
+
+
+def test_slow_linked_host_does_not_disturb_local_probes(mount_factory, tmp_path):
+    """libpq resolves a host name synchronously: a linked server whose name
+    takes seconds to resolve (here an LD_PRELOADed getaddrinfo that sleeps
+    6 s for slow-link.test), and which is SIGSTOPped, is probed on the
+    linked prober's own thread. A local instance made meanwhile stays
+    available in every read, while the linked one becomes unresponsive.
+    (A SIGSTOPped linked server alone never disturbed the others: its
+    probe is one of many in flight, bounded by the round's 2 s.)"""
+    shim_c = tmp_path / "slowdns.c"
+    shim_c.write_text(SLOW_DNS_SHIM)
+    shim = tmp_path / "slowdns.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(shim), str(shim_c), "-ldl"],
+                   check=True, capture_output=True, timeout=60)
+    slow = tmp_path / "slow"
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    m = mount_factory("local", options={"spares": "0"},
+                      env={"LD_PRELOAD": str(shim), "DBOSFS_TEST_SLOW_DNS": str(slow),
+                           "ASAN_OPTIONS": (asan + ":" if asan else "") +
+                           "verify_asan_link_order=0"})
+    s = Server()
+    stopped = False
+    try:
+        name = unique_name("lk")
+        link(m, f"{name} postgresql://{ADMIN}:{PASSWORD}@slow-link.test:{s.port}")
+        assert m.read(name, "status").strip() == "available"
+        slow.write_text("6\n")
+        os.kill(s.pid(), signal.SIGSTOP)
+        stopped = True
+        local = unique_name("lp")
+        os.mkdir(m.p(local))
+        wait_for(lambda: m.read(local, "status").strip() == "available", 120,
+                 f"{local} available")
+        seen = set()
+        linked_seen = set()
+        # The local instance is asked at the next round (new) and again each
+        # round once one probe missed: before the fix, two rounds stalled by
+        # the 6 s resolution made it unresponsive within ~15 s.
+        end = time.time() + 30
+        while time.time() < end:
+            seen.add(m.read(local, "status").strip())
+            linked_seen.add(m.read(name, "status").strip())
+            time.sleep(0.2)
+        wait_for(lambda: m.read(name, "status").strip() == "unresponsive", 60,
+                 f"linked unresponsive: {m.read('.dbosfs', 'log')[-2000:]}")
+        assert seen == {"available"}, (seen, m.read(".dbosfs", "log")[-3000:])
+        assert m.read(local, "status").strip() == "available"
+    finally:
+        if slow.exists():
+            slow.unlink()
+        if stopped:
+            os.kill(s.pid(), signal.SIGCONT)
+        s.stop()

@@ -182,6 +182,7 @@ struct local_provider {
 	pthread_t supervisor;
 	pthread_t preparer;
 	pthread_t prober;
+	pthread_t linked_prober;      /* linked servers' probes, apart (local_threads.c) */
 	pthread_t pitr;               /* base backups and pruning (local_pitr.c) */
 	pthread_t flusher;            /* copies made durable (local_durable.c) */
 	long long pitr_window_ms;     /* 0: no WAL archiving, no restore */
@@ -330,8 +331,10 @@ struct pg_probe {
  * the descriptor limit leaves less room (at least 1). */
 size_t local_probe_batch(void);
 /* Starts a connection to every target at once (libpq's non-blocking API)
- * and waits up to timeout_ms in all, so one hung server costs the round
- * timeout_ms, never timeout_ms per server. Returns early when *cancel
+ * and waits up to timeout_ms in all once all are started, so one hung
+ * server costs the round timeout_ms, never timeout_ms per server. A host
+ * name is resolved (synchronously, by libpq) while starting: a slow
+ * resolver delays the whole call, so linked servers are probed apart. Returns early when *cancel
  * turns true (the unanswered ones then count as not ok). */
 void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const atomic_bool *cancel);
 
@@ -615,6 +618,7 @@ int local_connect_linked(const char *host, int port, const char *user, const cha
 void timed_wait(struct local_provider *lp, int ms);
 void *supervisor_main(void *arg);
 void *prober_main(void *arg);
+void *linked_prober_main(void *arg);
 void *preparer_main(void *arg);
 
 /* ---- local_setup.c: create()'s checks, before the daemon forks ---- */

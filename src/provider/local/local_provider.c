@@ -143,11 +143,11 @@ static void join_threads(struct local_provider *lp, pthread_t *threads, int n)
 static int local_start(struct provider *p, struct errmsg *e)
 {
 	struct local_provider *lp = LP(p);
-	pthread_t *threads[] = {&lp->supervisor, &lp->preparer, &lp->prober, &lp->pitr,
-	                        &lp->flusher};
-	void *(*mains[])(void *) = {supervisor_main, preparer_main, prober_main, pitr_main,
-	                            flusher_main};
-	pthread_t started[5];
+	pthread_t *threads[] = {&lp->supervisor,    &lp->preparer, &lp->prober,
+	                        &lp->linked_prober, &lp->pitr,     &lp->flusher};
+	void *(*mains[])(void *) = {supervisor_main,    preparer_main, prober_main,
+	                            linked_prober_main, pitr_main,     flusher_main};
+	pthread_t started[6];
 
 	/* The lock is ours since create(); the pid in it is now the
 	 * daemon's, no longer that of the parent that has exited. */
@@ -164,7 +164,7 @@ static int local_start(struct provider *p, struct errmsg *e)
 	tmpl_cleanup(lp);
 	spares_cleanup(lp);
 	rediscover(lp);
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < 6; i++) {
 		int rc = pthread_create(threads[i], NULL, mains[i], lp);
 		if (rc) {
 			join_threads(lp, started, i);
@@ -197,6 +197,7 @@ static void local_stop(struct provider *p)
 		pthread_join(lp->supervisor, NULL);
 		pthread_join(lp->preparer, NULL);
 		pthread_join(lp->prober, NULL);
+		pthread_join(lp->linked_prober, NULL);
 		pthread_join(lp->pitr, NULL);
 		pthread_join(lp->flusher, NULL);
 		lp->started = false;

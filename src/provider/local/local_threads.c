@@ -1,8 +1,9 @@
-/* The local provider's three threads: the supervisor (reaps our
+/* The local provider's threads here: the supervisor (reaps our
  * postmasters, restarts the ones that die, retries failed ones slowly),
- * the prober (asks every running server for an answer once per refresh
- * period, so a hung one shows as "unresponsive") and the preparer (keeps a
- * template and a warm spare ready so provisioning is fast). */
+ * two probers (once per refresh period, a look at every running server,
+ * so a hung one shows as "unresponsive": one for our own servers, one for
+ * linked ones) and the preparer (keeps a template and a warm spare ready
+ * so provisioning is fast). */
 #include "local_internal.h"
 #include "log.h"
 #include "proc.h"
@@ -207,8 +208,8 @@ static char proc_state(pid_t pid)
  * probes point into the targets): the first *nask are asked for an
  * answer this period, the others only have their process state read
  * (local_probe_ask_due). Caller holds the lock. */
-static size_t probe_collect_locked(struct local_provider *lp, struct probe_target **tout,
-                                   struct pg_probe **pout, size_t *nask)
+static size_t probe_collect_locked(struct local_provider *lp, bool linked,
+                                   struct probe_target **tout, struct pg_probe **pout, size_t *nask)
 {
 	size_t n = 0, i = 0, front = 0, back;
 	long long now = now_ms();
@@ -216,7 +217,7 @@ static size_t probe_collect_locked(struct local_provider *lp, struct probe_targe
 	*tout = NULL;
 	*pout = NULL;
 	for (struct local_instance *li = lp->instances; li; li = li->next)
-		n += !li->busy && !li->hidden && (li->pid > 0 || li->linked);
+		n += !li->busy && !li->hidden && li->linked == linked && (li->pid > 0 || linked);
 	if (!n)
 		return 0;
 	struct probe_target *t = calloc(n, sizeof(*t));
@@ -228,7 +229,7 @@ static size_t probe_collect_locked(struct local_provider *lp, struct probe_targe
 	}
 	back = n;
 	for (struct local_instance *li = lp->instances; li && i < n; li = li->next) {
-		if (li->busy || li->hidden || (li->pid <= 0 && !li->linked))
+		if (li->busy || li->hidden || li->linked != linked || (li->pid <= 0 && !linked))
 			continue;
 		/* A linked server has no process of ours to look at: asked every
 		 * period, as before. */
@@ -358,10 +359,19 @@ static void probe_apply_locked(struct local_provider *lp, const struct probe_tar
  * in flight together and bounded by LOCAL_PROBE_TIMEOUT_MS. The lock is
  * not held while waiting for answers, so list/get/provision/destroy never
  * wait on a hung server; its own thread keeps the supervisor's reaping and
- * restarts (which can take a minute) from delaying probes, and vice versa. */
-void *prober_main(void *arg)
+ * restarts (which can take a minute) from delaying probes, and vice versa.
+ *
+ * Linked servers (linked = true) get a loop and a thread of their own:
+ * they are reached by a host name that libpq resolves synchronously
+ * inside PQconnectStartParams (no asynchronous resolver in libpq), and a
+ * TCP peer far away or gone. Probed in the same round, one slow resolver
+ * held up every probe of our own servers until their answers counted as
+ * missing (two rounds: "unresponsive"). Apart, a slow linked host delays
+ * only the linked servers' round; pg_probe_many's deadline starts once
+ * every connection is started, so it does not cost the other linked
+ * servers their answer either. */
+static void probe_loop(struct local_provider *lp, bool linked)
 {
-	struct local_provider *lp = arg;
 	/* The first round at once: linked servers show "checking" until it. */
 	long long next_round = now_ms();
 
@@ -377,7 +387,7 @@ void *prober_main(void *arg)
 		struct probe_target *t;
 		struct pg_probe *probes;
 		size_t nask = 0;
-		size_t n = probe_collect_locked(lp, &t, &probes, &nask);
+		size_t n = probe_collect_locked(lp, linked, &t, &probes, &nask);
 		pthread_mutex_unlock(&lp->lock);
 		probe_states(t + nask, probes + nask, n - nask);
 		/* In batches, so a low descriptor limit never makes healthy
@@ -396,6 +406,17 @@ void *prober_main(void *arg)
 		free(probes);
 	}
 	pthread_mutex_unlock(&lp->lock);
+}
+
+void *prober_main(void *arg)
+{
+	probe_loop(arg, false);
+	return NULL;
+}
+
+void *linked_prober_main(void *arg)
+{
+	probe_loop(arg, true);
 	return NULL;
 }
 

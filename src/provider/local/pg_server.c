@@ -456,7 +456,7 @@ void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const atom
 	bool *past_startup = calloc(n, sizeof(*past_startup));
 	struct pollfd *fds = calloc(n, sizeof(*fds));
 	size_t *idx = calloc(n, sizeof(*idx));
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline;
 	size_t pending = 0;
 
 	if (n == 0)
@@ -493,6 +493,9 @@ void pg_probe_many(struct pg_probe *probes, size_t n, int timeout_ms, const atom
 			pending++;
 		}
 	}
+	/* From here: PQconnectStartParams resolves a host name synchronously,
+	 * and a slow resolver must not use up the others' time to answer. */
+	deadline = now_ms() + timeout_ms;
 	while (pending > 0) {
 		long long left = deadline - now_ms();
 		size_t m = 0;
