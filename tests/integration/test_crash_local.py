@@ -475,6 +475,8 @@ def test_branch_not_durable_when_the_machine_went_down(rig):
         swallow(rig.m.write, name + "\n", rig.keeper, "branch")
         rig.crashed("copy-done")
         boot.write_text("99999999-2222-3333-4444-555555555555\n")  # "rebooted"
+        # ... and lost some of the copy (files that never reached the disk).
+        (rig.state / "local" / "instances" / name / "data" / "PG_VERSION").unlink()
         rig.mount(extra_env={"DBOSFS_BOOT_ID_FILE": str(boot)})
         m = rig.m
         assert name in rig.listed()

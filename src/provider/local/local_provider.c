@@ -105,14 +105,16 @@ static void rediscover(struct local_provider *lp)
 			snprintf(li->host, sizeof(li->host), "%s", m.host);
 			snprintf(li->username, sizeof(li->username), "%s", m.admin);
 			set_status(li, "checking");
+		} else if (!durable_check_at_mount(lp, li)) {
+			/* A copy the machine lost before it was durable: checked
+			 * first, since its files (PG_VERSION too) may be missing. */
+			li->port = m.port;
+			snprintf(li->username, sizeof(li->username), "%s", m.username);
+			set_status(li, "failed");
 		} else if (access(path, F_OK) != 0) {
 			set_status(li, "failed");
 			snprintf(li->username, sizeof(li->username), "%s", m.username);
 			log_error("local: instance %s: no data directory", li->name);
-		} else if (!durable_check_at_mount(lp, li)) {
-			li->port = m.port;
-			snprintf(li->username, sizeof(li->username), "%s", m.username);
-			set_status(li, "failed");
 		} else {
 			li->port = m.port;
 			snprintf(li->username, sizeof(li->username), "%s", m.username);
