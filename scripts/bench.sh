@@ -7,7 +7,8 @@
 #      same client code (a url and a pgpass file) (median of RUNS each,
 #      after one warm-up run of each that is not counted); then the same
 #      with spares=0 (the copy-and-start path), and a burst of 20 mkdirs
-#      back to back (each and total) against it. The load average is
+#      back to back (each and total), then the same burst with spares=0,
+#      which is what a burst degrades to once the spares are taken. The load average is
 #      printed with every figure: the numbers are only as quiet as the
 #      machine.
 #   2. 500 `cat NAME/status` through the mount vs 500 `cat` of a plain file;
@@ -19,6 +20,8 @@
 #      (scripts/bench_branch.py).
 # Usage: scripts/bench.sh [RUNS]             (default 15)
 #        scripts/bench.sh provision [RUNS]   part 1 only
+#   DBOSFS_TIMING=1 BENCH_LOGS=DIR: the mounts' logs, with each mkdir's
+#   steps (README, "How the local provider works"), are saved in DIR.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 if [ "${1:-}" = branch ]; then
@@ -105,8 +108,15 @@ def ms(xs):
     return (f"median {statistics.median(xs)*1000:.0f} ms "
             f"(min {min(xs)*1000:.0f}, max {max(xs)*1000:.0f}, n={len(xs)})")
 
+def settle():
+    """Each part starts with no writeback of an earlier one pending (the
+    hand-made initdb --no-sync runs leave ~600 MB of dirty pages, which
+    slowed the copies of whatever ran next)."""
+    os.sync()
+
 print(f"{load()} at start, {os.cpu_count()} cores")
 wait_spares(2)
+settle()
 fs_times = []
 for i in range(runs + 1):  # run 0 warms up (page cache, first TLS context): not counted
     wait_spares(2)  # a mount in use: spares refilled between mkdirs
@@ -122,6 +132,7 @@ def as_pg():
     if root:
         pw = pwd.getpwnam("postgres"); os.setgid(pw.pw_gid); os.setuid(pw.pw_uid)
 hand_times = []
+settle()
 for i in range(runs + 1):
     d = tempfile.mkdtemp(dir=work); os.chmod(d, 0o777)
     pwfile = f"{d}/pw"; open(pwfile, "w").write("benchpassword\n"); os.chmod(pwfile, 0o644)
@@ -147,6 +158,7 @@ hand_load = load()
 subprocess.run([os.environ["BENCH_BIN"], "-o", f"state_dir={work}/state0,spares=0", mnt0],
                check=True)
 nospare = []
+settle()
 for i in range(min(runs, 7) + 1):  # run 0 also builds the template
     t = mkdir_to_query(mnt0, f"nospare{i}")
     if i:
@@ -165,18 +177,34 @@ print(f"provision: with spares=0 (copy the template and start a server): {ms(nos
 
 # A burst: 20 mkdirs back to back, starting with the spares ready.
 wait_spares(2)
+settle()
 burst = []
 t_all = time.perf_counter()
 for i in range(20):
     burst.append(mkdir_to_query(mnt, f"burst{i}"))
 total = time.perf_counter() - t_all
+burst_load = load()
+# The same burst right after on the spares=0 mount: what it degrades to.
+burst0 = []
+settle()
+t_all = time.perf_counter()
+for i in range(20):
+    burst0.append(mkdir_to_query(mnt0, f"burst{i}"))
+total0 = time.perf_counter() - t_all
 print("burst: 20 mkdirs back to back, each mkdir -> first query (ms): " +
       " ".join(f"{t*1000:.0f}" for t in burst))
 print(f"burst: total {total*1000:.0f} ms; median {statistics.median(burst)*1000:.0f} ms; "
-      f"after the spares, median {statistics.median(burst[2:])*1000:.0f} ms against "
-      f"{statistics.median(nospare)*1000:.0f} ms with spares=0 ({load()})")
+      f"after the two spares, median {statistics.median(burst[2:])*1000:.0f} ms ({burst_load})")
+print("burst with spares=0, right after (ms): " + " ".join(f"{t*1000:.0f}" for t in burst0))
+print(f"burst with spares=0: total {total0*1000:.0f} ms; median "
+      f"{statistics.median(burst0)*1000:.0f} ms ({load()})")
+if os.environ.get("BENCH_LOGS"):  # with DBOSFS_TIMING=1: where each mkdir's time went
+    for m, tag in ((mnt, "spares"), (mnt0, "spares0")):
+        with open(f"{os.environ['BENCH_LOGS']}/{tag}.log", "w") as f:
+            f.write(open(f"{m}/.dbosfs/log").read())
 for i in range(20):
     destroy(mnt, f"burst{i}")
+    destroy(mnt0, f"burst{i}")
 if os.environ.get("BENCH_ONLY_PROVISION"):
     raise SystemExit(0)
 
