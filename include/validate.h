@@ -21,6 +21,9 @@ int validate_username(const char *user, struct errmsg *e);
  * a-z, 0-9 and _, not starting with a digit. */
 int validate_database_name(const char *name, struct errmsg *e);
 int validate_password(const char *pw, struct errmsg *e);
+/* A linked server's password (.dbosfs/link): the server is the judge, so
+ * any 1..128 bytes but a line break (the password file is one line). */
+int validate_linked_password(const char *pw, struct errmsg *e);
 
 /* Strips exactly one trailing "\n" (what echo adds) from a written value of
  * len bytes into out (size outsz, NUL-terminated). -EINVAL if the value has

@@ -360,7 +360,13 @@ static int link_locked(struct dbosfs *fs, struct link_target *t, struct errmsg *
 
 	if (state_get(fs->cache, name, NULL))
 		return errmsg_set(e, -EEXIST, "link of %s refused: the instance exists", name);
-	int rc = validate_password(t->password, &why);
+	/* Local: not mkdir's rules (they keep generated passwords easy to
+	 * paste): a linked server already has its password, and every place
+	 * that shows it escapes it (pgpass, migrations' URL). Cloud: the CLI's
+	 * rules, which the platform's API expects. */
+	bool local = strcmp(fs->provider->ops->kind, "local") == 0;
+	int rc = local ? validate_linked_password(t->password, &why)
+	               : validate_password(t->password, &why);
 	if (rc)
 		return errmsg_set(e, -EINVAL, "link of %s refused: password: %s", name, why.text);
 

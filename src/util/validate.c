@@ -159,6 +159,23 @@ int validate_password(const char *pw, struct errmsg *e)
 	return 0;
 }
 
+int validate_linked_password(const char *pw, struct errmsg *e)
+{
+	if (!pw || !*pw)
+		return errmsg_set(e, -EINVAL, "password must not be empty");
+	/* NUL cannot get here (a C string); the URL decoder and the written
+	 * line refuse it before. */
+	if (strpbrk(pw, "\n\r"))
+		return errmsg_set(e, -EINVAL,
+		                  "password must not contain a line break (newline or carriage "
+		                  "return): NAME/password and pgpass hold it on one line");
+	size_t len = strlen(pw);
+	if (len > PASSWORD_MAX)
+		return errmsg_set(e, -EINVAL, "password is too long: %zu bytes, at most %d allowed",
+		                  len, PASSWORD_MAX);
+	return 0;
+}
+
 int control_value(const char *data, size_t len, char *out, size_t outsz, struct errmsg *e)
 {
 	if (len && data[len - 1] == '\n')

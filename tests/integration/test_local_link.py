@@ -14,6 +14,7 @@ import socket
 import subprocess
 import textwrap
 import time
+import urllib.parse
 
 import psycopg2
 import pytest
@@ -460,4 +461,90 @@ def test_slow_linked_host_does_not_disturb_local_probes(mount_factory, tmp_path)
             slow.unlink()
         if stopped:
             os.kill(s.pid(), signal.SIGCONT)
+        s.stop()
+
+
+ODD_PASSWORD = "p@ss:w/rd\"x'y\\z and space"
+
+
+def test_linked_password_with_any_characters(m, tmp_path):
+    """A linked server's own password is taken as it is (only a line break
+    is refused): NAME/password shows it, url has none, pgpass escapes ':'
+    and '\\' so libpq reads it back, env sources in sh, a migration gets it
+    through PGPASSWORD and a percent-encoded DBOS_DATABASE_URL, and the
+    writer's ~/.pgpass may hold it escaped. EINVAL on main."""
+    s = Server()
+    try:
+        with s.connect() as c, c.cursor() as cur:
+            cur.execute("ALTER ROLE " + ADMIN + " PASSWORD %s", (ODD_PASSWORD,))
+        name = unique_name("lk")
+        link(m, f"{name} postgresql://{ADMIN}:{urllib.parse.quote(ODD_PASSWORD, safe='')}"
+                f"@127.0.0.1:{s.port}")
+        assert m.read(name, "status").strip() == "available"
+        assert m.read(name, "password") == ODD_PASSWORD + "\n"
+        url = m.read(name, "url").strip()
+        assert url == f"postgresql://{ADMIN}@127.0.0.1:{s.port}/postgres"
+        pgpass = m.read(name, "pgpass")
+        assert pgpass == (f"127.0.0.1:{s.port}:*:{ADMIN}:"
+                          "p@ss\\:w/rd\"x'y\\\\z and space\n")
+
+        # url + the mount's pgpass.
+        r = subprocess.run(["psql", "-X", "-tA", url, "-c", "SELECT current_user"],
+                           env=dict(os.environ, PGPASSFILE=m.p(name, "pgpass"),
+                                    PGCONNECT_TIMEOUT="10"),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == ADMIN
+        # env sourced by a POSIX shell, with the pgpass beside it.
+        r = subprocess.run(["env", "-i", f"PATH={os.environ['PATH']}", "sh", "-c",
+                            'set -a; . "$1/env"; PGPASSFILE="$1/pgpass"; '
+                            'psql -X -tA -c "SELECT 42"', "sh", m.p(name)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "42"
+
+        # A migration: PGPASSWORD for psql, and the URL (without PGPASSWORD).
+        app = tmp_path / "app"
+        app.mkdir()
+        (app / "dbos-config.yaml").write_text(textwrap.dedent("""\
+            name: oddapp
+            database:
+              app_db_name: oddapp
+              migrate:
+                - psql -X -v ON_ERROR_STOP=1 -c "CREATE TABLE odd (x int)"
+                - env -u PGPASSWORD -u PGHOST -u PGUSER psql -X -v ON_ERROR_STOP=1 "$DBOS_DATABASE_URL" -c "INSERT INTO odd VALUES (8)"
+            """))
+        m.write(str(app) + "\n", name, "migrate")
+        report = m.read(name, "migrate")
+        assert "ok" in report, report
+        assert ODD_PASSWORD not in report
+        with psycopg2.connect(host="127.0.0.1", port=s.port, user=ADMIN,
+                              password=ODD_PASSWORD, dbname="oddapp",
+                              connect_timeout=10) as c, c.cursor() as cur:
+            cur.execute("SELECT x FROM odd")
+            assert cur.fetchone() == (8,)
+
+        # The writer's ~/.pgpass, escaped as libpq reads it.
+        name2 = unique_name("lk")
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / ".pgpass").write_text(f"127.0.0.1:{s.port}:*:{ADMIN}:"
+                                      "p@ss\\:w/rd\"x'y\\\\z and space\n")
+        (home / ".pgpass").chmod(0o600)
+        r = subprocess.run(["sh", "-c", f"echo '{name2} postgresql://{ADMIN}@127.0.0.1:{s.port}'"
+                            " > .dbosfs/link"],
+                           cwd=m.path, env=dict(os.environ, HOME=str(home)),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr + m.read(".dbosfs", "last_error")
+        assert m.read(name2, "password") == ODD_PASSWORD + "\n"
+
+        # A line break cannot be kept in a one-line password file.
+        name3 = unique_name("lk")
+        assert errno_of(link, m, f"{name3} postgresql://{ADMIN}:two%0Alines@127.0.0.1:"
+                                 f"{s.port}") == errno.EINVAL
+        assert "line break" in m.read(".dbosfs", "last_error")
+        nothing_left(m, name3)
+        m.destroy(name)
+        m.destroy(name2)
+    finally:
         s.stop()

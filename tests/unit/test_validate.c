@@ -158,6 +158,34 @@ static void test_passwords(void)
 	CHECK(strstr(e.text, "Sh0rt") == NULL);
 }
 
+static void test_linked_passwords(void)
+{
+	static const struct name_case c[] = {
+	    {"p@ss:w/rd\"x'y\\z with space", 0, NULL}, /* anything the server takes */
+	    {"short", 0, NULL},
+	    {"x", 0, NULL},
+	    {"tab\there", 0, NULL},
+	    {"p\xc3\xa4ssword", 0, NULL},
+	    {"", -EINVAL, "empty"},
+	    {NULL, -EINVAL, "empty"},
+	    {"two\nlines", -EINVAL, "line break"},
+	    {"cr\rhere", -EINVAL, "line break"},
+	};
+	check_cases(validate_linked_password, c, sizeof(c) / sizeof(c[0]));
+
+	char pw[200];
+	struct errmsg e;
+	memset(pw, 'p', sizeof(pw));
+	pw[128] = '\0';
+	CHECK(validate_linked_password(pw, &e) == 0);
+	pw[128] = 'p';
+	pw[129] = '\0';
+	CHECK(validate_linked_password(pw, &e) == -EINVAL);
+	CHECK(strstr(e.text, "too long") != NULL);
+	CHECK(validate_linked_password("Sup3r\nS3cret", &e) == -EINVAL);
+	CHECK(strstr(e.text, "Sup3r") == NULL);
+}
+
 static void test_control_value(void)
 {
 	char out[16];
@@ -216,6 +244,7 @@ int main(void)
 	test_instance_names();
 	test_usernames();
 	test_passwords();
+	test_linked_passwords();
 	test_control_value();
 	return tap_done();
 }
