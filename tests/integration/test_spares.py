@@ -121,6 +121,61 @@ def test_claimed_spare_has_admin_password_and_port(spared):
     m.destroy(name)
 
 
+def superuser_sql(m, name, sql):
+    """As dbosfs's own superuser, over the instance's private socket."""
+    password = (m.state_dir / "local" / "superuser").read_text().strip()
+    port = creds(m, name)[1]
+    c = psycopg2.connect(host=str(m.state_dir / "local" / "run" / name), port=port,
+                         user="dbosfs", password=password, dbname="postgres",
+                         connect_timeout=5)
+    c.autocommit = True
+    try:
+        with c.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        c.close()
+
+
+def test_claimed_spare_survives_checkpoints_and_crash_restarts(spared):
+    """The spare's server was started in spares/USER.N; the claim moves that
+    directory to instances/NAME while the server runs. PostgreSQL writes
+    pg_control (every checkpoint) and restarts after a backend crash by the
+    absolute data directory path it was started with: before, the first
+    checkpoint after the claim PANICked ("could not open file
+    .../spares/USER.N/data/global/pg_control") and took the server down."""
+    m = spared
+    wait_for(lambda: ready_spares(m) == 2, 120, "two running spares")
+    name = unique_name("cp")
+    m.mkdir(name)
+    assert "(a running spare)" in m.read(".dbosfs", "log")
+    _h, port, user, password = creds(m, name)
+    c = login(port, user, password)
+    c.autocommit = True
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS x")
+    c.close()
+    pid = int((m.state_dir / "local" / "instances" / name / "data" /
+               "postmaster.pid").read_text().split()[0])
+    superuser_sql(m, name, "CHECKPOINT")
+    # A backend crash makes the postmaster reinitialise in place (it does
+    # not exit): that reads the data directory by its path too.
+    backend = subprocess.run(
+        ["pgrep", "-P", str(pid), "-f", "checkpointer"], capture_output=True, text=True)
+    assert backend.returncode == 0, "no checkpointer child"
+    os.kill(int(backend.stdout.split()[0]), 9)
+    wait_for(lambda: not refused(port, user, password), 30, "the server back after the crash")
+    superuser_sql(m, name, "CHECKPOINT")
+    c = login(port, user, password)
+    with c, c.cursor() as cur:
+        cur.execute("SELECT count(*) FROM t")
+        assert cur.fetchone() == (1000,)
+    c.close()
+    log = (m.state_dir / "local" / "instances" / name / "server.log").read_text()
+    assert "PANIC" not in log and "could not stat data directory" not in log, log[-2000:]
+    assert os.path.exists(f"/proc/{pid}"), "the postmaster exited"
+    m.destroy(name)
+
+
 def test_spares_survive_remount(spared):
     m = spared
     wait_for(lambda: ready_spares(m) == 2, 120, "two running spares")
@@ -200,12 +255,20 @@ def test_crash_during_claim(mount_factory, step):
     login(port, user, password).close()
 
 
+def in_spares(pid):
+    """A postmaster runs in its data directory: under spares/ until claimed
+    (its command line names slots/N, which the claim points elsewhere)."""
+    try:
+        return "/local/spares/" in os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+
+
 def kept_backends(state_dir):
     """PIDs of the backends of dbosfs's superuser in running spares (the
     connection kept for the claim): children of a spare's postmaster whose
     title names the dbosfs role."""
-    spares = [pid for pid in postmasters(state_dir)
-              if b"/spares/" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()]
+    spares = [pid for pid in postmasters(state_dir) if in_spares(pid)]
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():

@@ -437,6 +437,8 @@ void spares_take_pids(struct local_provider *lp, pid_t **pids, size_t *n, size_t
 /* At start: socket directories of earlier spares go; with spares=0 the
  * spare directories go too (a disabled feature costs no disk). */
 void spares_cleanup(struct local_provider *lp);
+/* Drops the links in slots/ that no running server was started through. */
+void slots_sweep(struct local_provider *lp);
 
 /* ---- local_files.c: file helpers ---- */
 int local_rmtree(const char *path);

@@ -165,6 +165,7 @@ static int local_start(struct provider *p, struct errmsg *e)
 	local_recover(lp);
 	tmpl_cleanup(lp);
 	spares_cleanup(lp);
+	slots_sweep(lp);
 	rediscover(lp);
 	for (int i = 0; i < 6; i++) {
 		int rc = pthread_create(threads[i], NULL, mains[i], lp);

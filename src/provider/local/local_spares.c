@@ -62,6 +62,76 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* ---- slots: a path to a spare's data that survives its claim ---- */
+
+static void slot_path(const struct local_provider *lp, unsigned seq, char *out, size_t outsz)
+{
+	snprintf(out, outsz, "%s/slots/%u", lp->root, seq);
+}
+
+/* Points slots/SEQ at dir, replacing what it pointed at in one rename. */
+static int slot_point(struct local_provider *lp, unsigned seq, const char *dir, struct errmsg *e)
+{
+	char slot[PATH_MAX], tmp[PATH_MAX + 8];
+
+	slot_path(lp, seq, slot, sizeof(slot));
+	snprintf(tmp, sizeof(tmp), "%s.new", slot);
+	unlink(tmp);
+	if (symlink(dir, tmp) < 0 || rename(tmp, slot) < 0) {
+		int err = errno;
+		unlink(tmp);
+		return errmsg_set(e, -err, "cannot point %s at %s: %s", slot, dir, strerror(err));
+	}
+	return 0;
+}
+
+/* True if the server running in slot's target was started through slot
+ * (its postmaster.pid: line 1 the pid, line 2 the data directory). */
+static bool slot_in_use(const char *slot)
+{
+	char pidfile[2 * PATH_MAX], want[2 * PATH_MAX], text[2 * PATH_MAX];
+	snprintf(pidfile, sizeof(pidfile), "%s/data/postmaster.pid", slot);
+	snprintf(want, sizeof(want), "%s/data", slot);
+	if (local_read_file(pidfile, text, sizeof(text), false) != 0)
+		return false;
+	char *nl = strchr(text, '\n');
+	if (!nl)
+		return false;
+	*nl = '\0';
+	char *dir = nl + 1, *end = strchr(dir, '\n');
+	if (end)
+		*end = '\0';
+	long pid = strtol(text, NULL, 10);
+	return pid > 1 && strcmp(dir, want) == 0 && kill((pid_t)pid, 0) == 0;
+}
+
+void slots_sweep(struct local_provider *lp)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 300];
+	snprintf(dir, sizeof(dir), "%s/slots", lp->root);
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int kept = 0;
+
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		/* A server of a dbosfs that was killed may still run through
+		 * it, until its instance's start stops that server. */
+		if (!strstr(de->d_name, ".new") && slot_in_use(path)) {
+			kept++;
+			continue;
+		}
+		unlink(path);
+	}
+	if (d)
+		closedir(d);
+	if (kept)
+		log_event("local: %d server%s of an earlier dbosfs still run through slots/", kept,
+		          kept == 1 ? "" : "s");
+}
+
 static void spare_paths(const struct local_provider *lp, unsigned seq, char *dir, char *sock)
 {
 	if (dir)
@@ -184,7 +254,14 @@ int spares_start_one(struct local_provider *lp, struct errmsg *e)
 	pthread_mutex_unlock(&lp->spare_lock);
 
 	spare_paths(lp, sp->seq, dir, sock);
-	snprintf(data, sizeof(data), "%s/data", dir);
+	/* The server knows its data directory by the slot's path, which the
+	 * claim keeps valid (see the top of this file). */
+	char slot[PATH_MAX];
+	slot_path(lp, sp->seq, slot, sizeof(slot));
+	rc = slot_point(lp, sp->seq, dir, e);
+	if (rc)
+		goto fail;
+	snprintf(data, sizeof(data), "%s/data", slot);
 	snprintf(logp, sizeof(logp), "%s/server.log", dir);
 	/* A spare server of a dbosfs that crashed may still run. */
 	rc = pg_handle_stale_pid(data, "a spare", &lp->stopping, e);
@@ -284,6 +361,8 @@ fail:
 	local_rmtree(sock);
 	if (remove_dir)
 		local_rmtree(dir);
+	slot_path(lp, sp->seq, dir, sizeof(dir));
+	unlink(dir);
 	spare_free(sp);
 	return rc;
 }
@@ -331,12 +410,18 @@ int spares_claim(struct local_provider *lp, const char *user, const char *verifi
 		rc = rc == -ENOTEMPTY ? -EEXIST : rc;
 		goto put_back;
 	}
+	/* The path the server was started with leads to it again. */
+	int slot_rc = slot_point(lp, sp->seq, dest, e);
 	/* From here the server is the instance's: the caller's failure path
 	 * stops it and removes everything of the name. */
 	pthread_mutex_lock(&lp->lock);
 	li->pid = sp->pid;
 	li->port = sp->port;
 	pthread_mutex_unlock(&lp->lock);
+	if (slot_rc) {
+		rc = slot_rc;
+		goto out;
+	}
 	local_timing_mark("claim-rename");
 	proc_crash_point("claim-renamed");
 	/* The password now; the server commits it while the rest is done. */
