@@ -122,10 +122,9 @@ def durable_after(mnt, name, t0):
 
 
 def branch_vs_dump(state_dir, label):
-    # spares=0: every instance is a copy of the template started in place
-    # (a claimed running spare's server keeps its old data directory path
-    # for pg_control and PANICs at its first checkpoint after the rename;
-    # pg_restore's load triggers one).
+    # spares=0: no spare being copied or started while the clock runs
+    # (until ca33617 this also avoided a claimed spare's PANIC at its first
+    # checkpoint, which pg_restore's load triggers).
     mnt = mount(state_dir, "spares=0")
     os.mkdir(f"{mnt}/src")
     size = load(mnt, "src", MB)
