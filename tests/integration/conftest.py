@@ -12,7 +12,6 @@ import itertools
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -238,3 +237,16 @@ def psql(m, name, sql, database="postgres", check=True):
     if check and r.returncode != 0:
         raise AssertionError(f"psql failed: {r.stderr}")
     return r
+
+
+def ls_databases(m, name, timeout=30):
+    """ls NAME/databases, retrying on EAGAIN (a first list that took longer
+    than the first readdir's short wait, on a loaded machine)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return sorted(os.listdir(m.p(name, "databases")))
+        except OSError as e:
+            if e.errno != errno.EAGAIN or time.time() > deadline:
+                raise
+            time.sleep(0.1)

@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "cloud"))
 from cloud_harness import (available_instance, cloud_certs, fake_cloud,  # noqa: F401,E402
                            mount_cloud)
-from conftest import errno_of, wait_for, write_file  # noqa: E402
+from conftest import errno_of, ls_databases, wait_for, write_file  # noqa: E402
 
 BINDIR = sorted(
     (d for d in (f"/usr/lib/postgresql/{v}/bin" for v in os.listdir("/usr/lib/postgresql"))
@@ -98,18 +98,6 @@ def admin_sql(server, sql):
     return run_pg(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", server["sock"], "-p",
                    str(server["port"]), "-U", "postgres", "-d", "postgres", "-c",
                    sql]).stdout.strip()
-
-
-def ls_databases(m, name, timeout=30):
-    """ls NAME/databases, retrying while the first list is on its way."""
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return sorted(os.listdir(m.p(name, "databases")))
-        except OSError as e:
-            if e.errno != errno.EAGAIN or time.time() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def test_cloud_databases(mount_factory, fake_cloud, server):

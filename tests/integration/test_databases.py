@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import errno_of, psql, unique_name, write_file
+from conftest import errno_of, ls_databases, psql, unique_name, write_file
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +22,6 @@ def dbinst(shared_local):
         m.destroy(name)
     except OSError:
         pass
-
-
-def ls_databases(m, name, timeout=15):
-    """ls NAME/databases, retrying on EAGAIN (a first list that took longer
-    than the first readdir's short wait, on a loaded machine)."""
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return sorted(os.listdir(m.p(name, "databases")))
-        except OSError as e:
-            if e.errno != errno.EAGAIN or time.time() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def wait_listed(m, name, db, present=True, timeout=15):

@@ -546,6 +546,26 @@ static struct local_instance *acquire_locked(struct local_provider *lp, const ch
 	}
 }
 
+/* Ends an operation's ownership of li; the caller holds lp->lock, which
+ * this releases. Returns rc. */
+static int release_unlock(struct local_provider *lp, struct local_instance *li, int rc)
+{
+	li->busy = false;
+	pthread_cond_broadcast(&lp->cond);
+	pthread_mutex_unlock(&lp->lock);
+	return rc;
+}
+
+/* li leaves the table and is freed; the caller holds lp->lock, which this
+ * releases. */
+static void forget_unlock(struct local_provider *lp, struct local_instance *li)
+{
+	unlink_locked(lp, li);
+	pthread_cond_broadcast(&lp->cond);
+	pthread_mutex_unlock(&lp->lock);
+	free(li);
+}
+
 static int local_destroy(struct provider *p, const struct instance *inst, struct errmsg *e)
 {
 	struct local_provider *lp = LP(p);
@@ -570,15 +590,9 @@ static int local_destroy(struct provider *p, const struct instance *inst, struct
 		pthread_mutex_lock(&lp->lock);
 		if (rc) {
 			set_status(li, status);
-			li->busy = false;
-			pthread_cond_broadcast(&lp->cond);
-			pthread_mutex_unlock(&lp->lock);
-			return rc;
+			return release_unlock(lp, li, rc);
 		}
-		unlink_locked(lp, li);
-		pthread_cond_broadcast(&lp->cond);
-		pthread_mutex_unlock(&lp->lock);
-		free(li);
+		forget_unlock(lp, li);
 		return 0;
 	}
 	pthread_mutex_unlock(&lp->lock);
@@ -586,12 +600,8 @@ static int local_destroy(struct provider *p, const struct instance *inst, struct
 	/* From the record on, a crash is finished at the next start. */
 	rc = intent_begin(lp, inst->name, "destroy", NULL, e);
 	pthread_mutex_lock(&lp->lock);
-	if (rc) {
-		li->busy = false;
-		pthread_cond_broadcast(&lp->cond);
-		pthread_mutex_unlock(&lp->lock);
-		return rc;
-	}
+	if (rc)
+		return release_unlock(lp, li, rc);
 	li->want_running = false;
 	set_status(li, "deleting");
 	pid = li->pid;
@@ -615,15 +625,9 @@ static int local_destroy(struct provider *p, const struct instance *inst, struct
 		 * so the user can retry (the record stays: the next start would
 		 * finish it too). */
 		set_status(li, "failed");
-		li->busy = false;
-		pthread_cond_broadcast(&lp->cond);
-		pthread_mutex_unlock(&lp->lock);
-		return rc;
+		return release_unlock(lp, li, rc);
 	}
-	unlink_locked(lp, li);
-	pthread_cond_broadcast(&lp->cond);
-	pthread_mutex_unlock(&lp->lock);
-	free(li);
+	forget_unlock(lp, li);
 	log_event("local: instance %s destroyed", inst->name);
 	return 0;
 }
@@ -632,9 +636,7 @@ static int local_destroy(struct provider *p, const struct instance *inst, struct
 static void reset_done(struct local_provider *lp, struct local_instance *li)
 {
 	pthread_mutex_lock(&lp->lock);
-	li->busy = false;
-	pthread_cond_broadcast(&lp->cond);
-	pthread_mutex_unlock(&lp->lock);
+	release_unlock(lp, li, 0);
 }
 
 /* The order makes every crash recoverable: the record (with the new
