@@ -10,6 +10,11 @@
  *                          to spares= of them also run a server (see
  *                          local_spares.c)
  *   instances/NAME/        meta (port, username), server.log, data/
+ *   slots/N                symlink: the path a running spare's server was
+ *                          started through (-D slots/N/data); points at
+ *                          spares/USER.N, then at instances/NAME once
+ *                          claimed (local_spares.c)
+ *   intents/NAME           the intent record of an unfinished mutation
  *   trash/                 instances being removed
  *   run/NAME/              Unix-socket directory (0700, server account);
  *                          run/.spareN/ for the running spare spares/USER.N
