@@ -53,7 +53,8 @@ static int admin_target(struct local_provider *lp, const char *name, const char 
 		 * linked with, its saved password, libpq's default sslmode. */
 		if (!password)
 			return errmsg_set(e, -ENODATA,
-			                  "this mount does not know the password of linked %s", name);
+			                  "this mount does not know the password of linked %s",
+			                  name);
 		a->t = (struct pgdb_target){
 		    .instance = name,
 		    .host = a->sock,

@@ -277,7 +277,8 @@ int resolve_account(const struct local_options *opt, struct local_account *a, st
 
 int make_dirs(struct local_provider *lp, const char *state_dir, struct errmsg *e)
 {
-	static const char *const subdirs[] = {"instances", "templates", "spares", "slots", "trash", "run"};
+	static const char *const subdirs[] = {"instances", "templates", "spares",
+	                                      "slots",     "trash",     "run"};
 	mode_t mode = lp->acct.drop ? 0711 : 0700;
 	char path[PATH_MAX + 32];
 	int rc;
