@@ -73,16 +73,17 @@ int pgdb_list(const struct pgdb_target *t, struct database_list *out, struct err
 	return 0;
 }
 
-int pgdb_create(const struct pgdb_target *t, const char *db, const char *owner, struct errmsg *e)
+/* "VERB DATABASE db [OWNER owner]", the names quoted, run with the DDL
+ * timeout. 0, or pg_query's errno (SQLSTATEs mapped) with its message. */
+static int run_ddl(PGconn *c, const char *verb, const char *db, const char *owner, struct errmsg *e)
 {
-	PGconn *c;
-	char *sql = NULL;
-	int rc = pgdb_connect(t, "postgres", &c, e);
-	if (rc)
-		return rc;
-	char *qdb = PQescapeIdentifier(c, db, strlen(db));
-	char *qowner = PQescapeIdentifier(c, owner, strlen(owner));
-	if (!qdb || !qowner || asprintf(&sql, "CREATE DATABASE %s OWNER %s", qdb, qowner) < 0) {
+	char *sql = NULL, *qdb = PQescapeIdentifier(c, db, strlen(db));
+	char *qowner = owner ? PQescapeIdentifier(c, owner, strlen(owner)) : NULL;
+	int rc;
+
+	if (!qdb || (owner && !qowner) ||
+	    asprintf(&sql, "%s DATABASE %s%s%s", verb, qdb, owner ? " OWNER " : "",
+	             owner ? qowner : "") < 0) {
 		sql = NULL;
 		rc = errmsg_set(e, -ENOMEM, "out of memory");
 	} else {
@@ -93,6 +94,16 @@ int pgdb_create(const struct pgdb_target *t, const char *db, const char *owner, 
 	free(sql);
 	PQfreemem(qdb);
 	PQfreemem(qowner);
+	return rc;
+}
+
+int pgdb_create(const struct pgdb_target *t, const char *db, const char *owner, struct errmsg *e)
+{
+	PGconn *c;
+	int rc = pgdb_connect(t, "postgres", &c, e);
+	if (rc)
+		return rc;
+	rc = run_ddl(c, "CREATE", db, owner, e);
 	PQfinish(c);
 	if (rc == -EEXIST)
 		errmsg_set(e, rc, "database %s already exists in %s", db, t->instance);
@@ -132,7 +143,7 @@ static void describe_sessions(PGconn *c, const char *db, char *out, size_t outsz
 int pgdb_drop(const struct pgdb_target *t, const char *db, struct errmsg *e)
 {
 	PGconn *c;
-	char *sql = NULL, sessions[768];
+	char sessions[768];
 	int count = 0;
 	int rc = pgdb_connect(t, "postgres", &c, e);
 	if (rc)
@@ -147,26 +158,15 @@ int pgdb_drop(const struct pgdb_target *t, const char *db, struct errmsg *e)
 		                  "them first",
 		                  db, t->instance, count, count == 1 ? "" : "s", sessions);
 	}
-	char *qdb = PQescapeIdentifier(c, db, strlen(db));
-	if (!qdb || asprintf(&sql, "DROP DATABASE %s", qdb) < 0) {
-		sql = NULL;
-		rc = errmsg_set(e, -ENOMEM, "out of memory");
-	} else {
-		PGresult *res = NULL;
-		rc = pg_query(c, sql, 0, NULL, PGDB_DDL_TIMEOUT_MS, NULL, &res, e);
-		PQclear(res);
-		if (rc == -EBUSY) {
-			/* A client connected between the check and the drop. */
-			describe_sessions(c, db, sessions, sizeof(sessions), &count);
-			errmsg_set(e, -EBUSY, "database %s of %s has connected sessions: %s", db,
-			           t->instance,
-			           count ? sessions : "(they left meanwhile; try again)");
-		} else if (rc == -ENOENT) {
-			errmsg_set(e, rc, "no database %s in %s", db, t->instance);
-		}
+	rc = run_ddl(c, "DROP", db, NULL, e);
+	if (rc == -EBUSY) {
+		/* A client connected between the check and the drop. */
+		describe_sessions(c, db, sessions, sizeof(sessions), &count);
+		errmsg_set(e, -EBUSY, "database %s of %s has connected sessions: %s", db,
+		           t->instance, count ? sessions : "(they left meanwhile; try again)");
+	} else if (rc == -ENOENT) {
+		errmsg_set(e, rc, "no database %s in %s", db, t->instance);
 	}
-	free(sql);
-	PQfreemem(qdb);
 	PQfinish(c);
 	return rc;
 }
