@@ -67,8 +67,11 @@ static void inherit_password_undo(struct dbosfs *fs, const char *newname, int rc
 
 /* What branch and restore (verb) check first: NEWNAME is a valid name no
  * instance has, and NAME (copied to src) still exists. */
-static int check_copy(struct dbosfs *fs, const char *verb, const char *name, const char *newname,
-                      struct instance *src, struct errmsg *e)
+/* The checks branch and restore share: NEWNAME's name, NAME there and
+ * NEWNAME not, the provider able to (supported), NAME not linked (else
+ * refused with "it is a linked instance " + linked_why). */
+static int check_copy(struct dbosfs *fs, const char *verb, bool supported, const char *linked_why,
+                      const char *name, const char *newname, struct instance *src, struct errmsg *e)
 {
 	struct errmsg why = {{0}};
 	int rc = validate_instance_name(newname, &why);
@@ -79,6 +82,12 @@ static int check_copy(struct dbosfs *fs, const char *verb, const char *name, con
 	if (state_get(fs->cache, newname, NULL))
 		return errmsg_set(e, -EEXIST, "%s of %s as %s refused: the instance exists", verb,
 		                  name, newname);
+	if (!supported)
+		return errmsg_set(e, -EOPNOTSUPP, "%s of %s refused: the %s provider cannot %s",
+		                  verb, name, fs->provider->ops->kind, verb);
+	if (src->linked)
+		return errmsg_set(e, -EOPNOTSUPP, "%s of %s refused: it is a linked instance %s",
+		                  verb, name, linked_why);
 	return 0;
 }
 
@@ -90,20 +99,12 @@ static int write_branch(struct dbosfs *fs, const struct node *n, const char *new
 	struct instance src, inst = {0};
 	struct inherited_password ip;
 
-	int rc = check_copy(fs, "branch", name, newname, &src, e);
+	int rc = check_copy(fs, "branch", fs->provider->ops->branch != NULL,
+	                    "(your own server, which dbosfs does not copy); pg_dump it into a "
+	                    "new instance instead",
+	                    name, newname, &src, e);
 	if (rc)
 		return rc;
-	if (!fs->provider->ops->branch)
-		return errmsg_set(e, -EOPNOTSUPP,
-		                  "branch of %s refused: the %s provider cannot "
-		                  "branch",
-		                  name, fs->provider->ops->kind);
-	if (src.linked)
-		return errmsg_set(
-		    e, -EOPNOTSUPP,
-		    "branch of %s refused: it is a linked instance (your own server, "
-		    "which dbosfs does not copy); pg_dump it into a new instance instead",
-		    name);
 
 	rc = inherit_password(fs, "branch", name, newname, &ip, e);
 	if (rc)
@@ -237,19 +238,11 @@ static int write_restore(struct dbosfs *fs, const struct node *n, const char *va
 		                  "restore of %s refused: '%.63s' is not an RFC 3339 time (e.g. "
 		                  "2026-11-30T21:00:00Z)",
 		                  name, when);
-	int rc = check_copy(fs, "restore", name, newname, &src, e);
+	int rc = check_copy(fs, "restore", fs->provider->ops->restore != NULL,
+	                    "(your own server, whose history dbosfs does not keep)", name, newname,
+	                    &src, e);
 	if (rc)
 		return rc;
-	if (!fs->provider->ops->restore)
-		return errmsg_set(e, -EOPNOTSUPP,
-		                  "restore of %s refused: the %s provider cannot restore", name,
-		                  fs->provider->ops->kind);
-	if (src.linked)
-		return errmsg_set(
-		    e, -EOPNOTSUPP,
-		    "restore of %s refused: it is a linked instance (your own server, "
-		    "whose history dbosfs does not keep)",
-		    name);
 	rc = inherit_password(fs, "restore", name, newname, &ip, e);
 	if (rc)
 		return rc;
