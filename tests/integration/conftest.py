@@ -195,15 +195,21 @@ def local_mount(mount_factory):
     return mount_factory("local")
 
 
-@pytest.fixture(scope="module")
-def shared_local():
+def local_mount_for_module(options=None, env=None):
+    """A local mount for a module-scoped fixture: yields it, then unmounts
+    it and removes its directory (use with `yield from`)."""
     base = make_base()
-    m = Mount("local", {}, None, None, base)
+    m = Mount("local", options or {}, env, None, base)
     yield m
     try:
         m.unmount()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shared_local():
+    yield from local_mount_for_module()
 
 
 @pytest.fixture

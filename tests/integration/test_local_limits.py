@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import Mount, make_base, unique_name, wait_for
+from conftest import Mount, local_mount_for_module, make_base, unique_name, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit")
 
@@ -35,17 +35,11 @@ def open_fds(pid):
 
 @pytest.fixture(scope="module")
 def low():
-    base = make_base()
     # A low soft limit under a higher hard one, as many systems set it.
     # Spares stay copies (no running spare server): the mkdir under test
     # must take the copy-and-start path, which needs descriptors (a claim
     # of a running spare needs one socket and succeeds at any limit).
-    m = Mount("local", {}, {"DBOSFS_LOCAL_SPARES_IDLE": "1"}, None, base)
-    yield m
-    try:
-        m.unmount()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    yield from local_mount_for_module(env={"DBOSFS_LOCAL_SPARES_IDLE": "1"})
 
 
 def test_the_soft_limit_is_raised_to_the_hard_limit(tmp_path):

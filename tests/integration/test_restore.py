@@ -7,12 +7,11 @@ module; base backups every 2 s there (DBOSFS_PITR_BASE_S)."""
 import datetime
 import errno
 import os
-import shutil
 import time
 
 import pytest
 
-from conftest import Mount, errno_of, make_base, psql, unique_name, wait_for, write_file
+from conftest import errno_of, local_mount_for_module, psql, unique_name, wait_for, write_file
 
 
 def rfc3339(t):
@@ -22,13 +21,7 @@ def rfc3339(t):
 
 @pytest.fixture(scope="module")
 def pitr_mount():
-    base = make_base()
-    m = Mount("local", {}, {"DBOSFS_PITR_BASE_S": "3"}, None, base)
-    yield m
-    try:
-        m.unmount()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    yield from local_mount_for_module(env={"DBOSFS_PITR_BASE_S": "3"})
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,13 @@ One mount (spares=2) serves most tests; spares=0, a mkdir right after
 mount and a crash during a claim get mounts of their own."""
 import os
 import pathlib
-import shutil
 import subprocess
 import time
 
 import psycopg2
 import pytest
 
-from conftest import Mount, make_base, unique_name, wait_for
+from conftest import local_mount_for_module, unique_name, wait_for
 
 CRASH_EXIT = 86
 
@@ -70,13 +69,7 @@ def refused(port, user, password):
 
 @pytest.fixture(scope="module")
 def spared():
-    base = make_base()
-    m = Mount("local", {"spares": "2"}, None, None, base)
-    yield m
-    try:
-        m.unmount()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    yield from local_mount_for_module({"spares": "2"})
 
 
 def test_spares_run_unlisted_and_refuse_logins(spared):
